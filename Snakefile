@@ -1,0 +1,34 @@
+"""Pruning a Deformable DETR on KITTI: data -> baseline -> pruned variants -> evaluation -> report."""
+
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.11")
+
+
+configfile: "config.yaml"
+
+
+sys.path.insert(0, workflow.basedir)
+from detrprune.config import ConfigError, validate_config
+
+try:
+    validate_config(config, source="config")
+except ConfigError as error:
+    sys.exit(f"Invalid configuration: {error}")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/prune.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        "results/summary.csv",
+        "results/report.pdf",
+    default_target: True

@@ -1,0 +1,119 @@
+"""Checkpoints that every rule passes along: a plain state dict plus the model's mmdet config.
+
+The file holds only tensors, strings and numbers, so it loads with ``torch.load(weights_only=True)``
+(no pickled classes, unlike mmengine's own Runner checkpoints). A structurally pruned model no
+longer matches its mmdet config; :func:`load_detector` therefore builds the model from the config
+and then shrinks every layer whose saved tensors are smaller, using Torch-Pruning's own
+channel-removal functions, before loading the weights strictly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from detrprune.model import build_detector
+
+FORMAT = "detrprune-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is not ours, or does not fit the model it describes."""
+
+
+def save_detector(
+    model: nn.Module, path: Path, model_cfg: Mapping[str, Any], meta: Mapping[str, Any]
+) -> None:
+    """Write ``model``'s weights, its mmdet model config and ``meta`` (JSON-able) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "model_cfg": json.dumps(_jsonable(model_cfg), sort_keys=True),
+        "meta": json.dumps(_jsonable(meta), sort_keys=True),
+        "state_dict": state,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(state_dict, model_cfg, meta) of a checkpoint, loaded without unpickling any class."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} file")
+    return payload["state_dict"], json.loads(payload["model_cfg"]), json.loads(payload["meta"])
+
+
+def load_detector(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Rebuild the (possibly pruned) detector saved at ``path``; returns (model, model_cfg, meta)."""
+    state, model_cfg, meta = read_checkpoint(path)
+    model = build_detector(model_cfg)
+    shrink_to_state_dict(model, state, where=str(path))
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model, model_cfg, meta
+
+
+def shrink_to_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Remove trailing channels from layers whose saved weights are narrower than the built ones.
+
+    Only the shapes matter here (the values are loaded afterwards), so dropping the trailing
+    indices is as good as dropping the ones the pruner chose.
+    """
+    for name, module in model.named_modules():
+        weight = state.get(f"{name}.weight" if name else "weight")
+        current = getattr(module, "weight", None)
+        if weight is None or not isinstance(current, torch.Tensor):
+            continue
+        if tuple(weight.shape) == tuple(current.shape):
+            continue
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1:
+                raise CheckpointError(f"{where}: grouped conv {name} cannot be rebuilt pruned")
+            _drop_trailing(tp.prune_conv_out_channels, module, current.shape[0], weight.shape[0])
+            _drop_trailing(tp.prune_conv_in_channels, module, current.shape[1], weight.shape[1])
+        elif isinstance(module, nn.Linear):
+            _drop_trailing(tp.prune_linear_out_channels, module, current.shape[0], weight.shape[0])
+            _drop_trailing(tp.prune_linear_in_channels, module, current.shape[1], weight.shape[1])
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            _drop_trailing(tp.prune_batchnorm_out_channels, module, current.numel(), weight.numel())
+        elif isinstance(module, nn.GroupNorm):
+            _drop_trailing(tp.prune_groupnorm_out_channels, module, current.numel(), weight.numel())
+        else:
+            raise CheckpointError(
+                f"{where}: {name} ({type(module).__name__}) has weight {tuple(weight.shape)} "
+                f"but the config builds {tuple(current.shape)}; no rule to rebuild it"
+            )
+        if tuple(module.weight.shape) != tuple(weight.shape):
+            raise CheckpointError(
+                f"{where}: {name} could not be shrunk to {tuple(weight.shape)} "
+                f"(got {tuple(module.weight.shape)})"
+            )
+
+
+def _drop_trailing(prune_fn, module: nn.Module, built: int, saved: int) -> None:
+    if saved > built:
+        raise CheckpointError(f"saved layer is wider ({saved}) than the built one ({built})")
+    if saved < built:
+        prune_fn(module, list(range(saved, built)))
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn mmengine ConfigDicts, tuples and paths into plain JSON values."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

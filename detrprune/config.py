@@ -1,0 +1,43 @@
+"""Validation of the workflow config against ``schemas/config.schema.yaml``.
+
+Snakemake's own ``validate()`` prints the whole schema on failure; a user wants one line that
+names the key and what is wrong with it, so the schema is applied here with jsonschema directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value the study cannot run with; the message is one line naming the key."""
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def key_path(path: Any) -> str:
+    """``['pruning', 'filter', 'ratios', 0]`` -> ``pruning.filter.ratios[0]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<top level>"
+
+
+def validate_config(
+    config: Mapping[str, Any], source: str = "config", schema_path: Path = SCHEMA_PATH
+) -> None:
+    """Raise :class:`ConfigError` for the most relevant schema violation (jsonschema's choice)."""
+    validator = jsonschema.Draft202012Validator(load_schema(schema_path))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(config)))
+    if error is not None:
+        raise ConfigError(f"{source}: {key_path(error.absolute_path)}: {error.message}")

@@ -1,0 +1,221 @@
+"""Accuracy and efficiency of one detector variant: COCO AP, latency, FLOPs, parameters, size.
+
+COCO AP comes from mmdet's ``CocoMetric`` (pycocotools) run by mmengine's test loop; FLOPs from
+fvcore. fvcore counts one fused multiply-add as one "flop", so its total is reported as GMACs.
+FLOPs are counted on CPU, where deformable attention runs mmcv's ``grid_sample`` path that fvcore
+can see (on GPU the CUDA kernel is an opaque op counted as zero).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from detrprune.model import coco_evaluator_config, register_mmdet, test_dataloader_config
+from detrprune.pruning import count_nonzero_parameters, count_parameters
+
+log = logging.getLogger(__name__)
+
+# CocoMetric's result keys -> the study's column names.
+_COCO_KEYS = {
+    "coco/bbox_mAP": "mAP",
+    "coco/bbox_mAP_50": "mAP50",
+    "coco/bbox_mAP_75": "mAP75",
+}
+
+
+def coco_accuracy(
+    model: nn.Module,
+    val_json: Path,
+    data_root: Path,
+    input_scale: tuple[int, int],
+    classes: Sequence[str],
+) -> dict[str, float]:
+    """COCO mAP, mAP50, mAP75 and per-class AP (``AP_<class>``) on the validation split."""
+    from mmengine.runner import Runner
+
+    register_mmdet()
+    with tempfile.TemporaryDirectory(prefix="detrprune-eval-") as work_dir:
+        runner = Runner(
+            model=model,
+            work_dir=work_dir,
+            test_dataloader=test_dataloader_config(val_json, data_root, input_scale),
+            test_evaluator=coco_evaluator_config(val_json),
+            test_cfg=dict(type="TestLoop"),
+            default_scope="mmdet",
+            log_level="WARNING",
+        )
+        raw = runner.test()
+    metrics = {ours: float(raw[theirs]) for theirs, ours in _COCO_KEYS.items()}
+    for name in classes:
+        metrics[f"AP_{name}"] = float(raw.get(f"coco/{name}_precision", math.nan))
+    return metrics
+
+
+def load_val_batches(
+    val_json: Path, data_root: Path, input_scale: tuple[int, int], count: int
+) -> list[dict[str, Any]]:
+    """The first ``count`` validation images, loaded and resized once, as batch-1 model inputs."""
+    from mmdet.registry import DATASETS
+    from mmengine.dataset import pseudo_collate
+
+    register_mmdet()
+    dataset = DATASETS.build(test_dataloader_config(val_json, data_root, input_scale)["dataset"])
+    if len(dataset) == 0:
+        raise ValueError(f"{val_json}: the validation split has no images")
+    return [pseudo_collate([dataset[i]]) for i in range(min(count, len(dataset)))]
+
+
+def cpu_description(threads: int) -> str:
+    """e.g. ``cpu (AMD EPYC 7B13, 2 threads)``: where a latency number came from."""
+    model_name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu ({model_name}, {threads} threads)"
+
+
+@torch.no_grad()
+def cpu_latency(
+    model: nn.Module, batches: Sequence[Mapping[str, Any]], warmup: int, runs: int, threads: int
+) -> dict[str, Any]:
+    """Median and p90 wall time of ``model.test_step`` (pre- and post-processing included).
+
+    Images are cycled through ``batches``; decoding/resizing is done beforehand and not timed.
+    """
+    if runs < 1:
+        raise ValueError(f"evaluate.latency.runs must be >= 1, got {runs}")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model = model.to("cpu").eval()
+    try:
+        for i in range(warmup):
+            model.test_step(batches[i % len(batches)])
+        times_ms = []
+        for i in range(runs):
+            start = time.perf_counter()
+            model.test_step(batches[i % len(batches)])
+            times_ms.append(1000.0 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(previous_threads)
+    times_ms.sort()
+    p90 = times_ms[min(len(times_ms) - 1, math.ceil(0.9 * len(times_ms)) - 1)]
+    return {
+        "latency_ms_median": statistics.median(times_ms),
+        "latency_ms_p90": p90,
+        "latency_runs": runs,
+        "latency_device": cpu_description(threads),
+    }
+
+
+class _TensorForward(nn.Module):
+    """Detector forward on a preprocessed image tensor, the signature fvcore's tracer needs."""
+
+    def __init__(self, detector: nn.Module, data_samples: list) -> None:
+        super().__init__()
+        self.detector = detector
+        self.data_samples = data_samples
+
+    def forward(self, inputs: torch.Tensor):
+        return self.detector._forward(inputs, self.data_samples)
+
+
+@torch.no_grad()
+def fvcore_gmacs(model: nn.Module, batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean fvcore count over ``batches`` in GMACs, with the ops fvcore could not count."""
+    from fvcore.nn import FlopCountAnalysis
+
+    model = model.to("cpu").eval()
+    totals = []
+    unsupported: dict[str, int] = {}
+    for batch in batches:
+        data = model.data_preprocessor(batch, False)
+        analysis = FlopCountAnalysis(_TensorForward(model, data["data_samples"]), data["inputs"])
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        analysis.tracer_warnings("none")
+        totals.append(analysis.total() / 1e9)
+        for op, n in analysis.unsupported_ops().items():
+            unsupported[op] = unsupported.get(op, 0) + n
+    if unsupported:
+        log.info("fvcore could not count these ops (counted as 0): %s", unsupported)
+    return {
+        "gmacs": statistics.fmean(totals),
+        "flops_images": len(totals),
+        "flops_unsupported_ops": dict(sorted(unsupported.items())),
+    }
+
+
+def size_metrics(
+    model: nn.Module, checkpoint: Path, baseline_nonzero_params: int
+) -> dict[str, float | int]:
+    """Parameter counts, checkpoint size and compression ratio vs the baseline.
+
+    The compression ratio is the baseline's non-zero parameter count over this variant's
+    (the usual definition in the pruning literature): it credits both removed channels and
+    zeroed weights, whereas the dense ``checkpoint_mb`` only shrinks for removed channels.
+    """
+    nonzero = count_nonzero_parameters(model)
+    return {
+        "params_total": count_parameters(model),
+        "params_nonzero": nonzero,
+        "checkpoint_mb": Path(checkpoint).stat().st_size / 2**20,
+        "compression_ratio": baseline_nonzero_params / max(nonzero, 1),
+    }
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    baseline_checkpoint: Path,
+    *,
+    val_json: Path,
+    data_root: Path,
+    input_scale: tuple[int, int],
+    classes: Sequence[str],
+    threads: int,
+    warmup: int,
+    runs: int,
+    flops_images: int,
+) -> dict[str, Any]:
+    """All metrics of one variant as the flat record ``metrics.json`` holds."""
+    from detrprune.checkpoint import load_detector, read_checkpoint
+
+    torch.set_num_threads(threads)
+    model, _, meta = load_detector(checkpoint)
+    baseline_state, _, _ = read_checkpoint(baseline_checkpoint)
+    # Buffers (BN running statistics) are not parameters and are not counted.
+    parameter_names = {name for name, _ in model.named_parameters()}
+    baseline_nonzero = sum(
+        int(torch.count_nonzero(t)) for k, t in baseline_state.items() if k in parameter_names
+    )
+    record: dict[str, Any] = {
+        "variant": meta["variant"],
+        "method": meta["method"],
+        "ratio": int(meta["ratio"]),
+        "finetuned": False,
+    }
+    log.info("evaluating %s: COCO AP on %s", record["variant"], val_json)
+    record.update(coco_accuracy(model, val_json, data_root, input_scale, classes))
+    batches = load_val_batches(val_json, data_root, input_scale, max(flops_images, 5))
+    log.info("latency: %d warm-up + %d timed runs, %d threads", warmup, runs, threads)
+    record.update(cpu_latency(model, batches, warmup, runs, threads))
+    log.info("FLOPs (fvcore) over %d images", min(flops_images, len(batches)))
+    record.update(fvcore_gmacs(model, batches[:flops_images]))
+    record.update(size_metrics(model, checkpoint, baseline_nonzero))
+    record["pruning"] = meta.get("pruning", {})
+    log.info("metrics: %s", {k: v for k, v in record.items() if not isinstance(v, dict)})
+    return record
+

@@ -1,0 +1,785 @@
+"""Aggregate per-variant metrics into a summary CSV, plots and a PDF report.
+
+The evaluation step writes one flat ``metrics.json`` per evaluated variant (baseline, each pruning
+method at each ratio, later fine-tuned twins). This module is the last stage of the workflow:
+
+* :func:`aggregate` merges them into ``summary.csv`` (one row per variant, fixed columns);
+* :func:`make_plots` draws the accuracy / cost trade-off plots as PNGs;
+* :func:`write_report` bundles a title page, the summary table and the plots into one PDF;
+* :func:`summarize_config` picks the parts of ``config.yaml`` worth printing on the title page.
+
+Every output is written atomically and is byte-identical for identical inputs (no timestamps, fixed
+float formats, fixed matplotlib style), so Snakemake reruns and diffs stay meaningful.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+# The workflow runs headless (cluster nodes, CI): never let matplotlib look for a display.
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from detrprune import __version__  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS: list[str] = [
+    "variant",
+    "method",
+    "ratio",
+    "finetuned",
+    "mAP",
+    "mAP50",
+    "mAP75",
+    "AP_Car",
+    "AP_Pedestrian",
+    "AP_Cyclist",
+    "latency_ms_median",
+    "latency_ms_p90",
+    "gmacs",
+    "params_total",
+    "params_nonzero",
+    "checkpoint_mb",
+    "compression_ratio",
+    "latency_device",
+]
+
+BASELINE_METHOD = "baseline"
+REPORT_TITLE = "Pruning Deformable DETR on KITTI"
+
+# Column kinds, used to validate each metrics.json and to give the DataFrame stable dtypes.
+_STR_COLUMNS = ("variant", "method", "latency_device")
+_INT_COLUMNS = ("ratio", "params_total", "params_nonzero")
+_BOOL_COLUMNS = ("finetuned",)
+_FLOAT_COLUMNS = tuple(
+    c for c in SUMMARY_COLUMNS if c not in _STR_COLUMNS + _INT_COLUMNS + _BOOL_COLUMNS
+)
+# pycocotools reports -1 for an AP it cannot compute (no ground truth); that is "missing", not
+# a terrible score, so it becomes NaN before it can drag averages or plots down.
+_AP_COLUMNS = ("mAP", "mAP50", "mAP75", "AP_Car", "AP_Pedestrian", "AP_Cyclist")
+
+_CSV_FLOAT_FORMAT = "%.6g"
+_PLOT_DPI = 120
+_FIGSIZE_PLOT = (8.0, 5.0)
+_FIGSIZE_WIDE = (11.0, 4.5)
+_PAGE_PORTRAIT = (8.27, 11.69)  # A4
+_PAGE_LANDSCAPE = (11.69, 8.27)
+_TABLE_ROWS_PER_PAGE = 25
+_TEXT_LINES_PER_PAGE = 58
+
+PLOT_NAMES: tuple[str, ...] = (
+    "map_vs_ratio.png",
+    "gmacs_vs_ratio.png",
+    "latency_vs_ratio.png",
+    "accuracy_vs_latency.png",
+    "size_vs_ratio.png",
+)
+
+# Fixed style, independent of any user matplotlibrc, so outputs do not vary between machines.
+# Type 42 (TrueType) fonts keep the PDF text extractable; Type 3 glyphs are not.
+_RC: dict[str, Any] = {
+    "svg.hashsalt": "detrprune",
+    "pdf.fonttype": 42,
+    "pdf.compression": 6,
+    "font.family": "DejaVu Sans",
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "figure.dpi": _PLOT_DPI,
+    "savefig.dpi": _PLOT_DPI,
+}
+
+# Short headers so the 17-column table fits a landscape A4 page.
+_TABLE_HEADERS: dict[str, str] = {
+    "variant": "variant",
+    "method": "method",
+    "ratio": "ratio %",
+    "finetuned": "ft",
+    "mAP": "mAP",
+    "mAP50": "mAP50",
+    "mAP75": "mAP75",
+    "AP_Car": "AP Car",
+    "AP_Pedestrian": "AP Ped",
+    "AP_Cyclist": "AP Cyc",
+    "latency_ms_median": "lat med ms",
+    "latency_ms_p90": "lat p90 ms",
+    "gmacs": "GMACs",
+    "params_total": "params",
+    "params_nonzero": "nonzero",
+    "checkpoint_mb": "ckpt MB",
+    "compression_ratio": "compr x",
+}
+
+# Parts of config.yaml printed on the title page, as paths into the nested config.
+_CONFIG_PATHS: tuple[tuple[str, ...], ...] = (
+    ("seed",),
+    ("dataset", "source"),
+    ("dataset", "synthetic", "num_scenes"),
+    ("dataset", "val_fraction"),
+    ("model",),
+    ("train", "max_iters"),
+    ("train", "batch_size"),
+    ("evaluate", "threads"),
+    ("evaluate", "latency"),
+)
+
+
+class ReportError(ValueError):
+    """Raised when metrics files or the summary table cannot be turned into a report."""
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _atomic_path(out: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``out``; move it onto ``out`` only if the block succeeds.
+
+    Readers (and Snakemake) therefore never see a half-written output.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder so os.replace is atomic; pid in the name so concurrent writers do not collide.
+    # Not mkstemp: its 0600 mode would survive the rename and surprise readers of the results.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _style() -> ExitStack:
+    """Return a context manager applying the fixed report style on top of matplotlib defaults."""
+    stack = ExitStack()
+    stack.enter_context(plt.style.context("default"))
+    stack.enter_context(matplotlib.rc_context(_RC))
+    return stack
+
+
+def _save_png(fig: Figure, out: Path) -> None:
+    """Save ``fig`` as a deterministic PNG (no Software/timestamp metadata), atomically."""
+    with _atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=_PLOT_DPI, metadata={"Software": None})
+
+
+def _is_number(value: object) -> bool:
+    """True for int/float JSON values; bool is excluded although it subclasses int."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _validate_record(record: object, path: Path) -> dict[str, Any]:
+    """Check one parsed metrics.json and return its summary columns with normalised types."""
+    if not isinstance(record, dict):
+        raise ReportError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    row: dict[str, Any] = {}
+    for key in SUMMARY_COLUMNS:
+        if key not in record:
+            raise ReportError(f"{path}: missing required key '{key}'")
+        value = record[key]
+        if key in _STR_COLUMNS:
+            if not isinstance(value, str) or not value:
+                raise ReportError(f"{path}: key '{key}' must be a non-empty string, got {value!r}")
+            row[key] = value
+        elif key in _BOOL_COLUMNS:
+            if not isinstance(value, bool):
+                raise ReportError(f"{path}: key '{key}' must be a boolean, got {value!r}")
+            row[key] = value
+        elif key in _INT_COLUMNS:
+            # json.dump of a float that happens to be integral (30.0) is still a valid ratio.
+            if not _is_number(value) or not float(value).is_integer():
+                raise ReportError(f"{path}: key '{key}' must be an integer, got {value!r}")
+            row[key] = int(value)
+        else:
+            if not _is_number(value):
+                raise ReportError(f"{path}: key '{key}' must be a number, got {value!r}")
+            number = float(value)
+            if key in _AP_COLUMNS and number < 0:
+                number = math.nan
+            row[key] = number
+    return row
+
+
+def _sort_key(row: Mapping[str, Any]) -> tuple[bool, str, bool, int]:
+    """Baseline first, then by method name, fine-tuned after not, then by ratio."""
+    return (row["method"] != BASELINE_METHOD, row["method"], row["finetuned"], row["ratio"])
+
+
+def _check_summary(summary: pd.DataFrame) -> None:
+    """Raise ReportError if ``summary`` is not a non-empty table with all summary columns."""
+    for column in SUMMARY_COLUMNS:
+        if column not in summary.columns:
+            raise ReportError(f"summary table: missing column '{column}'")
+    if summary.empty:
+        raise ReportError("summary table: no rows")
+
+
+def _baseline_row(summary: pd.DataFrame) -> pd.Series | None:
+    """Return the (non fine-tuned if possible) baseline row, or None when there is none."""
+    base = summary[summary["method"] == BASELINE_METHOD]
+    if base.empty:
+        return None
+    plain = base[~base["finetuned"].astype(bool)]
+    return (plain if not plain.empty else base).iloc[0]
+
+
+def _series(summary: pd.DataFrame) -> list[tuple[str, bool, pd.DataFrame]]:
+    """Split non-baseline rows into (method, finetuned) series, each sorted by ratio."""
+    rows = summary[summary["method"] != BASELINE_METHOD]
+    out: list[tuple[str, bool, pd.DataFrame]] = []
+    for (method, finetuned), group in rows.groupby(["method", "finetuned"], sort=True):
+        out.append((str(method), bool(finetuned), group.sort_values("ratio")))
+    return out
+
+
+def _method_colours(summary: pd.DataFrame) -> dict[str, Any]:
+    """Give each pruning method a fixed colour (fine-tuned twins share their method's colour)."""
+    methods = sorted(m for m in summary["method"].unique() if m != BASELINE_METHOD)
+    cmap = plt.get_cmap("tab10")
+    return {m: cmap(i % 10) for i, m in enumerate(methods)}
+
+
+def _series_label(method: str, finetuned: bool) -> str:
+    """Legend label of a series."""
+    return f"{method} (fine-tuned)" if finetuned else method
+
+
+def _linestyle(finetuned: bool) -> str:
+    """Fine-tuned series are dashed so they read as twins of the solid one-shot series."""
+    return "--" if finetuned else "-"
+
+
+def _plot_metric_vs_ratio(
+    ax: Axes,
+    summary: pd.DataFrame,
+    column: str,
+    colours: Mapping[str, Any],
+    baseline: pd.Series | None,
+) -> None:
+    """Draw ``column`` against pruning ratio: one line per series plus the baseline reference."""
+    for method, finetuned, group in _series(summary):
+        ax.plot(
+            group["ratio"],
+            group[column],
+            marker="o",
+            linestyle=_linestyle(finetuned),
+            color=colours[method],
+            label=_series_label(method, finetuned),
+        )
+    if baseline is not None and not pd.isna(baseline[column]):
+        value = float(baseline[column])
+        ax.axhline(value, color="black", linestyle=":", linewidth=1.0, label="baseline")
+        ax.plot([0], [value], marker="*", markersize=12, color="black", linestyle="none")
+    ax.set_xlabel("pruning ratio (%)")
+    ax.legend(fontsize=8)
+
+
+def _fmt(value: object, digits: int = 4) -> str:
+    """Format a table / text value: ``digits`` significant digits, SI suffix for big integers."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        magnitude = abs(int(value))
+        if magnitude >= 1_000_000_000:
+            return f"{value / 1e9:.{digits}g}G"
+        if magnitude >= 1_000_000:
+            return f"{value / 1e6:.{digits}g}M"
+        if magnitude >= 10_000:
+            return f"{value / 1e3:.{digits}g}k"
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _flatten(mapping: Mapping[str, object], prefix: str = "") -> list[tuple[str, object]]:
+    """Flatten a nested mapping into (dotted.key, value) pairs, keeping insertion order."""
+    items: list[tuple[str, object]] = []
+    for key, value in mapping.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            items.extend(_flatten(value, dotted))
+        else:
+            items.append((dotted, value))
+    return items
+
+
+def _config_value(value: object) -> str:
+    """Render one config value for the title page (lists comma-joined)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_config_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"  # as config.yaml spells it
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------
+
+
+def aggregate(metrics_paths: Sequence[Path], out_csv: Path) -> pd.DataFrame:
+    """Merge per-variant ``metrics.json`` files into one summary table and write it as CSV.
+
+    Args:
+        metrics_paths: one metrics.json per evaluated variant.
+        out_csv: where the CSV goes (written atomically, byte-stable float format).
+
+    Returns:
+        The summary table: one row per file, columns :data:`SUMMARY_COLUMNS` in that order,
+        sorted baseline first, then by method, finetuned, ratio. AP values of -1 become NaN.
+
+    Raises:
+        ReportError: unreadable file, missing/mistyped key, or two files describing the same
+            (method, ratio, finetuned) variant.
+    """
+    if not metrics_paths:
+        raise ReportError(f"{out_csv}: no metrics files given")
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple[str, int, bool], Path] = {}
+    for raw_path in metrics_paths:
+        path = Path(raw_path)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ReportError(f"{path}: cannot read metrics JSON ({exc})") from exc
+        row = _validate_record(record, path)
+        identity = (row["method"], row["ratio"], row["finetuned"])
+        if identity in seen:
+            raise ReportError(
+                f"{path}: duplicate (method, ratio, finetuned) = {identity}, "
+                f"already given by {seen[identity]}"
+            )
+        seen[identity] = path
+        rows.append(row)
+
+    rows.sort(key=_sort_key)
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    summary = summary.astype(
+        {
+            **{c: "int64" for c in _INT_COLUMNS},
+            **{c: "bool" for c in _BOOL_COLUMNS},
+            **{c: "float64" for c in _FLOAT_COLUMNS},
+        }
+    )
+
+    with _atomic_path(out_csv) as tmp:
+        summary.to_csv(tmp, index=False, float_format=_CSV_FLOAT_FORMAT, lineterminator="\n")
+    log.info("wrote %s (%d variants)", out_csv, len(summary))
+    return summary
+
+
+def make_plots(summary: pd.DataFrame, plots_dir: Path) -> list[Path]:
+    """Draw the trade-off plots of the summary table as deterministic PNGs.
+
+    Args:
+        summary: the table returned by :func:`aggregate` (or read back from its CSV).
+        plots_dir: output folder (created if needed).
+
+    Returns:
+        Paths of ``map_vs_ratio``, ``gmacs_vs_ratio``, ``latency_vs_ratio``,
+        ``accuracy_vs_latency`` and ``size_vs_ratio`` PNGs, in that order.
+
+    Raises:
+        ReportError: the table lacks a summary column or has no rows.
+    """
+    _check_summary(summary)
+    plots_dir = Path(plots_dir)
+    colours = _method_colours(summary)
+    baseline = _baseline_row(summary)
+    builders = (_fig_map, _fig_gmacs, _fig_latency, _fig_accuracy_vs_latency, _fig_size)
+    paths: list[Path] = []
+    with _style():
+        for name, build in zip(PLOT_NAMES, builders, strict=True):
+            fig = build(summary, colours, baseline)
+            try:
+                fig.tight_layout()
+                _save_png(fig, plots_dir / name)
+            finally:
+                plt.close(fig)
+            paths.append(plots_dir / name)
+            log.info("wrote %s", plots_dir / name)
+    return paths
+
+
+def _fig_map(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """mAP and mAP50 vs pruning ratio, side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=_FIGSIZE_WIDE, sharex=True)
+    for ax, column, label in zip(axes, ("mAP", "mAP50"), ("mAP@[.5:.95]", "mAP@.5"), strict=True):
+        _plot_metric_vs_ratio(ax, summary, column, colours, baseline)
+        ax.set_ylabel(f"{label} (COCO AP, 0-1)")
+        ax.set_title(f"{label} vs pruning ratio")
+    return fig
+
+
+def _fig_gmacs(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """GMACs vs pruning ratio."""
+    fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
+    _plot_metric_vs_ratio(ax, summary, "gmacs", colours, baseline)
+    ax.set_ylabel("compute (GMACs, fvcore: 1 multiply-add = 1 MAC)")
+    ax.set_title("GMACs vs pruning ratio")
+    return fig
+
+
+def _fig_latency(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Median latency vs pruning ratio, with an upper error bar reaching the p90."""
+    fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
+    for method, finetuned, group in _series(summary):
+        median = group["latency_ms_median"].to_numpy(dtype=float)
+        upper = np.clip(group["latency_ms_p90"].to_numpy(dtype=float) - median, 0.0, None)
+        ax.errorbar(
+            group["ratio"],
+            median,
+            yerr=[np.zeros_like(upper), upper],
+            marker="o",
+            capsize=3,
+            linestyle=_linestyle(finetuned),
+            color=colours[method],
+            label=_series_label(method, finetuned),
+        )
+    if baseline is not None:
+        b_med = float(baseline["latency_ms_median"])
+        b_up = max(float(baseline["latency_ms_p90"]) - b_med, 0.0)
+        ax.axhline(b_med, color="black", linestyle=":", linewidth=1.0, label="baseline")
+        ax.errorbar(
+            [0],
+            [b_med],
+            yerr=[[0.0], [b_up]],
+            marker="*",
+            markersize=12,
+            capsize=3,
+            color="black",
+            linestyle="none",
+        )
+    ax.set_xlabel("pruning ratio (%)")
+    ax.set_ylabel("latency per image, batch 1 (ms)")
+    ax.set_title("Latency (median, bar to p90) vs pruning ratio")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _fig_accuracy_vs_latency(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Scatter of mAP vs median latency, each point labelled with its ratio."""
+    fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
+    for method, finetuned, group in _series(summary):
+        ax.scatter(
+            group["latency_ms_median"],
+            group["mAP"],
+            marker="s" if finetuned else "o",
+            color=colours[method],
+            label=_series_label(method, finetuned),
+            zorder=3,
+        )
+        for _, row in group.iterrows():
+            if pd.isna(row["mAP"]) or pd.isna(row["latency_ms_median"]):
+                continue
+            ax.annotate(
+                f"r{int(row['ratio'])}",
+                (row["latency_ms_median"], row["mAP"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=colours[method],
+            )
+    if baseline is not None and not pd.isna(baseline["mAP"]):
+        ax.scatter(
+            [baseline["latency_ms_median"]],
+            [baseline["mAP"]],
+            marker="*",
+            s=220,
+            color="black",
+            edgecolors="gold",
+            label="baseline",
+            zorder=2,  # under the variants: a near-baseline variant must stay visible
+        )
+    ax.set_xlabel("median latency per image (ms)")
+    ax.set_ylabel("mAP@[.5:.95] (COCO AP, 0-1)")
+    ax.set_title("mAP vs median latency")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _fig_size(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Checkpoint size and non-zero parameter fraction vs pruning ratio, side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=_FIGSIZE_WIDE, sharex=True)
+    _plot_metric_vs_ratio(axes[0], summary, "checkpoint_mb", colours, baseline)
+    axes[0].set_ylabel("checkpoint size (MB)")
+    axes[0].set_title("Checkpoint size vs pruning ratio")
+
+    frac = summary.copy()
+    if baseline is not None and int(baseline["params_nonzero"]) > 0:
+        denominator: Any = float(baseline["params_nonzero"])
+        ylabel = "non-zero params (fraction of baseline)"
+    else:
+        # Without a baseline the best available reference is each variant's own size.
+        denominator = frac["params_total"].astype(float)
+        ylabel = "non-zero params (fraction of own total)"
+    frac["nonzero_fraction"] = frac["params_nonzero"].astype(float) / denominator
+    base_frac = frac.loc[baseline.name] if baseline is not None else None
+    _plot_metric_vs_ratio(axes[1], frac, "nonzero_fraction", colours, base_frac)
+    axes[1].set_ylabel(ylabel)
+    axes[1].set_title("Non-zero parameters vs pruning ratio")
+    return fig
+
+
+def summarize_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Pick the parts of the workflow config worth printing on the report's title page.
+
+    Keeps seed, dataset source/size/validation split, the model section, training length and
+    batch size, the pruning ratios of every method, and the latency settings (including the
+    evaluation thread count, which latency depends on). Missing or
+    malformed sections are skipped rather than failing: the report must not break because an
+    optional key is absent.
+
+    Args:
+        config: the whole config dict as loaded from config.yaml.
+
+    Returns:
+        A nested dict mirroring the config's structure, holding only the selected keys.
+    """
+    summary: dict[str, Any] = {}
+    if not isinstance(config, Mapping):
+        return summary
+
+    def lookup(path: Sequence[str]) -> tuple[bool, Any]:
+        node: Any = config
+        for key in path:
+            if not isinstance(node, Mapping) or key not in node:
+                return False, None
+            node = node[key]
+        return True, node
+
+    def store(path: Sequence[str], value: Any) -> None:
+        node = summary
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        # Plain containers only, so later mutation of the caller's config cannot leak in.
+        node[path[-1]] = json.loads(json.dumps(value, default=str))
+
+    for path in _CONFIG_PATHS:
+        found, value = lookup(path)
+        if found and value is not None:
+            store(path, value)
+
+    found, pruning = lookup(("pruning",))
+    if found and isinstance(pruning, Mapping):
+        # Every method with a ratio list, not a fixed list: new methods appear in later issues.
+        for method, settings in pruning.items():
+            if isinstance(settings, Mapping) and settings.get("ratios") is not None:
+                store(("pruning", str(method), "ratios"), settings["ratios"])
+    return summary
+
+
+def write_report(
+    summary: pd.DataFrame,
+    plot_paths: Sequence[Path],
+    config_summary: Mapping[str, object],
+    out_pdf: Path,
+) -> None:
+    """Write the multi-page PDF report, byte-identical for identical inputs.
+
+    Pages: a title page (config summary, baseline numbers, how to read), the summary table
+    (split every 25 rows), then one page per plot.
+
+    Args:
+        summary: the table returned by :func:`aggregate`.
+        plot_paths: PNGs from :func:`make_plots`, one page each, in the given order.
+        config_summary: nested dict (e.g. from :func:`summarize_config`), printed with dotted keys.
+        out_pdf: output path, written atomically.
+    """
+    _check_summary(summary)
+    for plot in plot_paths:
+        if not Path(plot).is_file():
+            raise ReportError(f"{plot}: plot file not found (key 'plot_paths')")
+
+    text_pages = _title_lines(summary, config_summary)
+    metadata = {
+        "CreationDate": None,
+        "ModDate": None,
+        "Producer": f"detrprune {__version__} (matplotlib {matplotlib.__version__})",
+        "Creator": "detrprune",
+        "Title": REPORT_TITLE,
+    }
+    with _style(), _atomic_path(Path(out_pdf)) as tmp:
+        with PdfPages(tmp, metadata=metadata) as pdf:
+            for index, lines in enumerate(text_pages):
+                fig = _text_page(lines, first=index == 0)
+                pdf.savefig(fig)
+                plt.close(fig)
+            for fig in _table_pages(summary):
+                pdf.savefig(fig)
+                plt.close(fig)
+            for plot in plot_paths:
+                fig = _plot_page(Path(plot))
+                pdf.savefig(fig)
+                plt.close(fig)
+    log.info("wrote %s", out_pdf)
+
+
+# --------------------------------------------------------------------------------------------
+# report pages
+# --------------------------------------------------------------------------------------------
+
+
+def _title_lines(summary: pd.DataFrame, config_summary: Mapping[str, object]) -> list[list[str]]:
+    """Body text of the title page(s), split into pages of at most ``_TEXT_LINES_PER_PAGE``."""
+    lines: list[str] = ["Configuration"]
+    flat = _flatten(config_summary) if config_summary else []
+    if flat:
+        lines += [f"  {key}: {_config_value(value)}" for key, value in flat]
+    else:
+        lines.append("  (no configuration given)")
+
+    lines += ["", "Baseline"]
+    baseline = _baseline_row(summary)
+    if baseline is None:
+        lines.append("  (no baseline row in the summary)")
+    else:
+        lines += [
+            f"  variant: {baseline['variant']}",
+            f"  mAP: {_fmt(baseline['mAP'])}    mAP50: {_fmt(baseline['mAP50'])}"
+            f"    mAP75: {_fmt(baseline['mAP75'])}",
+            f"  AP Car / Pedestrian / Cyclist: {_fmt(baseline['AP_Car'])} / "
+            f"{_fmt(baseline['AP_Pedestrian'])} / {_fmt(baseline['AP_Cyclist'])}",
+            f"  compute: {_fmt(baseline['gmacs'])} GMACs",
+            f"  latency: {_fmt(baseline['latency_ms_median'])} ms median, "
+            f"{_fmt(baseline['latency_ms_p90'])} ms p90 per image (batch 1)",
+            f"  params: {_fmt(int(baseline['params_total']))} total, "
+            f"{_fmt(int(baseline['params_nonzero']))} non-zero",
+            f"  checkpoint size: {_fmt(baseline['checkpoint_mb'])} MB",
+        ]
+
+    devices = sorted(str(d) for d in summary["latency_device"].unique())
+    n_variants = int((summary["method"] != BASELINE_METHOD).sum())
+    lines += [
+        "",
+        "How to read",
+        f"  {n_variants} pruned variant(s) plus baseline; one row per evaluated model.",
+        "  GMACs = fvcore count, where one multiply-add counts as one MAC",
+        "    (multiply by 2 for FLOPs).",
+        "  Latency = wall-clock time per image at batch 1, median and 90th percentile, on:",
+        *[f"    {device}" for device in devices],
+        "  AP values are COCO AP in [0, 1]; n/a = no ground truth for that class (-1 in COCO).",
+        "  compression_ratio = baseline checkpoint MB / variant's checkpoint-equivalent size.",
+        "  Fine-tuned variants (ft = yes) are drawn dashed in the plots.",
+    ]
+    return [lines[i : i + _TEXT_LINES_PER_PAGE] for i in range(0, len(lines), _TEXT_LINES_PER_PAGE)]
+
+
+def _text_page(lines: Sequence[str], *, first: bool) -> Figure:
+    """A portrait page of monospace text; the first one carries the report title."""
+    fig = plt.figure(figsize=_PAGE_PORTRAIT)
+    top = 0.95
+    if first:
+        fig.text(0.5, top, REPORT_TITLE, ha="center", va="top", fontsize=18, weight="bold")
+        fig.text(
+            0.5, top - 0.03, f"detrprune {__version__} report", ha="center", va="top", fontsize=10
+        )
+        top -= 0.07
+    else:
+        fig.text(0.08, top, f"{REPORT_TITLE} (continued)", va="top", fontsize=11, weight="bold")
+        top -= 0.04
+    step = 0.0145
+    for i, line in enumerate(lines):
+        # Section headings are the unindented non-empty lines.
+        heading = bool(line) and not line.startswith(" ")
+        fig.text(
+            0.08,
+            top - i * step,
+            line,
+            va="top",
+            fontsize=10 if heading else 8.5,
+            weight="bold" if heading else "normal",
+            family="DejaVu Sans Mono",
+        )
+    return fig
+
+
+def _table_pages(summary: pd.DataFrame) -> list[Figure]:
+    """The summary table on landscape pages of at most ``_TABLE_ROWS_PER_PAGE`` rows each."""
+    columns = list(_TABLE_HEADERS)
+    cells = [[_fmt(value) for value in row] for row in summary[columns].itertuples(index=False)]
+    devices = sorted(str(d) for d in summary["latency_device"].unique())
+    n_pages = max(1, math.ceil(len(cells) / _TABLE_ROWS_PER_PAGE))
+    figures: list[Figure] = []
+    for page in range(n_pages):
+        chunk = cells[page * _TABLE_ROWS_PER_PAGE : (page + 1) * _TABLE_ROWS_PER_PAGE]
+        fig = plt.figure(figsize=_PAGE_LANDSCAPE)
+        ax = fig.add_axes((0.03, 0.10, 0.94, 0.80))
+        ax.axis("off")
+        title = "Summary table"
+        if n_pages > 1:
+            title += f" ({page + 1}/{n_pages})"
+        ax.set_title(title, fontsize=14, weight="bold", loc="left")
+        table = ax.table(
+            cellText=chunk,
+            colLabels=[_TABLE_HEADERS[c] for c in columns],
+            loc="upper center",
+            cellLoc="right",
+        )
+        table.auto_set_font_size(False)
+        table.set_fontsize(7.5)
+        table.auto_set_column_width(list(range(len(columns))))
+        table.scale(1.0, 1.3)
+        for (row, _col), cell in table.get_celld().items():
+            if row == 0:
+                cell.set_text_props(weight="bold")
+                cell.set_facecolor("#e8e8e8")
+        fig.text(
+            0.03,
+            0.05,
+            "ratio % = pruning ratio; ft = fine-tuned; lat = latency per image (batch 1); "
+            "GMACs: fvcore, 1 multiply-add = 1 MAC; compr x = compression ratio; "
+            "n/a = not available.\nLatency device: " + "; ".join(devices),
+            fontsize=7,
+            va="bottom",
+        )
+        figures.append(fig)
+    return figures
+
+
+def _plot_page(plot: Path) -> Figure:
+    """A landscape page showing one plot PNG, titled with its file stem."""
+    image = mpimg.imread(plot)
+    fig = plt.figure(figsize=_PAGE_LANDSCAPE)
+    ax = fig.add_axes((0.04, 0.04, 0.92, 0.86))
+    # "none" embeds the PNG pixels unresampled instead of re-rasterising at the page dpi.
+    ax.imshow(image, interpolation="none")
+    ax.axis("off")
+    ax.set_title(plot.stem, fontsize=14, weight="bold")
+    return fig

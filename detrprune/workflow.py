@@ -1,0 +1,64 @@
+"""Glue shared by the workflow's scripts: logging into the rule's log file, ratio conversion."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def log_to(path: str | os.PathLike) -> Iterator[None]:
+    """Send everything the step prints (Python logging, mmengine, tqdm, C++ warnings) to ``path``.
+
+    File descriptors 1 and 2 are redirected, so output from compiled extensions lands there too.
+    An exception is logged with its traceback before it propagates (Snakemake then fails the job
+    and names the log).
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "w") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+            force=True,
+        )
+        try:
+            yield
+        except BaseException:
+            logging.getLogger("detrprune").exception("step failed")
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def percent_to_fraction(percent: int | str) -> float:
+    """Ratios travel through paths as integer percents (``r30``); the pruners take fractions."""
+    value = int(percent)
+    if not 0 < value < 100:
+        raise ValueError(f"pruning ratio must be an integer percent in 1..99, got {percent}")
+    return value / 100.0
+
+
+def write_json(record: Any, path: str | os.PathLike) -> None:
+    """Write ``record`` as stable, indented JSON; atomic, so no half-written file is left."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

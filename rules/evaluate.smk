@@ -1,0 +1,23 @@
+# Accuracy and efficiency of the baseline and of every pruned variant.
+
+
+rule evaluate:
+    input:
+        model=variant_model,
+        baseline=BASELINE_MODEL,
+        val=COCO_JSON["val"],
+        images=KITTI_TRAINING,
+    output:
+        "results/eval/{variant}/metrics.json",
+    params:
+        evaluate=config["evaluate"],
+        input_scale=config["model"]["input_scale"],
+        data_root=KITTI_ROOT,
+    # Latency is timed with this many threads; the job reserves them so no other job shares them.
+    threads: config["evaluate"]["threads"]
+    log:
+        "logs/evaluate/{variant}.log",
+    benchmark:
+        "benchmarks/evaluate/{variant}.tsv"
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,25 @@
+# Baseline Deformable DETR, trained by mmengine's Runner.
+
+
+rule train_baseline:
+    input:
+        train=COCO_JSON["train"],
+        val=COCO_JSON["val"],
+        images=KITTI_TRAINING,
+    output:
+        model=BASELINE_MODEL,
+        config="results/baseline/config.py",
+    params:
+        model=config["model"],
+        train=config["train"],
+        seed=config["seed"],
+        data_root=KITTI_ROOT,
+        # The Runner's own checkpoints: not an output, so a failed job does not delete them.
+        work_dir="work/train_baseline",
+    threads: config["train"]["threads"]
+    log:
+        "logs/train_baseline.log",
+    benchmark:
+        "benchmarks/train_baseline.tsv"
+    script:
+        "../scripts/train_baseline.py"

@@ -1,0 +1,21 @@
+"""Rule evaluate: COCO AP, latency, FLOPs, parameters and size of one variant -> metrics.json."""
+
+from detrprune import CLASSES
+from detrprune.evaluation import evaluate_checkpoint
+from detrprune.workflow import log_to, write_json
+
+with log_to(snakemake.log[0]):
+    settings = snakemake.params.evaluate
+    record = evaluate_checkpoint(
+        snakemake.input.model,
+        snakemake.input.baseline,
+        val_json=snakemake.input.val,
+        data_root=snakemake.params.data_root,
+        input_scale=tuple(snakemake.params.input_scale),
+        classes=CLASSES,
+        threads=settings["threads"],
+        warmup=settings["latency"]["warmup"],
+        runs=settings["latency"]["runs"],
+        flops_images=settings["flops_images"],
+    )
+    write_json(record, snakemake.output[0])

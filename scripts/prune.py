@@ -1,0 +1,15 @@
+"""Rule prune: one pruned, reloadable checkpoint per method and ratio."""
+
+from detrprune.pruning import prune_checkpoint
+from detrprune.workflow import log_to
+
+with log_to(snakemake.log[0]):
+    width, height = snakemake.params.input_scale
+    prune_checkpoint(
+        snakemake.input[0],
+        snakemake.output[0],
+        method=snakemake.wildcards.method,
+        ratio_percent=int(snakemake.wildcards.ratio),
+        scope=snakemake.params.scope,
+        input_hw=(height, width),
+    )

@@ -1,0 +1,17 @@
+"""Rule train_baseline: mmdet Deformable DETR trained by mmengine's Runner."""
+
+from detrprune.training import train_baseline
+from detrprune.workflow import log_to
+
+with log_to(snakemake.log[0]):
+    train_baseline(
+        snakemake.params.model,
+        snakemake.params.train,
+        train_json=snakemake.input.train,
+        val_json=snakemake.input.val,
+        data_root=snakemake.params.data_root,
+        work_dir=snakemake.params.work_dir,
+        out_model=snakemake.output.model,
+        out_config=snakemake.output.config,
+        seed=snakemake.params.seed,
+    )

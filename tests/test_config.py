@@ -1,0 +1,55 @@
+"""Config validation: the shipped configs pass, bad values stop with one line naming the key."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from detrprune.config import ConfigError, validate_config
+
+from .conftest import REPO, default_config, micro_config
+
+
+def test_shipped_and_micro_configs_are_valid():
+    validate_config(default_config())
+    validate_config(micro_config())
+
+
+@pytest.mark.parametrize("bad", [0, 100, 150, -5, "abc", 12.5])
+def test_bad_ratio_names_the_key(bad):
+    config = default_config()
+    config["pruning"]["filter"]["ratios"] = [10, bad]
+    with pytest.raises(ConfigError) as info:
+        validate_config(config, source="config.yaml")
+    message = str(info.value)
+    assert message.startswith("config.yaml: pruning.filter.ratios[1]: ")
+    assert "\n" not in message
+
+
+def test_unknown_source_and_missing_key():
+    config = default_config()
+    config["dataset"]["source"] = "imagenet"
+    with pytest.raises(ConfigError, match=r"dataset\.source: 'imagenet' is not one of"):
+        validate_config(config)
+    config = default_config()
+    del config["train"]["max_iters"]
+    with pytest.raises(ConfigError, match=r"train: 'max_iters' is a required property"):
+        validate_config(config)
+
+
+def test_snakemake_refuses_bad_config_with_one_line(tmp_path):
+    config = default_config()
+    config["pruning"]["weight"]["ratios"] = [10, 150]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "-d",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode != 0
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if "Invalid configuration" in line]
+    assert lines == [
+        "Invalid configuration: config: pruning.weight.ratios[1]: 150 is greater than the "
+        "maximum of 99"
+    ]

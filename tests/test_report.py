@@ -1,0 +1,296 @@
+"""Tests of the report stage: summary CSV, plots and PDF built from fake metrics.json files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from pypdf import PdfReader
+
+from detrprune.report import (
+    SUMMARY_COLUMNS,
+    ReportError,
+    aggregate,
+    make_plots,
+    summarize_config,
+    write_report,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DEVICE = "cpu (Intel Xeon Gold 6338, 2 threads)"
+BASELINE_MAP = 0.4123
+
+CONFIG: dict[str, Any] = {
+    "seed": 17,
+    "dataset": {
+        "source": "synthetic",
+        "synthetic": {"num_scenes": 64, "image_size": [375, 1242]},
+        "val_fraction": 0.25,
+    },
+    "model": {"name": "deformable_detr_r50", "num_queries": 100, "num_classes": 3},
+    "train": {"max_iters": 200, "batch_size": 2, "lr": 2e-4},
+    "pruning": {
+        "filter": {"ratios": [10, 50], "importance": "l1"},
+        "weight": {"ratios": [10, 90]},
+    },
+    "evaluate": {"threads": 2, "latency": {"warmup": 3, "runs": 20}, "flops_images": 3},
+    "paths": {"results": "results"},
+}
+
+
+def _metrics(
+    variant: str, method: str, ratio: int, mAP: float, gmacs: float, latency: float, nz: float
+) -> dict[str, Any]:
+    """A realistic metrics.json payload; ``nz`` is the non-zero parameter fraction."""
+    params_total = 40_123_456 if method != "filter" else int(40_123_456 * (1 - ratio / 200))
+    ckpt = 160.5 * params_total / 40_123_456
+    return {
+        "variant": variant,
+        "method": method,
+        "ratio": ratio,
+        "finetuned": False,
+        "mAP": mAP,
+        "mAP50": min(1.0, mAP * 1.62),
+        "mAP75": mAP * 0.91,
+        "AP_Car": mAP * 1.3,
+        "AP_Pedestrian": mAP * 0.7,
+        # pycocotools writes -1 when a class has no ground truth in the val split.
+        "AP_Cyclist": -1.0 if ratio == 90 else mAP * 0.55,
+        "latency_ms_median": latency,
+        "latency_ms_p90": latency * 1.08,
+        "latency_device": DEVICE,
+        "gmacs": gmacs,
+        "params_total": params_total,
+        "params_nonzero": int(params_total * nz),
+        "checkpoint_mb": ckpt,
+        "compression_ratio": 160.5 / (ckpt * nz),
+        "eval_seconds": 12.5,  # extra key: must be ignored, row kept
+    }
+
+
+FAKE_RUNS: list[dict[str, Any]] = [
+    # Deliberately not in sorted order.
+    _metrics("weight_r90", "weight", 90, 0.0213, 173.2, 512.7, 0.10),
+    _metrics("filter_r50", "filter", 50, 0.1877, 118.4, 377.1, 1.0),
+    _metrics("baseline", "baseline", 0, BASELINE_MAP, 173.2, 515.3, 1.0),
+    _metrics("weight_r10", "weight", 10, 0.4101, 173.2, 514.9, 0.90),
+    _metrics("filter_r10", "filter", 10, 0.3912, 161.8, 488.2, 1.0),
+]
+EXPECTED_ORDER = ["baseline", "filter_r10", "filter_r50", "weight_r10", "weight_r90"]
+
+
+def _write_runs(root: Path, runs: list[dict[str, Any]]) -> list[Path]:
+    """Write one metrics.json per run under ``root/<variant>/``."""
+    paths = []
+    for run in runs:
+        path = root / run["variant"] / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run, indent=2), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def _build_all(tmp: Path, inputs: list[Path]) -> tuple[Path, list[Path], Path]:
+    """Run aggregate + make_plots + write_report into ``tmp``; return CSV, plots, PDF."""
+    csv = tmp / "summary.csv"
+    summary = aggregate(inputs, csv)
+    plots = make_plots(summary, tmp / "plots")
+    pdf = tmp / "report.pdf"
+    write_report(summary, plots, summarize_config(CONFIG), pdf)
+    return csv, plots, pdf
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], Path]:
+    """The full report built once from the fake runs (plots and PDF are the slow part)."""
+    root = tmp_path_factory.mktemp("report")
+    inputs = _write_runs(root / "metrics", FAKE_RUNS)
+    return _build_all(root / "out", inputs)
+
+
+def test_aggregate_columns_rows_and_sort(tmp_path: Path) -> None:
+    inputs = _write_runs(tmp_path, FAKE_RUNS)
+    out_csv = tmp_path / "nested" / "summary.csv"
+    summary = aggregate(inputs, out_csv)
+
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert summary["variant"].tolist() == EXPECTED_ORDER
+    assert "eval_seconds" not in summary.columns
+
+    back = pd.read_csv(out_csv)
+    assert list(back.columns) == SUMMARY_COLUMNS
+    assert back["variant"].tolist() == EXPECTED_ORDER
+    assert back["ratio"].tolist() == [0, 10, 50, 10, 90]
+    assert back["finetuned"].tolist() == [False] * 5
+    assert back.loc[0, "mAP"] == pytest.approx(BASELINE_MAP)
+    assert back["latency_device"].unique().tolist() == [DEVICE]
+    # -1 from pycocotools means "no ground truth": NaN, not a score.
+    assert math.isnan(back.loc[4, "AP_Cyclist"])
+    assert math.isnan(summary.loc[4, "AP_Cyclist"])
+    assert back.loc[0, "params_total"] == 40_123_456
+    # No temporary files left behind by the atomic write.
+    assert sorted(p.name for p in out_csv.parent.iterdir()) == ["summary.csv"]
+
+
+def test_outputs_get_normal_permissions(built: tuple[Path, list[Path], Path]) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    csv, plots, pdf = built
+    for path in (csv, *plots, pdf):
+        # The atomic tmp file must not leave a private (0600) mode on the published output.
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_aggregate_sorts_finetuned_after_one_shot(tmp_path: Path) -> None:
+    twin = dict(FAKE_RUNS[1], variant="filter_r50_ft", finetuned=True, mAP=0.35)
+    new_method = dict(FAKE_RUNS[4], variant="channel_r10", method="channel")
+    inputs = _write_runs(tmp_path, [twin, *FAKE_RUNS, new_method])
+    summary = aggregate(inputs, tmp_path / "summary.csv")
+    assert summary["variant"].tolist() == [
+        "baseline",
+        "channel_r10",
+        "filter_r10",
+        "filter_r50",
+        "filter_r50_ft",
+        "weight_r10",
+        "weight_r90",
+    ]
+
+
+def test_aggregate_missing_key_names_file_and_key(tmp_path: Path) -> None:
+    broken = dict(FAKE_RUNS[1])
+    del broken["gmacs"]
+    inputs = _write_runs(tmp_path, [FAKE_RUNS[2], broken])
+    with pytest.raises(ReportError, match=r"filter_r50.metrics\.json.*'gmacs'"):
+        aggregate(inputs, tmp_path / "summary.csv")
+    assert not (tmp_path / "summary.csv").exists()
+
+
+def test_aggregate_duplicate_row_names_file(tmp_path: Path) -> None:
+    clone = dict(FAKE_RUNS[4], variant="filter_r10_again")
+    inputs = _write_runs(tmp_path, [*FAKE_RUNS, clone])
+    with pytest.raises(ReportError, match=r"filter_r10_again.metrics\.json.*duplicate"):
+        aggregate(inputs, tmp_path / "summary.csv")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("ratio", "30"), ("finetuned", "no"), ("mAP", None), ("method", "")],
+)
+def test_aggregate_bad_type_names_file_and_key(tmp_path: Path, key: str, value: object) -> None:
+    bad = dict(FAKE_RUNS[4], **{key: value})
+    inputs = _write_runs(tmp_path, [bad])
+    with pytest.raises(ReportError, match=rf"filter_r10.metrics\.json.*'{key}'"):
+        aggregate(inputs, tmp_path / "summary.csv")
+
+
+def test_aggregate_rejects_invalid_json(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.json"
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ReportError, match="metrics.json"):
+        aggregate([path], tmp_path / "summary.csv")
+
+
+def test_plots_are_png_files_in_order(built: tuple[Path, list[Path], Path]) -> None:
+    _, plots, _ = built
+    assert [p.name for p in plots] == [
+        "map_vs_ratio.png",
+        "gmacs_vs_ratio.png",
+        "latency_vs_ratio.png",
+        "accuracy_vs_latency.png",
+        "size_vs_ratio.png",
+    ]
+    for plot in plots:
+        data = plot.read_bytes()
+        assert data.startswith(PNG_SIGNATURE), plot
+        assert len(data) > 10_000, plot
+        assert b"Software" not in data, plot
+
+
+def test_pdf_pages_and_text(built: tuple[Path, list[Path], Path]) -> None:
+    _, plots, pdf = built
+    reader = PdfReader(pdf)
+    # title + one table page (5 rows) + one page per plot
+    assert len(reader.pages) == 1 + 1 + len(plots)
+    assert reader.metadata is not None
+    assert reader.metadata.get("/Creator") == "detrprune"
+    assert "/CreationDate" not in reader.metadata
+
+    title = reader.pages[0].extract_text()
+    assert "Pruning Deformable DETR on KITTI" in title
+    assert "GMACs" in title
+    assert str(BASELINE_MAP) in title
+    assert "dataset.synthetic.num_scenes: 64" in title
+    assert "pruning.weight.ratios: [10, 90]" in title
+    assert DEVICE in title
+
+    table = reader.pages[1].extract_text()
+    for variant in EXPECTED_ORDER:
+        assert variant in table
+    assert "GMACs" in table
+    assert "map_vs_ratio" in reader.pages[2].extract_text()
+
+
+def test_outputs_are_byte_identical_across_runs(
+    tmp_path: Path, built: tuple[Path, list[Path], Path]
+) -> None:
+    inputs = _write_runs(tmp_path / "metrics", FAKE_RUNS)
+    csv, plots, pdf = _build_all(tmp_path / "again", inputs)
+    first_csv, first_plots, first_pdf = built
+    assert csv.read_bytes() == first_csv.read_bytes()
+    for new, old in zip(plots, first_plots, strict=True):
+        assert new.read_bytes() == old.read_bytes(), new.name
+    assert pdf.read_bytes() == first_pdf.read_bytes()
+
+
+def test_table_splits_over_pages(tmp_path: Path) -> None:
+    runs = [FAKE_RUNS[2]] + [
+        _metrics(f"weight_r{r}", "weight", r, 0.4 - r / 300, 173.2, 510.0, 1 - r / 100)
+        for r in range(1, 31)
+    ]
+    summary = aggregate(_write_runs(tmp_path / "m", runs), tmp_path / "summary.csv")
+    pdf = tmp_path / "report.pdf"
+    write_report(summary, [], {}, pdf)
+    reader = PdfReader(pdf)
+    assert len(reader.pages) == 1 + 2  # title + 31 rows over two table pages
+    assert "(2/2)" in reader.pages[2].extract_text()
+
+
+def test_plots_without_baseline(tmp_path: Path) -> None:
+    runs = [r for r in FAKE_RUNS if r["method"] != "baseline"]
+    summary = aggregate(_write_runs(tmp_path, runs), tmp_path / "summary.csv")
+    plots = make_plots(summary, tmp_path / "plots")
+    assert all(p.read_bytes().startswith(PNG_SIGNATURE) for p in plots)
+
+
+def test_write_report_missing_plot(tmp_path: Path) -> None:
+    summary = aggregate(_write_runs(tmp_path, FAKE_RUNS), tmp_path / "summary.csv")
+    with pytest.raises(ReportError, match="nope.png"):
+        write_report(summary, [tmp_path / "nope.png"], {}, tmp_path / "report.pdf")
+    assert not (tmp_path / "report.pdf").exists()
+
+
+def test_summarize_config_picks_keys() -> None:
+    picked = summarize_config(CONFIG)
+    assert picked["seed"] == 17
+    assert picked["dataset"] == {
+        "source": "synthetic",
+        "synthetic": {"num_scenes": 64},
+        "val_fraction": 0.25,
+    }
+    assert picked["model"]["name"] == "deformable_detr_r50"
+    assert picked["train"] == {"max_iters": 200, "batch_size": 2}
+    assert picked["pruning"] == {"filter": {"ratios": [10, 50]}, "weight": {"ratios": [10, 90]}}
+    assert picked["evaluate"] == {"threads": 2, "latency": {"warmup": 3, "runs": 20}}
+    assert "paths" not in picked
+
+
+def test_summarize_config_tolerates_missing_keys() -> None:
+    assert summarize_config({}) == {}
+    assert summarize_config({"dataset": "kitti", "pruning": {"filter": None}}) == {}
+    assert summarize_config({"train": {"max_iters": 5}}) == {"train": {"max_iters": 5}}
