@@ -1,0 +1,258 @@
+"""Tests of the KITTI -> COCO conversion and the seeded split (detrprune.coco)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from detrprune.coco import ConversionError, kitti_to_coco, split_ids
+from detrprune.kitti import KittiLabelError, parse_label_file
+
+SAMPLE = Path(__file__).parent / "data" / "kitti_sample"
+LABEL_DIR = SAMPLE / "training" / "label_2"
+CLASSES = ("Car", "Pedestrian", "Cyclist")
+
+
+@pytest.fixture
+def converted(tmp_path: Path) -> tuple[dict, dict, dict]:
+    """(stats, train document, val document) of the real sample."""
+    train, val = tmp_path / "coco" / "train.json", tmp_path / "coco" / "val.json"
+    stats = kitti_to_coco(SAMPLE, train, val, val_fraction=0.5, seed=0)
+    return stats, json.loads(train.read_text()), json.loads(val.read_text())
+
+
+def _merged(train: dict, val: dict) -> tuple[list[dict], list[dict]]:
+    return train["images"] + val["images"], train["annotations"] + val["annotations"]
+
+
+def test_categories(converted):
+    _, train, val = converted
+    expected = [
+        {"id": 1, "name": "Car"},
+        {"id": 2, "name": "Pedestrian"},
+        {"id": 3, "name": "Cyclist"},
+    ]
+    assert train["categories"] == val["categories"] == expected
+
+
+def test_images_and_sizes(converted):
+    stats, train, val = converted
+    images, _ = _merged(train, val)
+    by_id = {image["id"]: image for image in images}
+    assert sorted(by_id) == list(range(6))
+    assert by_id[0] == {"id": 0, "file_name": "000000.png", "width": 1224, "height": 370}
+    for frame in range(1, 6):
+        assert (by_id[frame]["width"], by_id[frame]["height"]) == (1242, 375)
+        assert by_id[frame]["file_name"] == f"{frame:06d}.png"
+    assert stats["images"] == {"train": 3, "val": 3}
+    assert len(train["images"]) == len(val["images"]) == 3
+
+
+def test_exact_box_of_one_object(converted):
+    _, train, val = converted
+    _, annotations = _merged(train, val)
+    # 000001.txt: "Car 0.00 0 1.85 387.63 181.54 423.81 203.12 ..."
+    (car,) = [
+        a for a in annotations if a["image_id"] == 1 and a["category_id"] == 1 and not a["iscrowd"]
+    ]
+    assert car["bbox"] == pytest.approx([387.63, 181.54, 423.81 - 387.63, 203.12 - 181.54])
+    assert car["area"] == pytest.approx((423.81 - 387.63) * (203.12 - 181.54))
+    assert car["kitti"] == {"type": "Car", "truncated": 0.0, "occluded": 0, "height": 21.58}
+    (cyclist,) = [
+        a for a in annotations if a["image_id"] == 1 and a["category_id"] == 3 and not a["iscrowd"]
+    ]
+    assert cyclist["kitti"]["occluded"] == 3
+
+
+def test_counts_match_the_label_files(converted):
+    stats, train, val = converted
+    objects = [obj for path in sorted(LABEL_DIR.glob("*.txt")) for obj in parse_label_file(path)]
+    types = Counter(obj.type for obj in objects)
+    _, annotations = _merged(train, val)
+    annotated = Counter(CLASSES[a["category_id"] - 1] for a in annotations if not a["iscrowd"])
+    assert annotated == {name: types[name] for name in CLASSES}
+    assert annotated == {"Car": 5, "Pedestrian": 2, "Cyclist": 1}
+    for name in CLASSES:
+        assert (
+            stats["annotations"]["train"][name] + stats["annotations"]["val"][name] == types[name]
+        )
+    assert stats["unused_types"] == {"Misc": 1, "Truck": 1}
+    assert stats["ignore_regions"] == {"DontCare": types["DontCare"], "Person_sitting": 0, "Van": 0}
+    assert stats["degenerate_boxes"] == 0 and stats["clipped_boxes"] == 0
+    assert stats["objects"] == len(objects)
+
+
+def test_dont_care_is_ignored_in_every_category(converted):
+    stats, train, val = converted
+    images, annotations = _merged(train, val)
+    crowd = [a for a in annotations if a["iscrowd"]]
+    assert all(a["kitti"]["type"] == "DontCare" for a in crowd)
+    dont_care_004 = [o for o in parse_label_file(LABEL_DIR / "000004.txt") if o.type == "DontCare"]
+    for category_id in (1, 2, 3):
+        in_category = [a for a in crowd if a["category_id"] == category_id]
+        assert len(in_category) == stats["ignore_regions"]["DontCare"] == 15
+        boxes_004 = [a["bbox"] for a in in_category if a["image_id"] == 4]
+        expected = [
+            [o.bbox[0], o.bbox[1], o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]]
+            for o in dont_care_004
+        ]
+        assert len(boxes_004) == len(expected) == 5
+        for box, want in zip(boxes_004, expected, strict=True):
+            assert box == pytest.approx(want)
+    for split in ("train", "val"):
+        assert len(set(stats["ignore_annotations"][split].values())) == 1
+
+
+def test_annotation_ids_are_consecutive(converted):
+    _, train, val = converted
+    for document in (train, val):
+        assert [a["id"] for a in document["annotations"]] == list(
+            range(1, len(document["annotations"]) + 1)
+        )
+        image_ids = {image["id"] for image in document["images"]}
+        assert {a["image_id"] for a in document["annotations"]} <= image_ids
+
+
+def test_loads_with_pycocotools(converted, tmp_path: Path):
+    from pycocotools.coco import COCO
+
+    _, train, _ = converted
+    coco = COCO(str(tmp_path / "coco" / "train.json"))
+    assert coco.getCatIds() == [1, 2, 3]
+    assert sorted(coco.getImgIds()) == sorted(image["id"] for image in train["images"])
+    assert len(coco.getAnnIds(iscrowd=None)) == len(train["annotations"])
+    assert len(coco.getAnnIds(iscrowd=False)) == sum(not a["iscrowd"] for a in train["annotations"])
+
+
+def test_output_is_deterministic(tmp_path: Path):
+    outputs = []
+    for run in ("a", "b"):
+        train, val = tmp_path / run / "train.json", tmp_path / run / "val.json"
+        kitti_to_coco(SAMPLE, train, val, val_fraction=0.34, seed=3)
+        outputs.append((train.read_bytes(), val.read_bytes()))
+    assert outputs[0] == outputs[1]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["train.json", "val.json"]
+
+
+def test_split_ids_is_seeded():
+    ids = [f"{i:06d}" for i in range(100)]
+    train, val = split_ids(ids, 0.2, seed=1)
+    assert (train, val) == split_ids(list(reversed(ids)), 0.2, seed=1)
+    assert len(val) == round(100 * 0.2) and len(train) == 80
+    assert sorted(train + val) == ids and not set(train) & set(val)
+    assert train == sorted(train) and val == sorted(val)
+    assert split_ids(ids, 0.2, seed=2) != (train, val)
+
+
+@pytest.mark.parametrize(
+    ("n", "fraction", "n_val"), [(6, 0.5, 3), (7, 0.3, 2), (2, 0.1, 1), (3, 0.9, 2), (1, 0.2, 0)]
+)
+def test_split_sizes(n: int, fraction: float, n_val: int):
+    train, val = split_ids([str(i) for i in range(n)], fraction, seed=0)
+    assert len(val) == n_val and len(train) == n - n_val
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+def test_split_rejects_bad_fractions(fraction: float):
+    with pytest.raises(ConversionError, match="val_fraction"):
+        split_ids(["1", "2"], fraction, seed=0)
+
+
+def _kitti_root(tmp_path: Path, labels: dict[str, str]) -> Path:
+    root = tmp_path / "kitti"
+    (root / "training" / "image_2").mkdir(parents=True)
+    (root / "training" / "label_2").mkdir(parents=True)
+    for frame, text in labels.items():
+        shutil.copy(
+            SAMPLE / "training" / "image_2" / "000001.png",
+            root / "training" / "image_2" / f"{frame}.png",
+        )
+        (root / "training" / "label_2" / f"{frame}.txt").write_text(text)
+    return root
+
+
+TAIL = "1.50 1.60 3.90 1.00 1.50 20.00 0.10"
+
+
+def test_clipping_degenerate_and_ignore_mapping(tmp_path: Path):
+    root = _kitti_root(
+        tmp_path,
+        {
+            "000010": "\n".join(
+                [
+                    f"Car 0.40 1 0.00 -5.00 100.00 50.00 380.00 {TAIL}",  # clipped left and bottom
+                    f"Car 0.00 0 0.00 1241.50 10.00 1250.00 20.00 {TAIL}",  # 0.5 px wide, clipped
+                    f"Van 0.00 0 0.00 10.00 10.00 110.00 90.00 {TAIL}",
+                    f"Person_sitting 0.00 2 0.00 200.00 150.00 230.00 200.00 {TAIL}",
+                    f"Tram 0.00 0 0.00 300.00 100.00 600.00 250.00 {TAIL}",
+                    f"Cyclist 0.10 0 0.00 700.00 150.00 760.00 230.00 {TAIL}",
+                ]
+            )
+            + "\n",
+            "000011": "",
+        },
+    )
+    train, val = tmp_path / "train.json", tmp_path / "val.json"
+    stats = kitti_to_coco(root, train, val, val_fraction=0.5, seed=0)
+    images, annotations = _merged(json.loads(train.read_text()), json.loads(val.read_text()))
+    assert sorted(image["id"] for image in images) == [10, 11]
+    by_type = {a["kitti"]["type"]: a for a in annotations}
+    assert by_type["Car"]["bbox"] == pytest.approx([0.0, 100.0, 50.0, 275.0])
+    assert by_type["Car"]["kitti"] == {
+        "type": "Car",
+        "truncated": 0.4,
+        "occluded": 1,
+        "height": 280.0,
+    }
+    assert (by_type["Van"]["category_id"], by_type["Van"]["iscrowd"]) == (1, 1)
+    assert (by_type["Person_sitting"]["category_id"], by_type["Person_sitting"]["iscrowd"]) == (
+        2,
+        1,
+    )
+    assert (by_type["Cyclist"]["category_id"], by_type["Cyclist"]["iscrowd"]) == (3, 0)
+    assert "Tram" not in by_type and len(annotations) == 4
+    assert stats["clipped_boxes"] == 1
+    assert stats["degenerate_boxes"] == 1
+    assert stats["unused_types"] == {"Tram": 1}
+    assert stats["ignore_regions"] == {"DontCare": 0, "Person_sitting": 1, "Van": 1}
+    assert stats["objects"] == 6
+
+
+def test_custom_classes(tmp_path: Path):
+    train, val = tmp_path / "train.json", tmp_path / "val.json"
+    stats = kitti_to_coco(
+        SAMPLE, train, val, val_fraction=0.5, seed=0, classes=("Cyclist", "Pedestrian")
+    )
+    document = json.loads(train.read_text())
+    assert document["categories"] == [{"id": 1, "name": "Cyclist"}, {"id": 2, "name": "Pedestrian"}]
+    assert stats["unused_types"] == {"Car": 5, "Misc": 1, "Truck": 1}
+    assert stats["ignore_regions"] == {"DontCare": 15, "Person_sitting": 0}
+
+
+@pytest.mark.parametrize("classes", [(), ("Car", "Car"), ("Bus",), ("DontCare",)])
+def test_bad_classes(tmp_path: Path, classes: tuple[str, ...]):
+    with pytest.raises(ConversionError):
+        kitti_to_coco(SAMPLE, tmp_path / "t.json", tmp_path / "v.json", 0.5, 0, classes=classes)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_image_and_bad_label(tmp_path: Path):
+    root = _kitti_root(tmp_path, {"000001": f"Car 0.00 0 0.00 1 2 3 4 {TAIL}\n"})
+    (root / "training" / "label_2" / "000002.txt").write_text("")
+    with pytest.raises(ConversionError, match=r"000002\.txt: no image .*000002\.png"):
+        kitti_to_coco(root, tmp_path / "t.json", tmp_path / "v.json", 0.5, 0)
+    (root / "training" / "label_2" / "000002.txt").unlink()
+    (root / "training" / "label_2" / "000001.txt").write_text("Car 0.00 0\n")
+    with pytest.raises(KittiLabelError, match=r"000001\.txt:1: expected 15 fields"):
+        kitti_to_coco(root, tmp_path / "t.json", tmp_path / "v.json", 0.5, 0)
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "v.json").exists()
+
+
+def test_non_numeric_frame_id(tmp_path: Path):
+    root = _kitti_root(tmp_path, {"frame_a": ""})
+    with pytest.raises(ConversionError, match="is not a number"):
+        kitti_to_coco(root, tmp_path / "t.json", tmp_path / "v.json", 0.5, 0)
