@@ -46,7 +46,10 @@ def save_detector(
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+StateDict = dict[str, torch.Tensor]
+
+
+def read_checkpoint(path: Path) -> tuple[StateDict, dict[str, Any], dict[str, Any]]:
     """(state_dict, model_cfg, meta) of a checkpoint, loaded without unpickling any class."""
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -55,7 +58,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
 
 def load_detector(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """Rebuild the (possibly pruned) detector saved at ``path``; returns (model, model_cfg, meta)."""
+    """Rebuild the (possibly pruned) detector saved at ``path``: (model, model_cfg, meta)."""
     state, model_cfg, meta = read_checkpoint(path)
     model = build_detector(model_cfg)
     shrink_to_state_dict(model, state, where=str(path))

@@ -218,4 +218,3 @@ def evaluate_checkpoint(
     record["pruning"] = meta.get("pruning", {})
     log.info("metrics: %s", {k: v for k, v in record.items() if not isinstance(v, dict)})
     return record
-

@@ -129,7 +129,11 @@ def count_nonzero_parameters(model: nn.Module) -> int:
 
 
 def prune_checkpoint(
-    baseline: Path, out_model: Path, method: str, ratio_percent: int, scope: str,
+    baseline: Path,
+    out_model: Path,
+    method: str,
+    ratio_percent: int,
+    scope: str,
     input_hw: tuple[int, int],
 ) -> dict[str, Any]:
     """Prune the baseline checkpoint with ``method`` at ``ratio_percent`` and save the result.
@@ -148,8 +152,14 @@ def prune_checkpoint(
         stats = weight_prune(detector, ratio, scope)
     else:
         raise ValueError(f"unknown pruning method {method!r}, expected 'filter' or 'weight'")
-    meta = {**meta, "variant": f"{method}_r{ratio_percent}", "method": method,
-            "ratio": int(ratio_percent), "scope": scope, "pruning": stats}
+    meta = {
+        **meta,
+        "variant": f"{method}_r{ratio_percent}",
+        "method": method,
+        "ratio": int(ratio_percent),
+        "scope": scope,
+        "pruning": stats,
+    }
     save_detector(detector, out_model, model_cfg, meta)
     reloaded, _, _ = load_detector(out_model)
     if count_parameters(reloaded) != count_parameters(detector):

@@ -52,8 +52,13 @@ def train_baseline(
         detector,
         out_model,
         cfg.model.to_dict(),
-        meta={"variant": "baseline", "method": "baseline", "ratio": 0, "seed": seed,
-              "iterations": int(train["max_iters"])},
+        meta={
+            "variant": "baseline",
+            "method": "baseline",
+            "ratio": 0,
+            "seed": seed,
+            "iterations": int(train["max_iters"]),
+        },
     )
     Path(out_config).parent.mkdir(parents=True, exist_ok=True)
     cfg.dump(str(out_config))

@@ -22,11 +22,19 @@ def micro_config() -> dict:
     config["dataset"]["synthetic"]["num_scenes"] = 12
     config["dataset"]["val_fraction"] = 0.25
     config["model"].update(
-        embed_dims=32, num_heads=4, ffn_dims=64, num_queries=10, max_per_img=10,
-        neck_gn_groups=8, encoder_layers=1, decoder_layers=1, input_scale=[256, 96],
+        embed_dims=32,
+        num_heads=4,
+        ffn_dims=64,
+        num_queries=10,
+        max_per_img=10,
+        neck_gn_groups=8,
+        encoder_layers=1,
+        decoder_layers=1,
+        input_scale=[256, 96],
     )
-    config["train"].update(max_iters=4, batch_size=2, warmup_iters=1, checkpoint_interval=2,
-                           log_interval=1)
+    config["train"].update(
+        max_iters=4, batch_size=2, warmup_iters=1, checkpoint_interval=2, log_interval=1
+    )
     config["pruning"]["filter"]["ratios"] = [20, 50]
     config["pruning"]["weight"]["ratios"] = [30, 70]
     config["evaluate"]["latency"].update(warmup=1, runs=20)

@@ -43,12 +43,24 @@ def test_snakemake_refuses_bad_config_with_one_line(tmp_path):
     config["pruning"]["weight"]["ratios"] = [10, 150]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "-d",
-         str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode != 0
-    lines = [line for line in (run.stdout + run.stderr).splitlines() if "Invalid configuration" in line]
+    lines = [
+        line for line in (run.stdout + run.stderr).splitlines() if "Invalid configuration" in line
+    ]
     assert lines == [
         "Invalid configuration: config: pruning.weight.ratios[1]: 150 is greater than the "
         "maximum of 99"

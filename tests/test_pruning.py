@@ -36,15 +36,18 @@ def _predict(detector) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_filter_pruning_removes_backbone_channels_and_keeps_neck_outputs(tiny_detector):
     detector, _ = tiny_detector
-    neck_widths = [m.out_channels for m in detector.neck.modules() if isinstance(m, torch.nn.Conv2d)]
+    neck_widths = [
+        m.out_channels for m in detector.neck.modules() if isinstance(m, torch.nn.Conv2d)
+    ]
     before_backbone = count_parameters(detector.backbone)
     stats = filter_prune(detector, 0.5, (H, W))
     assert stats["params_after"] < stats["params_before"]
     # Channel ratio 0.5 on coupled convs removes about three quarters of their weights.
     assert count_parameters(detector.backbone) < 0.4 * before_backbone
     assert detector.backbone.conv1.out_channels == 32
-    assert [m.out_channels for m in detector.neck.modules()
-            if isinstance(m, torch.nn.Conv2d)] == neck_widths
+    assert [
+        m.out_channels for m in detector.neck.modules() if isinstance(m, torch.nn.Conv2d)
+    ] == neck_widths
     bboxes, scores = _predict(detector)
     assert bboxes.shape[1] == 4 and torch.isfinite(scores).all()
 
@@ -54,8 +57,10 @@ def test_weight_pruning_reaches_the_ratio_and_masks_are_permanent(tiny_detector,
     detector, _ = tiny_detector
 
     def zero_fractions():
-        return {name: float((getattr(module, param) == 0).float().mean())
-                for name, module, param in prunable_weights(detector)}
+        return {
+            name: float((getattr(module, param) == 0).float().mean())
+            for name, module, param in prunable_weights(detector)
+        }
 
     # Some layers start all-zero by design (the last box-regression layer, sampling offsets).
     zero_before = zero_fractions()

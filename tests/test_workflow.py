@@ -19,8 +19,18 @@ pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-               "-d", str(workdir), "--cores", "2", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
@@ -54,12 +64,15 @@ def test_study_runs_to_the_report(study):
 
     summary = pd.read_csv(study / "results" / "summary.csv")
     assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
-    rows = set(zip(summary["method"], summary["ratio"]))
+    rows = set(zip(summary["method"], summary["ratio"], strict=True))
     assert rows == {("baseline", 0), ("filter", 20), ("filter", 50), ("weight", 30), ("weight", 70)}
     baseline = summary[summary["method"] == "baseline"].iloc[0]
     filter50 = summary[(summary["method"] == "filter") & (summary["ratio"] == 50)].iloc[0]
     weight70 = summary[(summary["method"] == "weight") & (summary["ratio"] == 70)].iloc[0]
-    assert filter50["gmacs"] < baseline["gmacs"] and filter50["params_total"] < baseline["params_total"]
+    assert (
+        filter50["gmacs"] < baseline["gmacs"]
+        and filter50["params_total"] < baseline["params_total"]
+    )
     assert weight70["params_total"] == baseline["params_total"]
     assert weight70["params_nonzero"] < 0.5 * baseline["params_nonzero"]
     assert weight70["compression_ratio"] > 2
@@ -71,9 +84,17 @@ def test_study_runs_to_the_report(study):
 
 def test_every_rule_wrote_a_log(study):
     logs = {p.relative_to(study / "logs").as_posix() for p in (study / "logs").rglob("*.log")}
-    assert {"synthesize_kitti.log", "extract_kitti.log", "kitti_to_coco.log",
-            "train_baseline.log", "evaluate/baseline.log", "prune/filter/r20.log",
-            "prune/weight/r70.log", "aggregate.log", "report.log"} <= logs
+    assert {
+        "synthesize_kitti.log",
+        "extract_kitti.log",
+        "kitti_to_coco.log",
+        "train_baseline.log",
+        "evaluate/baseline.log",
+        "prune/filter/r20.log",
+        "prune/weight/r70.log",
+        "aggregate.log",
+        "report.log",
+    } <= logs
 
 
 def test_pruned_checkpoints_reload_weights_only(study):
@@ -99,8 +120,13 @@ def test_changing_one_ratio_rebuilds_only_that_target(study):
     try:
         run = snakemake(study, "-n")
         assert run.returncode == 0, run.stderr[-3000:]
-        assert planned_jobs(run) == {"prune": 1, "evaluate": 1, "aggregate": 1, "report": 1,
-                                     "all": 1}
+        assert planned_jobs(run) == {
+            "prune": 1,
+            "evaluate": 1,
+            "aggregate": 1,
+            "report": 1,
+            "all": 1,
+        }
         text = run.stdout + run.stderr
         assert "results/prune/filter/r40/model.pth" in text
         assert "results/eval/filter/r40/metrics.json" in text
