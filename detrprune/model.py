@@ -25,10 +25,34 @@ IMAGE_SUBDIR = "training/image_2/"
 
 
 def register_mmdet() -> None:
-    """Register mmdet's modules and make it the default registry scope (idempotent)."""
+    """Register mmdet's modules (and ours) and make mmdet the default registry scope."""
     from mmdet.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
+    _register_any_width_detr()
+
+
+DETECTOR_TYPE = "DeformableDETRAnyWidth"
+
+
+def _register_any_width_detr() -> None:
+    """Register mmdet's DeformableDETR with its two-stage path fixed for embed_dims != 256.
+
+    mmdet 3.3's ``pre_decoder`` calls ``get_proposal_pos_embed`` with its default of 128
+    features per coordinate, which only fits 256-d embeddings; the tiny model's 128-d ones then
+    fail with a shape error. Everything else is mmdet's class unchanged.
+    """
+    from mmdet.models.detectors import DeformableDETR
+    from mmdet.registry import MODELS
+
+    if DETECTOR_TYPE in MODELS.module_dict:
+        return
+
+    @MODELS.register_module(name=DETECTOR_TYPE)
+    class DeformableDETRAnyWidth(DeformableDETR):
+        def get_proposal_pos_embed(self, proposals, num_pos_feats=None, temperature=10000):
+            num_pos_feats = num_pos_feats or self.embed_dims // 2
+            return DeformableDETR.get_proposal_pos_embed(proposals, num_pos_feats, temperature)
 
 
 def model_config(model: Mapping[str, Any], num_classes: int = len(CLASSES)) -> dict[str, Any]:
@@ -55,11 +79,11 @@ def model_config(model: Mapping[str, Any], num_classes: int = len(CLASSES)) -> d
         ffn_drop=float(model["dropout"]),
     )
     return dict(
-        type="DeformableDETR",
+        type=DETECTOR_TYPE,
         num_queries=int(model["num_queries"]),
         num_feature_levels=num_levels,
-        with_box_refine=False,
-        as_two_stage=False,
+        with_box_refine=bool(model["box_refine"]),
+        as_two_stage=bool(model["two_stage"]),
         data_preprocessor=dict(
             type="DetDataPreprocessor",
             mean=[123.675, 116.28, 103.53],
@@ -225,7 +249,12 @@ def build_training_config(
         ),
         val_dataloader=test_dataloader_config(val_json, data_root, input_scale, num_workers),
         val_evaluator=coco_evaluator_config(val_json),
-        train_cfg=dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters),
+        # Validation at the end, and every ``val_interval`` iterations when that is > 0.
+        train_cfg=dict(
+            type="IterBasedTrainLoop",
+            max_iters=max_iters,
+            val_interval=int(train["val_interval"]) or max_iters,
+        ),
         val_cfg=dict(type="ValLoop"),
         optim_wrapper=dict(
             type="OptimWrapper",

@@ -256,9 +256,10 @@ class _ClassSpec:
 
 
 _SPECS: dict[str, _ClassSpec] = {
-    "Car": _ClassSpec((1.6, 2.6), (35, 150), (1.52, 1.63, 3.88), _draw_car),
-    "Pedestrian": _ClassSpec((0.3, 0.45), (40, 190), (1.76, 0.66, 0.84), _draw_pedestrian),
-    "Cyclist": _ClassSpec((0.6, 1.0), (40, 170), (1.74, 0.60, 1.76), _draw_cyclist),
+    # Labelled classes stay >= ~25 px tall at the tiny model's 160-row input.
+    "Car": _ClassSpec((1.6, 2.6), (55, 160), (1.52, 1.63, 3.88), _draw_car),
+    "Pedestrian": _ClassSpec((0.3, 0.45), (65, 200), (1.76, 0.66, 0.84), _draw_pedestrian),
+    "Cyclist": _ClassSpec((0.6, 1.0), (60, 180), (1.74, 0.60, 1.76), _draw_cyclist),
     "Van": _ClassSpec((0.9, 1.25), (45, 170), (2.21, 1.90, 5.08), _draw_van),
     "Truck": _ClassSpec((1.3, 1.8), (50, 190), (3.25, 2.59, 10.1), _draw_truck),
     "Misc": _ClassSpec((0.5, 1.0), (30, 80), (1.9, 1.5, 3.6), _draw_misc),

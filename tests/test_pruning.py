@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from detrprune.checkpoint import CheckpointError, load_detector, save_detector
+from detrprune.model import DETECTOR_TYPE
 from detrprune.pruning import (
     count_nonzero_parameters,
     count_parameters,
@@ -88,7 +89,7 @@ def test_pruned_checkpoint_reloads_weights_only_with_identical_outputs(
     raw = torch.load(path, weights_only=True)
     assert set(raw) == {"format", "model_cfg", "meta", "state_dict"}
     reloaded, reloaded_cfg, meta = load_detector(path)
-    assert meta["ratio"] == 30 and reloaded_cfg["type"] == "DeformableDETR"
+    assert meta["ratio"] == 30 and reloaded_cfg["type"] == DETECTOR_TYPE
     assert count_parameters(reloaded) == count_parameters(detector)
     expected_state, reloaded_state = detector.state_dict(), reloaded.state_dict()
     assert expected_state.keys() == reloaded_state.keys()
