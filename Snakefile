@@ -28,7 +28,7 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         "results/summary.csv",
         "results/report.pdf",
-    default_target: True

@@ -1,5 +1,10 @@
 # Target lists and path conventions. Ratios are integer percents in paths (r30), never floats.
 
+from pathlib import Path
+
+# Every rule runs in this environment under --sdm conda (same pins as requirements.txt).
+CONDA_ENV = "../envs/detrprune.yaml"
+
 PRUNING_METHODS = {
     method: [int(r) for r in config["pruning"][method]["ratios"]]
     for method in ("filter", "weight")
@@ -19,6 +24,11 @@ wildcard_constraints:
     method="filter|weight",
     ratio=r"[1-9][0-9]?",
     variant=r"baseline|(filter|weight)/r[1-9][0-9]?",
+
+
+def kitti_root(training_dir):
+    """data/kitti/training -> data/kitti: the folder mmdet's data_root and the tools expect."""
+    return str(Path(training_dir).parent)
 
 
 def pruned_variants():

@@ -6,13 +6,15 @@ if config["dataset"]["source"] == "synthetic":
         output:
             images=RAW_ARCHIVES["images"],
             labels=RAW_ARCHIVES["labels"],
-        params:
-            synthetic=config["dataset"]["synthetic"],
-            seed=config["seed"],
         log:
             "logs/synthesize_kitti.log",
         benchmark:
             "benchmarks/synthesize_kitti.tsv"
+        conda:
+            CONDA_ENV
+        params:
+            synthetic=config["dataset"]["synthetic"],
+            seed=config["seed"],
         script:
             "../scripts/synthesize_kitti.py"
 
@@ -24,6 +26,8 @@ else:
             labels=RAW_ARCHIVES["labels"],
         log:
             "logs/download_kitti.log",
+        conda:
+            CONDA_ENV
         script:
             "../scripts/download_kitti.py"
 
@@ -34,12 +38,14 @@ rule extract_kitti:
         labels=RAW_ARCHIVES["labels"],
     output:
         directory(KITTI_TRAINING),
-    params:
-        root=KITTI_ROOT,
     log:
         "logs/extract_kitti.log",
     benchmark:
         "benchmarks/extract_kitti.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        root=lambda wildcards, output: kitti_root(output[0]),
     script:
         "../scripts/extract_kitti.py"
 
@@ -50,13 +56,15 @@ rule kitti_to_coco:
     output:
         train=COCO_JSON["train"],
         val=COCO_JSON["val"],
-    params:
-        root=KITTI_ROOT,
-        val_fraction=config["dataset"]["val_fraction"],
-        seed=config["seed"],
     log:
         "logs/kitti_to_coco.log",
     benchmark:
         "benchmarks/kitti_to_coco.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        root=lambda wildcards, input: kitti_root(input[0]),
+        val_fraction=config["dataset"]["val_fraction"],
+        seed=config["seed"],
     script:
         "../scripts/kitti_to_coco.py"

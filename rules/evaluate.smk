@@ -9,15 +9,17 @@ rule evaluate:
         images=KITTI_TRAINING,
     output:
         "results/eval/{variant}/metrics.json",
-    params:
-        evaluate=config["evaluate"],
-        input_scale=config["model"]["input_scale"],
-        data_root=KITTI_ROOT,
-    # Latency is timed with this many threads; the job reserves them so no other job shares them.
-    threads: config["evaluate"]["threads"]
     log:
         "logs/evaluate/{variant}.log",
     benchmark:
         "benchmarks/evaluate/{variant}.tsv"
+    conda:
+        CONDA_ENV
+    # Latency is timed with this many threads; the job reserves them so no other job shares them.
+    threads: config["evaluate"]["threads"]
+    params:
+        evaluate=config["evaluate"],
+        input_scale=config["model"]["input_scale"],
+        data_root=lambda wildcards, input: kitti_root(input.images),
     script:
         "../scripts/evaluate.py"

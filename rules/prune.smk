@@ -6,12 +6,14 @@ rule prune:
         BASELINE_MODEL,
     output:
         "results/prune/{method}/r{ratio}/model.pth",
-    params:
-        scope=lambda wildcards: config["pruning"][wildcards.method]["scope"],
-        input_scale=config["model"]["input_scale"],
     log:
         "logs/prune/{method}/r{ratio}.log",
     benchmark:
         "benchmarks/prune/{method}/r{ratio}.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        scope=lambda wildcards: config["pruning"][wildcards.method]["scope"],
+        input_scale=config["model"]["input_scale"],
     script:
         "../scripts/prune.py"

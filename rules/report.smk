@@ -19,6 +19,8 @@ rule aggregate:
         "results/summary.csv",
     log:
         "logs/aggregate.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/aggregate.py"
 
@@ -29,13 +31,15 @@ rule report:
     output:
         plots=PLOTS,
         pdf="results/report.pdf",
+    log:
+        "logs/report.log",
+    conda:
+        CONDA_ENV
     params:
         # The report prints the study's settings, so it is rebuilt when any of them changes.
         study={
             key: config[key]
             for key in ("seed", "dataset", "model", "train", "pruning", "evaluate")
         },
-    log:
-        "logs/report.log",
     script:
         "../scripts/report.py"

@@ -9,17 +9,19 @@ rule train_baseline:
     output:
         model=BASELINE_MODEL,
         config="results/baseline/config.py",
-    params:
-        model=config["model"],
-        train=config["train"],
-        seed=config["seed"],
-        data_root=KITTI_ROOT,
-        # The Runner's own checkpoints: not an output, so a failed job does not delete them.
-        work_dir="work/train_baseline",
-    threads: config["train"]["threads"]
     log:
         "logs/train_baseline.log",
     benchmark:
         "benchmarks/train_baseline.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["train"]["threads"]
+    params:
+        model=config["model"],
+        train=config["train"],
+        seed=config["seed"],
+        data_root=lambda wildcards, input: kitti_root(input.images),
+        # The Runner's own checkpoints: not an output, so a failed job does not delete them.
+        work_dir="work/train_baseline",
     script:
         "../scripts/train_baseline.py"
