@@ -694,8 +694,12 @@ def _title_lines(summary: pd.DataFrame, config_summary: Mapping[str, object]) ->
         "    (multiply by 2 for FLOPs).",
         "  Latency = wall-clock time per image at batch 1, median and 90th percentile, on:",
         *[f"    {device}" for device in devices],
+        "    On shared or virtual CPUs repeated runs of one model can differ by 20-30 %:",
+        "    read small latency differences as noise, not as a speedup or a slowdown.",
         "  AP values are COCO AP in [0, 1]; n/a = no ground truth for that class (-1 in COCO).",
-        "  compression_ratio = baseline checkpoint MB / variant's checkpoint-equivalent size.",
+        "  compression_ratio = baseline non-zero parameters / variant's non-zero parameters",
+        "    (credits removed channels and zeroed weights; the dense checkpoint MB only",
+        "    shrinks for removed channels).",
         "  Fine-tuned variants (ft = yes) are drawn dashed in the plots.",
     ]
     return [lines[i : i + _TEXT_LINES_PER_PAGE] for i in range(0, len(lines), _TEXT_LINES_PER_PAGE)]
