@@ -88,6 +88,69 @@ def split_ids(ids: Sequence[str], val_fraction: float, seed: int) -> tuple[list[
     return train, val
 
 
+STANDARD_SPLIT_LISTS = (
+    Path(__file__).resolve().parent / "splits" / "kitti_train.txt",
+    Path(__file__).resolve().parent / "splits" / "kitti_val.txt",
+)
+SPLIT_METHODS = ("random", "standard")
+
+
+def read_split_list(path: Path) -> list[str]:
+    """Frame ids of a split list file: one six-digit id per line (blank lines skipped)."""
+    ids = []
+    with open(path) as handle:
+        for lineno, line in enumerate(handle, 1):
+            fid = line.strip()
+            if not fid:
+                continue
+            if not (fid.isdigit() and len(fid) == 6):
+                raise ConversionError(f"{path}:{lineno}: {fid!r} is not a six-digit frame id")
+            ids.append(fid)
+    return ids
+
+
+def standard_split(
+    ids: Sequence[str], lists: tuple[Path, Path] = STANDARD_SPLIT_LISTS
+) -> tuple[list[str], list[str], dict[str, int]]:
+    """Split frame ids by fixed train/val id lists (by default the standard 3712/3769 split).
+
+    A listed id without a frame is an error when ``ids`` is the full dataset (at least as many
+    frames as the lists name) and tolerated, counted and logged, for a subset. Frames named by
+    neither list are counted and logged, and left out of both splits.
+
+    Returns:
+        ``(train_ids, val_ids, stats)`` with stats ``missing_ids`` and ``unlisted_frames``.
+    """
+    train_list, val_list = (read_split_list(path) for path in lists)
+    both = sorted(set(train_list) & set(val_list))
+    if both:
+        raise ConversionError(f"{lists[1]}: ids also in {lists[0]}: {', '.join(both[:5])}")
+    present = set(ids)
+    listed = set(train_list) | set(val_list)
+    missing = sorted(listed - present)
+    unlisted = sorted(present - listed)
+    if missing and len(present) >= len(listed):
+        raise ConversionError(
+            f"{lists[0].parent}: {len(missing)} split ids have no frame although the dataset is "
+            f"complete ({len(present)} frames), first: {', '.join(missing[:5])}"
+        )
+    if missing:
+        log.info(
+            "subset of KITTI: %d of %d split ids have no frame here (tolerated)",
+            len(missing),
+            len(listed),
+        )
+    if unlisted:
+        log.warning(
+            "%d frames are in neither split list and are left out: %s",
+            len(unlisted),
+            ", ".join(unlisted[:10]),
+        )
+    train = sorted(fid for fid in train_list if fid in present)
+    val = sorted(fid for fid in val_list if fid in present)
+    return train, val, {"missing_ids": len(missing), "unlisted_frames": len(unlisted)}
+
+
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
     classes = tuple(classes)
     if not classes:
@@ -220,6 +283,8 @@ def kitti_to_coco(
     val_fraction: float,
     seed: int,
     classes: Sequence[str] = CLASSES,
+    split: str = "random",
+    split_lists: tuple[Path, Path] = STANDARD_SPLIT_LISTS,
 ) -> dict[str, Any]:
     """Convert the KITTI training frames to COCO JSON, split into train and val.
 
@@ -227,16 +292,21 @@ def kitti_to_coco(
         kitti_root: Folder holding ``training/image_2`` and ``training/label_2``.
         train_json: Output COCO file of the train split.
         val_json: Output COCO file of the val split.
-        val_fraction: Share of frames going to val (see :func:`split_ids`).
-        seed: Seed of the split.
+        val_fraction: Share of frames going to val with ``split="random"`` (see
+            :func:`split_ids`).
+        seed: Seed of the random split.
         classes: Category names, given ids 1.. in this order.
+        split: ``random`` (seeded fraction) or ``standard`` (fixed id lists, see
+            :func:`standard_split`).
+        split_lists: The (train, val) id lists of the standard split.
 
     Returns:
         Stats, also logged: ``images`` {split: n}; ``annotations`` and ``ignore_annotations``
         {split: {class: n}} (``iscrowd`` 0 and 1); ``ignore_regions`` {source type: n} (label
         objects, a DontCare counting once although it gives one annotation per category);
         ``unused_types`` {type: n}; ``degenerate_boxes``; ``clipped_boxes``; ``objects`` (all
-        label objects: annotated + ignore regions + unused + degenerate).
+        label objects: annotated + ignore regions + unused + degenerate); ``split`` {method,
+        missing_ids, unlisted_frames}.
 
     Raises:
         ConversionError: Missing folders, labels or images, non-numeric or clashing frame ids,
@@ -249,7 +319,17 @@ def kitti_to_coco(
     kitti_root = Path(kitti_root)
     label_dir, image_dir = kitti_root / LABEL_DIR, kitti_root / IMAGE_DIR
     ids = _frame_ids(label_dir)
-    split = dict(zip(SPLITS, split_ids(ids, val_fraction, seed), strict=True))
+    if split == "random":
+        split_stats = {"missing_ids": 0, "unlisted_frames": 0}
+        chosen = split_ids(ids, val_fraction, seed)
+    elif split == "standard":
+        *chosen, split_stats = standard_split(ids, split_lists)
+    else:
+        raise ConversionError(f"kitti.split: unknown split {split!r}, expected {SPLIT_METHODS}")
+    split_method = split
+    split = dict(zip(SPLITS, chosen, strict=True))
+    # Frames in neither standard list are neither converted nor silently lost: counted above.
+    ids = sorted(split["train"] + split["val"])
     converter = _Converter(classes)
     categories = [{"id": cid, "name": name} for name, cid in converter.category_ids.items()]
 
@@ -288,8 +368,9 @@ def kitti_to_coco(
             "info": {
                 "description": f"KITTI 2D object training frames, {name} split",
                 "split": name,
-                "val_fraction": val_fraction,
-                "seed": seed,
+                "split_method": split_method,
+                "val_fraction": val_fraction if split_method == "random" else None,
+                "seed": seed if split_method == "random" else None,
             },
             "images": images,
             "annotations": annotations,
@@ -300,12 +381,13 @@ def kitti_to_coco(
     stats["degenerate_boxes"] = converter.degenerate
     stats["clipped_boxes"] = converter.clipped
     stats["objects"] = converter.objects
+    stats["split"] = {"method": split_method, **split_stats}
     _write_json_files(documents)
 
     log.info(
         "converted %d KITTI frames (%d objects) from %s: images %s, annotations %s, "
         "ignore annotations %s, ignore regions by source type %s, unused types %s, "
-        "%d degenerate boxes skipped, %d boxes clipped to the image",
+        "%d degenerate boxes skipped, %d boxes clipped to the image, split %s",
         len(ids),
         converter.objects,
         kitti_root,
@@ -316,5 +398,6 @@ def kitti_to_coco(
         stats["unused_types"] or "none",
         converter.degenerate,
         converter.clipped,
+        stats["split"],
     )
     return stats

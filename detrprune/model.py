@@ -8,7 +8,7 @@ evaluation. The detector is mmdet's own ``DeformableDETR``; nothing here re-impl
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,9 @@ def model_config(model: Mapping[str, Any], num_classes: int = len(CLASSES)) -> d
     )
 
 
+_META_KEYS = ("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")
+
+
 def _pipelines(input_scale: tuple[int, int]) -> tuple[list[dict], list[dict]]:
     """Train and test pipelines at a KITTI-shaped (width, height) scale, not COCO's 1333x800."""
     train = [
@@ -169,12 +172,26 @@ def _pipelines(input_scale: tuple[int, int]) -> tuple[list[dict], list[dict]]:
         dict(type="LoadImageFromFile"),
         dict(type="Resize", scale=input_scale, keep_ratio=True),
         dict(type="LoadAnnotations", with_bbox=True),
-        dict(
-            type="PackDetInputs",
-            meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor"),
-        ),
+        dict(type="PackDetInputs", meta_keys=_META_KEYS),
     ]
     return train, test
+
+
+def inference_batch(image_paths: Sequence[Path], input_scale: tuple[int, int]) -> dict[str, Any]:
+    """Images from files as one batch for ``model.test_step``, resized as evaluation does."""
+    from mmengine.dataset import Compose, pseudo_collate
+
+    register_mmdet()
+    pipeline = Compose(
+        [
+            dict(type="LoadImageFromFile"),
+            dict(type="Resize", scale=tuple(input_scale), keep_ratio=True),
+            dict(type="PackDetInputs", meta_keys=_META_KEYS),
+        ]
+    )
+    return pseudo_collate(
+        [pipeline(dict(img_path=str(path), img_id=i)) for i, path in enumerate(image_paths)]
+    )
 
 
 def dataset_config(

@@ -10,10 +10,17 @@ PRUNING_METHODS = {
     for method in ("filter", "weight")
 }
 
-RAW_ARCHIVES = {
-    "images": "data/raw/kitti/data_object_image_2.zip",
-    "labels": "data/raw/kitti/data_object_label_2.zip",
+# The official archive names; `kitti.archives_dir` points at a folder that already holds them.
+ARCHIVE_NAMES = {
+    "images": "data_object_image_2.zip",
+    "labels": "data_object_label_2.zip",
 }
+USER_ARCHIVES = (
+    config["dataset"]["source"] == "kitti"
+    and config["kitti"]["archives_dir"] is not None
+)
+RAW_DIR = config["kitti"]["archives_dir"] if USER_ARCHIVES else "data/raw/kitti"
+RAW_ARCHIVES = {key: f"{RAW_DIR}/{name}" for key, name in ARCHIVE_NAMES.items()}
 KITTI_ROOT = "data/kitti"
 KITTI_TRAINING = f"{KITTI_ROOT}/training"
 COCO_JSON = {"train": "data/coco/train.json", "val": "data/coco/val.json"}

@@ -18,16 +18,21 @@ if config["dataset"]["source"] == "synthetic":
         script:
             "../scripts/synthesize_kitti.py"
 
-else:
+elif not USER_ARCHIVES:
 
     rule download_kitti:
         output:
-            images=RAW_ARCHIVES["images"],
-            labels=RAW_ARCHIVES["labels"],
+            "data/raw/kitti/data_object_{part}_2.zip",
         log:
-            "logs/download_kitti.log",
+            "logs/download_kitti/{part}.log",
+        wildcard_constraints:
+            part="image|label",
         conda:
             CONDA_ENV
+        params:
+            url=lambda wildcards: config["kitti"]["urls"][f"{wildcards.part}s"],
+            sha256=lambda wildcards: config["kitti"]["sha256"][f"{wildcards.part}s"],
+            retries=config["kitti"]["retries"],
         script:
             "../scripts/download_kitti.py"
 
@@ -64,6 +69,11 @@ rule kitti_to_coco:
         CONDA_ENV
     params:
         root=lambda wildcards, input: kitti_root(input[0]),
+        split=(
+            config["kitti"]["split"]
+            if config["dataset"]["source"] == "kitti"
+            else "random"
+        ),
         val_fraction=config["dataset"]["val_fraction"],
         seed=config["seed"],
     script:

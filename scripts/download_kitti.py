@@ -1,10 +1,13 @@
-"""Rule download_kitti: the real KITTI download is not implemented yet (see issue tracker)."""
+"""Rule download_kitti: one official KITTI archive, resumable, verified when a sha256 is set."""
 
+from detrprune.download import download
 from detrprune.workflow import log_to
 
 with log_to(snakemake.log[0]):
-    raise SystemExit(
-        "dataset.source: kitti: downloading the KITTI archives is not implemented yet; "
-        f"place data_object_image_2.zip and data_object_label_2.zip at {snakemake.output.images} "
-        f"and {snakemake.output.labels}, or use dataset.source: synthetic"
+    download(
+        snakemake.params.url,
+        snakemake.output[0],
+        sha256=snakemake.params.sha256,
+        retries=snakemake.params.retries,
+        alternative="point kitti.archives_dir at a folder holding both archives",
     )

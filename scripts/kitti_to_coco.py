@@ -10,4 +10,5 @@ with log_to(snakemake.log[0]):
         snakemake.output.val,
         val_fraction=snakemake.params.val_fraction,
         seed=snakemake.params.seed,
+        split=snakemake.params.split,
     )

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from detrprune.coco import ConversionError, kitti_to_coco, split_ids
+from detrprune.coco import (
+    STANDARD_SPLIT_LISTS,
+    ConversionError,
+    kitti_to_coco,
+    read_split_list,
+    split_ids,
+    standard_split,
+)
 from detrprune.kitti import KittiLabelError, parse_label_file
 
 SAMPLE = Path(__file__).parent / "data" / "kitti_sample"
@@ -256,3 +263,56 @@ def test_non_numeric_frame_id(tmp_path: Path):
     root = _kitti_root(tmp_path, {"frame_a": ""})
     with pytest.raises(ConversionError, match="is not a number"):
         kitti_to_coco(root, tmp_path / "t.json", tmp_path / "v.json", 0.5, 0)
+
+
+def test_shipped_standard_split_partitions_the_7481_frames():
+    train, val = (read_split_list(path) for path in STANDARD_SPLIT_LISTS)
+    assert (len(train), len(val)) == (3712, 3769)
+    assert not set(train) & set(val)
+    assert set(train) | set(val) == {f"{i:06d}" for i in range(7481)}
+
+
+def test_standard_split_on_the_real_sample(tmp_path: Path):
+    train, val = tmp_path / "train.json", tmp_path / "val.json"
+    stats = kitti_to_coco(SAMPLE, train, val, val_fraction=0.5, seed=0, split="standard")
+    # The sample is a subset: the other 7475 listed ids have no frame, which is tolerated.
+    assert stats["split"] == {"method": "standard", "missing_ids": 7475, "unlisted_frames": 0}
+    assert [im["file_name"] for im in json.loads(train.read_text())["images"]] == [
+        "000000.png",
+        "000003.png",
+    ]
+    assert [im["id"] for im in json.loads(val.read_text())["images"]] == [1, 2, 4, 5]
+
+
+def _lists(tmp_path: Path, train: list[str], val: list[str]) -> tuple[Path, Path]:
+    paths = tmp_path / "train.txt", tmp_path / "val.txt"
+    for path, ids in zip(paths, (train, val), strict=True):
+        path.write_text("\n".join(ids) + "\n")
+    return paths
+
+
+def test_standard_split_missing_id_is_an_error_for_a_full_dataset(tmp_path: Path):
+    lists = _lists(tmp_path, ["000000", "000001"], ["000002", "000009"])
+    ids = ["000000", "000001", "000002", "000003"]  # as many frames as listed ids: full
+    with pytest.raises(ConversionError, match=r"1 split ids have no frame .* first: 000009"):
+        standard_split(ids, lists)
+    train, val, stats = standard_split(ids[:3], lists)  # a subset: tolerated
+    assert (train, val) == (["000000", "000001"], ["000002"])
+    assert stats == {"missing_ids": 1, "unlisted_frames": 0}
+
+
+def test_standard_split_counts_unlisted_frames_and_rejects_bad_lists(tmp_path: Path):
+    lists = _lists(tmp_path, ["000000"], ["000001"])
+    train, val, stats = standard_split(["000000", "000001", "000007"], lists)
+    assert (train, val, stats["unlisted_frames"]) == (["000000"], ["000001"], 1)
+    lists = _lists(tmp_path, ["000000", "12x"], ["000001"])
+    with pytest.raises(ConversionError, match=r"train.txt:2: '12x' is not a six-digit frame id"):
+        standard_split(["000000"], lists)
+    lists = _lists(tmp_path, ["000000"], ["000000"])
+    with pytest.raises(ConversionError, match="ids also in"):
+        standard_split(["000000"], lists)
+
+
+def test_unknown_split_method(tmp_path: Path):
+    with pytest.raises(ConversionError, match="kitti.split: unknown split 'halves'"):
+        kitti_to_coco(SAMPLE, tmp_path / "t.json", tmp_path / "v.json", 0.5, 0, split="halves")

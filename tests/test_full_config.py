@@ -1,0 +1,100 @@
+"""The full study's config (configs/kitti.yaml): the real-size model and its DAG."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from detrprune.config import validate_config
+from detrprune.model import build_detector, inference_batch, model_config
+
+from .conftest import REPO, default_config
+from .test_workflow import planned_jobs
+
+SAMPLE_IMAGES = REPO / "tests" / "data" / "kitti_sample" / "training" / "image_2"
+
+
+def full_config() -> dict:
+    """config.yaml overridden by configs/kitti.yaml, as `--configfile` does."""
+    config = default_config()
+    with open(REPO / "configs" / "kitti.yaml") as handle:
+        for section, values in yaml.safe_load(handle).items():
+            config[section].update(values)
+    return config
+
+
+def test_full_config_is_valid():
+    config = full_config()
+    validate_config(config)
+    assert config["dataset"]["source"] == "kitti" and config["kitti"]["split"] == "standard"
+
+
+@pytest.mark.slow
+def test_full_model_runs_on_a_real_kitti_frame():
+    config = full_config()["model"]
+    torch.manual_seed(0)
+    detector = build_detector(model_config(config))
+    detector.init_weights()
+    detector.eval()
+    params = sum(p.numel() for p in detector.parameters())
+    assert 39e6 < params < 42e6  # ResNet-50 Deformable DETR, two-stage with box refinement
+    batch = inference_batch([SAMPLE_IMAGES / "000001.png"], tuple(config["input_scale"]))
+    assert tuple(batch["inputs"][0].shape) == (3, 375, 1242)
+    with torch.no_grad():
+        result = detector.test_step(batch)[0]
+    assert result.ori_shape == (375, 1242)
+    boxes = result.pred_instances.bboxes
+    assert boxes.shape == (config["max_per_img"], 4) and torch.isfinite(boxes).all()
+
+
+def _dry_run(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    # Targets go before --configfile/--config: both take several values and would swallow them.
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "results/report.pdf",
+        "-n",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(REPO / "configs" / "kitti.yaml"),
+        *extra,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_full_study_dag_lists_every_job(tmp_path):
+    run = _dry_run(tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert planned_jobs(run) == {
+        "download_kitti": 2,
+        "extract_kitti": 1,
+        "kitti_to_coco": 1,
+        "train_baseline": 1,
+        "prune": 14,
+        "evaluate": 15,
+        "aggregate": 1,
+        "report": 1,
+    }
+
+
+def test_archives_dir_skips_the_download(tmp_path):
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    for name in ("data_object_image_2.zip", "data_object_label_2.zip"):
+        (archives / name).write_bytes(b"PK")
+    run = _dry_run(tmp_path, "--config", f"kitti={{archives_dir: {archives}}}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = planned_jobs(run)
+    assert "download_kitti" not in jobs and jobs["extract_kitti"] == 1
+    assert str(archives / "data_object_image_2.zip") in run.stdout
