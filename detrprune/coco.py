@@ -131,8 +131,8 @@ def standard_split(
     unlisted = sorted(present - listed)
     if missing and len(present) >= len(listed):
         raise ConversionError(
-            f"{lists[0].parent}: {len(missing)} split ids have no frame although the dataset is "
-            f"complete ({len(present)} frames), first: {', '.join(missing[:5])}"
+            f"{lists[0]}, {lists[1]}: {len(missing)} split ids have no frame although the "
+            f"dataset is complete ({len(present)} frames), first: {', '.join(missing[:5])}"
         )
     if missing:
         log.info(
