@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from detrprune.model import coco_evaluator_config, register_mmdet, test_dataloader_config
-from detrprune.pruning import count_nonzero_parameters, count_parameters
+from detrprune.pruning import count_nonzero_parameters, count_parameters, sparsity_by_part
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +134,30 @@ class _TensorForward(nn.Module):
         return self.detector._forward(inputs, self.data_samples)
 
 
+# The detector's top-level modules, grouped as the report shows them; the rest of a
+# two-stage model (proposal generation from the encoder memory) is "other".
+MODEL_PARTS = {
+    "backbone": "backbone",
+    "neck": "neck",
+    "encoder": "encoder",
+    "decoder": "decoder",
+    "bbox_head": "head",
+}
+
+
 @torch.no_grad()
 def fvcore_gmacs(model: nn.Module, batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean fvcore count over ``batches`` in GMACs, with the ops fvcore could not count."""
+    """Mean fvcore count over ``batches`` in GMACs: total, per model part and per operator.
+
+    Also returns the ops fvcore could not count (counted as 0): element-wise ops such as the
+    attention's softmax, mul and sum, whose share is small next to the convs and linears.
+    """
     from fvcore.nn import FlopCountAnalysis
 
     model = model.to("cpu").eval()
-    totals = []
+    totals: list[float] = []
+    parts: dict[str, float] = {f"gmacs_{part}": 0.0 for part in (*MODEL_PARTS.values(), "other")}
+    operators: dict[str, float] = {}
     unsupported: dict[str, int] = {}
     for batch in batches:
         data = model.data_preprocessor(batch, False)
@@ -148,12 +165,20 @@ def fvcore_gmacs(model: nn.Module, batches: Sequence[Mapping[str, Any]]) -> dict
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
         totals.append(analysis.total() / 1e9)
+        for name, count in analysis.by_module().items():
+            if name.count(".") == 1:  # "detector.<child>"
+                part = MODEL_PARTS.get(name.split(".")[1], "other")
+                parts[f"gmacs_{part}"] += count / 1e9 / len(batches)
+        for op, count in analysis.by_operator().items():
+            operators[op] = operators.get(op, 0.0) + count / 1e9 / len(batches)
         for op, n in analysis.unsupported_ops().items():
             unsupported[op] = unsupported.get(op, 0) + n
     if unsupported:
         log.info("fvcore could not count these ops (counted as 0): %s", unsupported)
     return {
         "gmacs": statistics.fmean(totals),
+        **parts,
+        "gmacs_by_operator": dict(sorted(operators.items())),
         "flops_images": len(totals),
         "flops_unsupported_ops": dict(sorted(unsupported.items())),
     }
@@ -215,6 +240,7 @@ def evaluate_checkpoint(
     log.info("FLOPs (fvcore) over %d images", min(flops_images, len(batches)))
     record.update(fvcore_gmacs(model, batches[:flops_images]))
     record.update(size_metrics(model, checkpoint, baseline_nonzero))
+    record.update(sparsity_by_part(model))
     record["pruning"] = meta.get("pruning", {})
     log.info("metrics: %s", {k: v for k, v in record.items() if not isinstance(v, dict)})
     return record

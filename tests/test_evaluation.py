@@ -50,3 +50,56 @@ def test_size_metrics_credit_zeroed_weights(tiny_detector, tmp_path):
     assert sizes["params_nonzero"] < total
     assert sizes["compression_ratio"] == pytest.approx(total / sizes["params_nonzero"])
     assert sizes["checkpoint_mb"] == pytest.approx(path.stat().st_size / 2**20)
+
+
+def _layer_shape_macs(detector, batch) -> float:
+    """Multiply-adds of every Conv2d, Linear and MultiheadAttention, from their shapes alone."""
+    total = 0
+
+    def conv_hook(module, inputs, output):
+        nonlocal total
+        kh, kw = module.kernel_size
+        total += output.numel() * (module.in_channels // module.groups) * kh * kw
+
+    def linear_hook(module, inputs, output):
+        nonlocal total
+        total += output.numel() * module.in_features
+
+    def attention_hook(module, args, kwargs, output):
+        # nn.MultiheadAttention projects q, k, v and the output functionally: no Linear hook
+        # fires for them. Attention scores (bmm) are left out, as in fvcore's conv+linear count.
+        nonlocal total
+        query = args[0] if args else kwargs["query"]
+        key = args[1] if len(args) > 1 else kwargs["key"]
+        embed = module.embed_dim
+        total += (query.shape[0] * query.shape[1] * 2 + key.shape[0] * key.shape[1] * 2) * embed**2
+
+    handles = []
+    for module in detector.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, torch.nn.MultiheadAttention):
+            handles.append(module.register_forward_hook(attention_hook, with_kwargs=True))
+        elif isinstance(module, torch.nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook))
+    with torch.no_grad():
+        detector.test_step(batch)
+    for handle in handles:
+        handle.remove()
+    return total / 1e9
+
+
+def test_fvcore_agrees_with_a_count_from_layer_shapes(tiny_detector):
+    detector, _ = tiny_detector
+    counted = fvcore_gmacs(detector, [_batch(0)])
+    by_operator = counted["gmacs_by_operator"]
+    fvcore_conv_linear = by_operator["conv"] + by_operator.get("linear", 0.0)
+    derived = _layer_shape_macs(detector, _batch(0))
+    assert derived == pytest.approx(fvcore_conv_linear, rel=0.05)
+    # Convs and linears are almost all of the work; norms, grid_sample and bmm are the rest.
+    assert fvcore_conv_linear > 0.95 * counted["gmacs"]
+    parts = [
+        counted[f"gmacs_{p}"] for p in ("backbone", "neck", "encoder", "decoder", "head", "other")
+    ]
+    assert sum(parts) == pytest.approx(counted["gmacs"], rel=1e-6)
+    assert counted["gmacs_backbone"] == max(parts)

@@ -112,3 +112,21 @@ def test_ratio_outside_range_is_refused(tiny_detector):
         weight_prune(detector, 1.0)
     with pytest.raises(ValueError, match="unknown scope"):
         weight_prune(detector, 0.5, "everything")
+
+
+def test_sparsity_by_part_shows_global_pruning_emptying_sampling_offsets(tiny_detector):
+    from detrprune.pruning import sparsity_by_part
+
+    detector, _ = tiny_detector
+    weight_prune(detector, 0.5, "global")
+    parts = sparsity_by_part(detector)
+    assert set(parts) >= {
+        "sparsity_backbone",
+        "sparsity_encoder",
+        "sparsity_decoder",
+        "sparsity_head",
+        "sparsity_sampling_offsets",
+    }
+    # Freshly initialised sampling offsets are all zero: one global threshold takes them all.
+    assert parts["sparsity_sampling_offsets"] == 1.0
+    assert 0.0 < parts["sparsity_backbone"] < 1.0
