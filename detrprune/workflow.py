@@ -1,4 +1,5 @@
-"""Glue shared by the workflow's scripts: logging into the rule's log file, ratio conversion."""
+"""Glue shared by the workflow's scripts: logging into the rule's log file, ratio conversion,
+provenance of results."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import contextlib
 import json
 import logging
 import os
+import platform
+import subprocess
 import sys
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +66,54 @@ def write_json(record: Any, path: str | os.PathLike) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+PROVENANCE_PACKAGES = (
+    "torch",
+    "mmdet",
+    "mmcv",
+    "mmengine",
+    "torch-pruning",
+    "fvcore",
+    "pycocotools",
+    "numpy",
+    "snakemake",
+)
+
+
+def git_commit(path: str | os.PathLike = Path(__file__).parent) -> str | None:
+    """The checkout's commit (with ``-dirty`` when files are modified), or None outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def provenance(settings: Any, device: str, threads: int) -> dict[str, Any]:
+    """What produced a result: its config subsection, package versions, commit, device, threads."""
+    versions = {}
+    for package in PROVENANCE_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "settings": settings,
+        "packages": versions,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "device": device,
+        "threads": threads,
+    }

@@ -2,7 +2,7 @@
 
 from detrprune import CLASSES
 from detrprune.evaluation import evaluate_checkpoint
-from detrprune.workflow import log_to, write_json
+from detrprune.workflow import log_to, provenance, write_json
 
 with log_to(snakemake.log[0]):
     settings = snakemake.params.evaluate
@@ -17,5 +17,10 @@ with log_to(snakemake.log[0]):
         warmup=settings["latency"]["warmup"],
         runs=settings["latency"]["runs"],
         flops_images=settings["flops_images"],
+    )
+    record["provenance"] = provenance(
+        {"evaluate": settings, "input_scale": snakemake.params.input_scale},
+        device=record["latency_device"],
+        threads=settings["threads"],
     )
     write_json(record, snakemake.output[0])

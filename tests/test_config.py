@@ -65,3 +65,15 @@ def test_snakemake_refuses_bad_config_with_one_line(tmp_path):
         "Invalid configuration: config: pruning.weight.ratios[1]: 150 is greater than the "
         "maximum of 99"
     ]
+
+
+def test_provenance_names_versions_commit_and_device():
+    from detrprune.workflow import provenance
+
+    record = provenance({"evaluate": {"threads": 2}}, device="cpu (test, 2 threads)", threads=2)
+    assert record["settings"] == {"evaluate": {"threads": 2}}
+    assert record["packages"]["torch"].startswith("2.13.0")
+    assert record["packages"]["mmdet"] == "3.3.0" and record["packages"]["mmcv"] == "2.1.0"
+    assert record["device"] == "cpu (test, 2 threads)" and record["threads"] == 2
+    commit = record["git_commit"]
+    assert commit is None or len(commit.removesuffix("-dirty")) == 40

@@ -132,3 +132,18 @@ def test_changing_one_ratio_rebuilds_only_that_target(study):
         assert "results/eval/filter/r40/metrics.json" in text
     finally:
         (study / "config.yaml").write_text(yaml.safe_dump(micro_config()))
+
+
+def test_metrics_record_parts_sparsity_and_provenance(study):
+    import json
+
+    baseline = json.loads((study / "results/eval/baseline/metrics.json").read_text())
+    weight = json.loads((study / "results/eval/weight/r70/metrics.json").read_text())
+    parts = ("backbone", "neck", "encoder", "decoder", "head", "other")
+    assert sum(baseline[f"gmacs_{p}"] for p in parts) == pytest.approx(baseline["gmacs"])
+    assert baseline["sparsity_backbone"] < 0.01
+    assert weight["sparsity_backbone"] == pytest.approx(0.7, abs=0.01)
+    provenance = weight["provenance"]
+    assert provenance["packages"]["mmdet"] == "3.3.0"
+    assert provenance["settings"]["evaluate"]["latency"]["runs"] == 20
+    assert provenance["threads"] == 2 and provenance["device"] == weight["latency_device"]
