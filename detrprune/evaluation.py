@@ -8,6 +8,7 @@ can see (on GPU the CUDA kernel is an opaque op counted as zero).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
@@ -21,8 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from detrprune.kitti_ap import kitti_ap
 from detrprune.model import coco_evaluator_config, register_mmdet, test_dataloader_config
 from detrprune.pruning import count_nonzero_parameters, count_parameters, sparsity_by_part
+from detrprune.sparse_io import load_sparse, save_sparse, size_bound_bytes
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +43,32 @@ def coco_accuracy(
     data_root: Path,
     input_scale: tuple[int, int],
     classes: Sequence[str],
-) -> dict[str, float]:
-    """COCO mAP, mAP50, mAP75 and per-class AP (``AP_<class>``) on the validation split."""
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """COCO mAP, mAP50, mAP75 and per-class AP (``AP_<class>``) on the validation split.
+
+    Also returns the detections CocoMetric scored (COCO results format), so that other metrics
+    (KITTI-style AP) are computed from the same inference pass.
+    """
     from mmengine.runner import Runner
 
     register_mmdet()
     with tempfile.TemporaryDirectory(prefix="detrprune-eval-") as work_dir:
+        prefix = str(Path(work_dir) / "predictions")
         runner = Runner(
             model=model,
             work_dir=work_dir,
             test_dataloader=test_dataloader_config(val_json, data_root, input_scale),
-            test_evaluator=coco_evaluator_config(val_json),
+            test_evaluator={**coco_evaluator_config(val_json), "outfile_prefix": prefix},
             test_cfg=dict(type="TestLoop"),
             default_scope="mmdet",
             log_level="WARNING",
         )
         raw = runner.test()
+        detections = json.loads(Path(f"{prefix}.bbox.json").read_text())
     metrics = {ours: float(raw[theirs]) for theirs, ours in _COCO_KEYS.items()}
     for name in classes:
         metrics[f"AP_{name}"] = float(raw.get(f"coco/{name}_precision", math.nan))
-    return metrics
+    return metrics, detections
 
 
 def load_val_batches(
@@ -187,17 +196,33 @@ def fvcore_gmacs(model: nn.Module, batches: Sequence[Mapping[str, Any]]) -> dict
 def size_metrics(
     model: nn.Module, checkpoint: Path, baseline_nonzero_params: int
 ) -> dict[str, float | int]:
-    """Parameter counts, checkpoint size and compression ratio vs the baseline.
+    """Parameter counts, checkpoint sizes and compression ratio vs the baseline.
+
+    ``checkpoint_mb`` is the dense ``torch.save`` file; ``sparse_mb`` the compact sparse format
+    (bitmask + non-zero values, compressed; :mod:`detrprune.sparse_io`), checked to restore the
+    exact tensors, with ``sparse_bound_mb`` its information bound.
 
     The compression ratio is the baseline's non-zero parameter count over this variant's
     (the usual definition in the pruning literature): it credits both removed channels and
     zeroed weights, whereas the dense ``checkpoint_mb`` only shrinks for removed channels.
     """
     nonzero = count_nonzero_parameters(model)
+    state = model.state_dict()
+    with tempfile.TemporaryDirectory(prefix="detrprune-sparse-") as folder:
+        sparse_path = Path(folder) / "model.sparse.zip"
+        save_sparse(state, sparse_path)
+        sparse_bytes = sparse_path.stat().st_size
+        restored, _ = load_sparse(sparse_path)
+    if restored.keys() != state.keys() or not all(
+        torch.equal(restored[k], v) for k, v in state.items()
+    ):
+        raise RuntimeError(f"{checkpoint}: the sparse format did not restore the exact tensors")
     return {
         "params_total": count_parameters(model),
         "params_nonzero": nonzero,
         "checkpoint_mb": Path(checkpoint).stat().st_size / 2**20,
+        "sparse_mb": sparse_bytes / 2**20,
+        "sparse_bound_mb": size_bound_bytes(state) / 2**20,
         "compression_ratio": baseline_nonzero_params / max(nonzero, 1),
     }
 
@@ -233,7 +258,9 @@ def evaluate_checkpoint(
         "finetuned": False,
     }
     log.info("evaluating %s: COCO AP on %s", record["variant"], val_json)
-    record.update(coco_accuracy(model, val_json, data_root, input_scale, classes))
+    accuracy, detections = coco_accuracy(model, val_json, data_root, input_scale, classes)
+    record.update(accuracy)
+    record.update(kitti_ap(json.loads(Path(val_json).read_text()), detections))
     batches = load_val_batches(val_json, data_root, input_scale, max(flops_images, 5))
     log.info("latency: %d warm-up + %d timed runs, %d threads", warmup, runs, threads)
     record.update(cpu_latency(model, batches, warmup, runs, threads))

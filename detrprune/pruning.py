@@ -109,8 +109,12 @@ def weight_prune(detector: nn.Module, ratio: float, scope: str = "layerwise") ->
     else:
         for module, param in targets:
             prune.l1_unstructured(module, param, amount=ratio)
-    for module, param in targets:
-        prune.remove(module, param)
+    with torch.no_grad():
+        for module, param in targets:
+            prune.remove(module, param)
+            # The mask multiplies, so pruned negative weights become -0.0; make every pruned
+            # weight +0.0 so that "zero" means all bits zero (what sparse storage relies on).
+            getattr(module, param).add_(0.0)
     total = sum(getattr(m, p).numel() for m, p in targets)
     zeros = sum(int((getattr(m, p) == 0).sum()) for m, p in targets)
     sparsity = zeros / total

@@ -65,6 +65,24 @@ BASELINE_METHOD = "baseline"
 REPORT_TITLE = "Pruning Deformable DETR on KITTI"
 
 # Column kinds, used to validate each metrics.json and to give the DataFrame stable dtypes.
+# Numeric columns that follow SUMMARY_COLUMNS whenever a metrics.json carries them (later
+# evaluation stages add them; older files without them still aggregate, as NaN).
+OPTIONAL_COLUMNS: list[str] = [
+    *[
+        f"kitti_AP_{cls}_{level}"
+        for cls in ("Car", "Pedestrian", "Cyclist")
+        for level in ("easy", "moderate", "hard")
+    ],
+    "kitti_mAP_moderate",
+    "sparse_mb",
+    "sparse_bound_mb",
+    *[f"gmacs_{part}" for part in ("backbone", "neck", "encoder", "decoder", "head", "other")],
+    *[
+        f"sparsity_{part}"
+        for part in ("backbone", "neck", "encoder", "decoder", "head", "sampling_offsets", "other")
+    ],
+]
+
 _STR_COLUMNS = ("variant", "method", "latency_device")
 _INT_COLUMNS = ("ratio", "params_total", "params_nonzero")
 _BOOL_COLUMNS = ("finetuned",)
@@ -216,6 +234,12 @@ def _validate_record(record: object, path: Path) -> dict[str, Any]:
             if key in _AP_COLUMNS and number < 0:
                 number = math.nan
             row[key] = number
+    for key in OPTIONAL_COLUMNS:
+        if key in record:
+            value = record[key]
+            if not _is_number(value):
+                raise ReportError(f"{path}: key '{key}' must be a number, got {value!r}")
+            row[key] = float(value)
     return row
 
 
@@ -379,12 +403,14 @@ def aggregate(metrics_paths: Sequence[Path], out_csv: Path) -> pd.DataFrame:
         rows.append(row)
 
     rows.sort(key=_sort_key)
-    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    optional = [c for c in OPTIONAL_COLUMNS if any(c in row for row in rows)]
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS + optional)
     summary = summary.astype(
         {
             **{c: "int64" for c in _INT_COLUMNS},
             **{c: "bool" for c in _BOOL_COLUMNS},
             **{c: "float64" for c in _FLOAT_COLUMNS},
+            **{c: "float64" for c in optional},
         }
     )
 

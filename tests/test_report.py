@@ -294,3 +294,22 @@ def test_summarize_config_tolerates_missing_keys() -> None:
     assert summarize_config({}) == {}
     assert summarize_config({"dataset": "kitti", "pruning": {"filter": None}}) == {}
     assert summarize_config({"train": {"max_iters": 5}}) == {"train": {"max_iters": 5}}
+
+
+
+def test_optional_columns_follow_the_required_ones(tmp_path: Path) -> None:
+    from detrprune.report import OPTIONAL_COLUMNS
+
+    runs = [dict(run) for run in FAKE_RUNS]
+    runs[0].update(kitti_AP_Car_moderate=0.61, sparse_mb=4.5, kitti_AP_Cyclist_easy=math.nan)
+    runs[1].update(sparse_mb=80.0)
+    summary = aggregate(_write_runs(tmp_path / "m", runs), tmp_path / "summary.csv")
+    extra = [c for c in OPTIONAL_COLUMNS if c in summary.columns]
+    assert list(summary.columns) == SUMMARY_COLUMNS + extra
+    assert extra == ["kitti_AP_Car_moderate", "kitti_AP_Cyclist_easy", "sparse_mb"]
+    by_variant = summary.set_index("variant")
+    assert by_variant.loc["weight_r90", "sparse_mb"] == 4.5
+    assert math.isnan(by_variant.loc["baseline", "sparse_mb"])  # absent -> NaN
+    runs[0]["sparse_mb"] = "small"
+    with pytest.raises(ReportError, match="key 'sparse_mb' must be a number"):
+        aggregate(_write_runs(tmp_path / "bad", runs), tmp_path / "bad.csv")

@@ -143,6 +143,14 @@ def test_metrics_record_parts_sparsity_and_provenance(study):
     assert sum(baseline[f"gmacs_{p}"] for p in parts) == pytest.approx(baseline["gmacs"])
     assert baseline["sparsity_backbone"] < 0.01
     assert weight["sparsity_backbone"] == pytest.approx(0.7, abs=0.01)
+    # KITTI-style AP comes from the same predictions as COCO AP; NaN where no valid GT.
+    assert {f"kitti_AP_{c}_moderate" for c in ("Car", "Pedestrian", "Cyclist")} <= set(weight)
+    assert "kitti_mAP_moderate" in baseline
+    # Zeroed weights shrink the compact sparse checkpoint, not the dense one.
+    assert weight["sparse_mb"] < 0.5 * weight["checkpoint_mb"]
+    assert weight["sparse_mb"] <= 1.1 * weight["sparse_bound_mb"]
+    summary = pd.read_csv(study / "results" / "summary.csv")
+    assert {"kitti_mAP_moderate", "sparse_mb", "gmacs_backbone"} <= set(summary.columns)
     provenance = weight["provenance"]
     assert provenance["packages"]["mmdet"] == "3.3.0"
     assert provenance["settings"]["evaluate"]["latency"]["runs"] == 20
