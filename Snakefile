@@ -27,6 +27,10 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 
+localrules:
+    all,
+
+
 rule all:
     default_target: True
     input:

@@ -1,6 +1,16 @@
 # Raw archives (synthesized or downloaded) -> extracted KITTI layout -> COCO JSON.
 
+
+# Data preparation is light and reads/writes shared files: it runs on the submitting host.
+localrules:
+    extract_kitti,
+    kitti_to_coco,
+
+
 if config["dataset"]["source"] == "synthetic":
+
+    localrules:
+        synthesize_kitti,
 
     rule synthesize_kitti:
         output:
@@ -19,6 +29,9 @@ if config["dataset"]["source"] == "synthetic":
             "../scripts/synthesize_kitti.py"
 
 elif not USER_ARCHIVES:
+
+    localrules:
+        download_kitti,
 
     rule download_kitti:
         output:

@@ -12,6 +12,11 @@ PLOTS = [
 ]
 
 
+localrules:
+    aggregate,
+    report,
+
+
 rule aggregate:
     input:
         all_metrics(),
