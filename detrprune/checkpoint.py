@@ -10,7 +10,6 @@ channel-removal functions, before loading the weights strictly.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch_pruning as tp
 from torch import nn
 
 from detrprune.model import build_detector
+from detrprune.workflow import atomic_output
 
 FORMAT = "detrprune-checkpoint-v1"
 
@@ -32,8 +32,6 @@ def save_detector(
     model: nn.Module, path: Path, model_cfg: Mapping[str, Any], meta: Mapping[str, Any]
 ) -> None:
     """Write ``model``'s weights, its mmdet model config and ``meta`` (JSON-able) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
@@ -41,9 +39,8 @@ def save_detector(
         "meta": json.dumps(_jsonable(meta), sort_keys=True),
         "state_dict": state,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as (tmp,):
+        torch.save(payload, tmp)
 
 
 StateDict = dict[str, torch.Tensor]

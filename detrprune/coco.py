@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +41,7 @@ from PIL import Image, UnidentifiedImageError
 
 from detrprune import CLASSES
 from detrprune.kitti import KITTI_TYPES, KittiObject, parse_label_file
+from detrprune.workflow import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -259,21 +258,11 @@ class _Converter:
 
 def _write_json_files(documents: dict[Path, dict[str, Any]]) -> None:
     """Write every document to a temporary file first, then move them all into place."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, document in documents.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            staged.append((Path(tmp), path))
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_output(*documents) as temporaries:
+        for tmp, document in zip(temporaries, documents.values(), strict=True):
+            with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(document, f, indent=None)
                 f.write("\n")
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the file private to the user
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
 
 
 def kitti_to_coco(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -37,6 +36,7 @@ from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from detrprune import __version__  # noqa: E402
+from detrprune.workflow import atomic_output  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -169,21 +169,9 @@ class ReportError(ValueError):
 
 @contextmanager
 def _atomic_path(out: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``out``; move it onto ``out`` only if the block succeeds.
-
-    Readers (and Snakemake) therefore never see a half-written output.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder so os.replace is atomic; pid in the name so concurrent writers do not collide.
-    # Not mkstemp: its 0600 mode would survive the rename and surprise readers of the results.
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    """One output written atomically (see :func:`detrprune.workflow.atomic_output`)."""
+    with atomic_output(out) as (tmp,):
         yield tmp
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _style() -> ExitStack:

@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from detrprune.workflow import atomic_output
+
 log = logging.getLogger(__name__)
 
 FORMAT = "detrprune-sparse"
@@ -154,8 +156,8 @@ def save_sparse(
 ) -> dict[str, int]:
     """Write ``state_dict`` (and the string pairs ``meta``) as a sparse checkpoint, atomically.
 
-    The file is assembled at ``<path>.tmp`` next to ``path`` and renamed over it only when
-    complete; on any failure the temporary file is removed and ``path`` is left untouched.
+    The file is assembled next to ``path`` and renamed over it only when complete
+    (:func:`detrprune.workflow.atomic_output`); on any failure ``path`` is left untouched.
     Returns counts: tensors, mask_tensors, dense_tensors, elements, nonzero, bytes (file size).
     """
     path = Path(path)
@@ -163,11 +165,9 @@ def save_sparse(
     for key, value in meta.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise SparseFormatError(f"{path}: meta {key!r}: keys and values must be strings")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     stats = dict(tensors=0, mask_tensors=0, dense_tensors=0, elements=0, nonzero=0, bytes=0)
     entries: list[dict[str, Any]] = []
-    try:
+    with atomic_output(path) as (tmp,):
         with open(tmp, "wb") as handle:
             with zipfile.ZipFile(handle, "w") as archive:
                 for index, (name, tensor) in enumerate(state_dict.items()):
@@ -208,10 +208,6 @@ def save_sparse(
                 archive.writestr(HEADER, json.dumps(header, indent=1), compress_type=COMPRESSION)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     stats["bytes"] = path.stat().st_size
     log.info(
         "wrote %s: %d tensors (%d mask, %d dense), %d/%d non-zero, %d bytes",

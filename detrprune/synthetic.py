@@ -31,8 +31,6 @@ import colorsys
 import io
 import logging
 import math
-import os
-import tempfile
 import time
 import zipfile
 from collections import Counter
@@ -45,6 +43,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from detrprune.kitti import KittiObject, format_label_line
+from detrprune.workflow import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -505,13 +504,7 @@ def synthesize_kitti(
     given_up: Counter[str] = Counter()
     start = time.perf_counter()
 
-    tmp_paths = []
-    try:
-        for final in (images_zip, labels_zip):
-            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=out_dir)
-            os.close(fd)
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the archives private to the user
-            tmp_paths.append(Path(tmp))
+    with atomic_output(images_zip, labels_zip) as tmp_paths:
         with (
             zipfile.ZipFile(tmp_paths[0], "w") as zimg,
             zipfile.ZipFile(tmp_paths[1], "w") as zlab,
@@ -532,11 +525,6 @@ def synthesize_kitti(
                 )
                 counts.update(obj.type for obj in objects)
                 given_up.update(failed)
-        os.replace(tmp_paths[0], images_zip)
-        os.replace(tmp_paths[1], labels_zip)
-    finally:
-        for tmp in tmp_paths:
-            tmp.unlink(missing_ok=True)
 
     log.info(
         "synthesized %d scenes (seed %d, %dx%d) in %.1f s: objects %s; placements given up "

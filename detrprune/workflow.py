@@ -59,13 +59,32 @@ def percent_to_fraction(percent: int | str) -> float:
     return value / 100.0
 
 
+@contextlib.contextmanager
+def atomic_output(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield temporary paths beside ``paths``; move them all into place only if the block succeeds.
+
+    Readers (and Snakemake) never see a half-written output, and on failure nothing is left.
+    The temporaries sit in the same folder (so ``os.replace`` is atomic), carry the process id
+    (so concurrent writers do not collide) and get the umask's normal mode (unlike mkstemp's
+    0600, which would survive the rename).
+    """
+    finals = [Path(p) for p in paths]
+    temporaries = [f.with_name(f".{f.name}.{os.getpid()}.tmp") for f in finals]
+    for final in finals:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield temporaries
+        for tmp, final in zip(temporaries, finals, strict=True):
+            os.replace(tmp, final)
+    finally:
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
+
+
 def write_json(record: Any, path: str | os.PathLike) -> None:
     """Write ``record`` as stable, indented JSON; atomic, so no half-written file is left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_output(path) as (tmp,):
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 PROVENANCE_PACKAGES = (
