@@ -1,14 +1,11 @@
 """Config validation: the shipped configs pass, bad values stop with one line naming the key."""
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
 from detrprune.config import ConfigError, validate_config
 
-from .conftest import REPO, default_config, micro_config
+from .conftest import default_config, micro_config, run_snakemake
 
 
 def test_shipped_and_micro_configs_are_valid():
@@ -42,21 +39,7 @@ def test_snakemake_refuses_bad_config_with_one_line(tmp_path):
     config = default_config()
     config["pruning"]["weight"]["ratios"] = [10, 150]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-d",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = run_snakemake(tmp_path, "-n", timeout=120)
     assert run.returncode != 0
     lines = [
         line for line in (run.stdout + run.stderr).splitlines() if "Invalid configuration" in line

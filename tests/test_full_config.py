@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,7 @@ import yaml
 from detrprune.config import validate_config
 from detrprune.model import build_detector, inference_batch, model_config
 
-from .conftest import REPO, default_config
-from .test_workflow import planned_jobs
+from .conftest import REPO, default_config, planned_jobs, run_snakemake
 
 SAMPLE_IMAGES = REPO / "tests" / "data" / "kitti_sample" / "training" / "image_2"
 
@@ -55,22 +53,16 @@ def test_full_model_runs_on_a_real_kitti_frame():
 
 def _dry_run(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
-    # Targets go before --configfile/--config: both take several values and would swallow them.
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
+    # The target goes before --configfile/--config: both take several values.
+    return run_snakemake(
+        workdir,
         "results/report.pdf",
         "-n",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
         "--configfile",
         str(REPO / "configs" / "kitti.yaml"),
         *extra,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+        timeout=300,
+    )
 
 
 def test_full_study_dag_lists_every_job(tmp_path):

@@ -10,14 +10,13 @@ import hashlib
 import io
 import json
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .conftest import REPO, micro_config
+from .conftest import REPO, micro_config, run_snakemake
 from .http_server import serve
 
 SAMPLE = REPO / "tests" / "data" / "kitti_sample" / "training"
@@ -44,20 +43,7 @@ def run_to_coco(workdir: Path, kitti: dict) -> subprocess.CompletedProcess:
     config["dataset"]["source"] = "kitti"
     config["kitti"].update(kitti)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "data/coco/train.json",
-        "data/coco/val.json",
-        "--cores",
-        "2",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return run_snakemake(workdir, "data/coco/train.json", "data/coco/val.json", "--cores", "2")
 
 
 def test_download_extract_convert_real_frames(tmp_path):

@@ -296,7 +296,6 @@ def test_summarize_config_tolerates_missing_keys() -> None:
     assert summarize_config({"train": {"max_iters": 5}}) == {"train": {"max_iters": 5}}
 
 
-
 def test_optional_columns_follow_the_required_ones(tmp_path: Path) -> None:
     from detrprune.report import OPTIONAL_COLUMNS
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import yaml
 
 from detrprune.checkpoint import read_checkpoint
 
-from .conftest import REPO, micro_config
+from .conftest import micro_config, snakemake_command
 
 pytestmark = pytest.mark.slow
 
@@ -29,18 +28,7 @@ def resumable_config() -> dict:
 
 
 def command(workdir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "results/baseline/model.pth",
-        "--cores",
-        "2",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-    ]
+    return snakemake_command(workdir, "results/baseline/model.pth", "--cores", "2")
 
 
 def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,9 +22,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO, micro_config
+from .conftest import REPO, micro_config, planned_jobs, run_snakemake
 from .slurm_cluster import slurm_cluster
-from .test_workflow import planned_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -71,19 +69,7 @@ def write_config(workdir: Path, config: dict) -> None:
 
 
 def snakemake(workdir: Path, *args: str, env=None, timeout: int = 900):
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        *args,
-    ]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env=env or dict(os.environ)
-    )
+    return run_snakemake(workdir, *args, timeout=timeout, env=env)
 
 
 def on_slurm(cluster, workdir: Path, *args: str, timeout: int = 600):
