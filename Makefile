@@ -10,7 +10,7 @@ CORES ?= all
 # toolkit present the CUDA kernels are built too.
 MMCV_FORCE_CUDA := $(if $(shell command -v nvcc 2>/dev/null),1,0)
 
-.PHONY: install demo test lint format clean-results
+.PHONY: install demo test bench lint format clean-results
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): requirements.txt Makefile
 	  $(BIN)/pip install --no-build-isolation mmcv==2.1.0
 	$(BIN)/pip install -r requirements.txt
 	$(BIN)/pip install --no-deps -e .
-	$(BIN)/python -c "import mmcv.ops, mmdet, torch_pruning, snakemake; print('stack ok')"
+	$(BIN)/python -c "import mmcv.ops, mmdet, torch_pruning, snakemake, onnxruntime; print('stack ok')"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -31,6 +31,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -v tests
+
+# The measured goals (issues 4, 5) on the demo's results; run after `make demo`.
+bench: install
+	$(BIN)/python bench/pruning_goals.py --retime
 
 lint: install
 	$(BIN)/snakemake --lint
