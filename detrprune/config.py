@@ -41,3 +41,28 @@ def validate_config(
     error = jsonschema.exceptions.best_match(validator.iter_errors(dict(config)))
     if error is not None:
         raise ConfigError(f"{source}: {key_path(error.absolute_path)}: {error.message}")
+    _check_pruning(config["pruning"], source)
+
+
+# Scopes each pruning kind understands (the schema lists their union).
+KIND_SCOPES = {"filter": ("backbone", "backbone+ffn"), "weight": ("layerwise", "global")}
+
+
+def _check_pruning(pruning: Mapping[str, Any], source: str) -> None:
+    """Cross-field rules the schema cannot say in one readable line."""
+    for name, spec in pruning["methods"].items():
+        where = f"{source}: pruning.methods.{name}"
+        scopes = KIND_SCOPES[spec["kind"]]
+        if spec["scope"] not in scopes:
+            raise ConfigError(
+                f"{where}.scope: {spec['scope']!r} is not a {spec['kind']} pruning scope "
+                f"(expected one of {', '.join(scopes)})"
+            )
+        if "modules" in spec and spec["kind"] != "weight":
+            raise ConfigError(f"{where}.modules: only weight pruning takes a module choice")
+    iterative = pruning["iterative"]
+    if iterative["enabled"] and iterative["method"] not in pruning["methods"]:
+        raise ConfigError(
+            f"{source}: pruning.iterative.method: {iterative['method']!r} is not a method under "
+            f"pruning.methods ({', '.join(pruning['methods'])})"
+        )

@@ -254,8 +254,10 @@ def evaluate_checkpoint(
     record: dict[str, Any] = {
         "variant": meta["variant"],
         "method": meta["method"],
+        "kind": meta.get("kind", meta["method"]),
+        "scope": meta.get("scope", "none"),
         "ratio": int(meta["ratio"]),
-        "finetuned": False,
+        "finetuned": bool(meta.get("finetuned", False)),
     }
     log.info("evaluating %s: COCO AP on %s", record["variant"], val_json)
     accuracy, detections = coco_accuracy(model, val_json, data_root, input_scale, classes)
@@ -269,5 +271,8 @@ def evaluate_checkpoint(
     record.update(size_metrics(model, checkpoint, baseline_nonzero))
     record.update(sparsity_by_part(model))
     record["pruning"] = meta.get("pruning", {})
+    for key in ("finetune", "iterative_step"):
+        if key in meta:
+            record[key] = meta[key]
     log.info("metrics: %s", {k: v for k, v in record.items() if not isinstance(v, dict)})
     return record

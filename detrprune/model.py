@@ -194,6 +194,23 @@ def inference_batch(image_paths: Sequence[Path], input_scale: tuple[int, int]) -
     )
 
 
+def synthetic_batch(input_hw: tuple[int, int], seed: int = 0) -> dict[str, Any]:
+    """A fixed random uint8 image of ``input_hw`` as a batch-1 ``test_step`` input.
+
+    For checks that compare two models' outputs (reload equality, export parity) without data.
+    """
+    import torch
+    from mmdet.structures import DetDataSample
+
+    height, width = int(input_hw[0]), int(input_hw[1])
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (3, height, width), generator=generator, dtype=torch.uint8)
+    sample = DetDataSample(
+        metainfo=dict(img_shape=(height, width), ori_shape=(height, width), scale_factor=(1.0, 1.0))
+    )
+    return {"inputs": [image], "data_samples": [sample]}
+
+
 def dataset_config(
     ann_file: Path, data_root: Path, pipeline: list[dict], test_mode: bool
 ) -> dict[str, Any]:
@@ -288,7 +305,12 @@ def build_training_config(
             ),
         ),
         param_scheduler=[
-            dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup),
+            # No warm-up scheduler for warmup_iters 0 (LinearLR refuses an empty range).
+            *(
+                [dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup)]
+                if warmup > 0
+                else []
+            ),
             dict(
                 type="MultiStepLR",
                 by_epoch=False,

@@ -6,14 +6,20 @@ Filter pruning removes channels physically with Torch-Pruning's DependencyGraph.
 convs are ignored layers, so their outputs (the transformer's width) stay and their inputs follow
 the backbone's pruned channels.
 
+With ``scope="backbone+ffn"`` the hidden width of every encoder/decoder FFN (the Linear pair
+embed -> ffn -> embed) is pruned too, each FFN traced on its own: the rows of the first Linear are
+ranked by L1 norm, and the second Linear's inputs follow. Deformable attention and the heads keep
+their widths (their ``view()`` calls use stored head/level/point counts).
+
 Weight pruning zeroes weights with ``torch.nn.utils.prune`` and makes the masks permanent, so the
-state dict is a plain one again (no ``weight_orig``/``weight_mask``).
+state dict is a plain one again (no ``weight_orig``/``weight_mask``). ``modules`` limits it to some
+model parts (see :data:`SPARSITY_PARTS`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,10 @@ from torch.nn.utils import prune
 
 log = logging.getLogger(__name__)
 
-FILTER_SCOPES = ("backbone",)
+# Model parts for weight-pruning scopes and sparsity reporting (see :func:`weight_part`).
+SPARSITY_PARTS = ("backbone", "neck", "encoder", "decoder", "head", "sampling_offsets", "other")
+
+FILTER_SCOPES = ("backbone", "backbone+ffn")
 WEIGHT_SCOPES = ("layerwise", "global")
 
 
@@ -75,9 +84,51 @@ def filter_prune(
         for p, flag in grad_flags.items():
             p.requires_grad_(flag)
         detector.train(was_training)
+    ffn_hidden = prune_ffn_hidden(detector, ratio) if scope == "backbone+ffn" else {}
     after = count_parameters(detector)
     log.info("filter pruning %.0f%% (%s): params %d -> %d", 100 * ratio, scope, before, after)
-    return {"params_before": before, "params_after": after}
+    return {"params_before": before, "params_after": after, "ffn_hidden": ffn_hidden}
+
+
+def transformer_ffns(detector: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, FFN) of every encoder and decoder feed-forward block (mmcv's ``FFN``)."""
+    from mmcv.cnn.bricks.transformer import FFN
+
+    for part in ("encoder", "decoder"):
+        owner = getattr(detector, part, None)
+        if owner is None:
+            continue
+        for name, module in owner.named_modules():
+            if isinstance(module, FFN):
+                yield f"{part}.{name}", module
+
+
+def prune_ffn_hidden(detector: nn.Module, ratio: float) -> dict[str, list[int]]:
+    """Remove ``ratio`` of every FFN's hidden units, those whose first-Linear rows have least L1.
+
+    Each FFN's ``layers`` (Linear, act, dropout, Linear, dropout) is traced on its own; the last
+    Linear is ignored so its outputs (the residual stream's width) stay. Returns each FFN's hidden
+    width before and after.
+    """
+    widths: dict[str, list[int]] = {}
+    for name, ffn in transformer_ffns(detector):
+        linears = [m for m in ffn.layers.modules() if isinstance(m, nn.Linear)]
+        first, last = linears[0], linears[-1]
+        before = first.out_features
+        pruner = tp.pruner.BasePruner(
+            ffn.layers,
+            example_inputs=torch.zeros(1, 2, first.in_features),
+            # "first": rank by the root layer alone, i.e. the L1 norm of the first Linear's rows.
+            importance=tp.importance.GroupMagnitudeImportance(p=1, group_reduction="first"),
+            pruning_ratio=ratio,
+            ignored_layers=[last],
+        )
+        pruner.step()
+        ffn.feedforward_channels = first.out_features
+        widths[name] = [before, first.out_features]
+    if not widths:
+        raise ValueError("scope backbone+ffn: the detector has no encoder/decoder FFN to prune")
+    return widths
 
 
 def prunable_weights(detector: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
@@ -92,18 +143,53 @@ def prunable_weights(detector: nn.Module) -> Iterator[tuple[str, nn.Module, str]
             yield f"{name}.in_proj_weight", module, "in_proj_weight"
 
 
-def weight_prune(detector: nn.Module, ratio: float, scope: str = "layerwise") -> dict[str, float]:
+def weight_part(name: str) -> str:
+    """The model part (one of :data:`SPARSITY_PARTS`) a prunable weight's qualified name is in.
+
+    Deformable attention's ``sampling_offsets`` are a part of their own (and left out of the
+    encoder/decoder): mmcv initialises them to zero and trains them at 0.1x lr, so global
+    magnitude pruning empties them first and the detector loses its sampling locations.
+    """
+    top = name.split(".", 1)[0]
+    if ".sampling_offsets." in f".{name}":
+        return "sampling_offsets"
+    if top == "bbox_head":
+        return "head"
+    return top if top in SPARSITY_PARTS else "other"
+
+
+def weight_prune(
+    detector: nn.Module,
+    ratio: float,
+    scope: str = "layerwise",
+    modules: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Zero the smallest-magnitude ``ratio`` of the prunable weights, then make it permanent.
 
     ``layerwise`` removes the same fraction in every layer; ``global`` uses one threshold over all
     of them (which can empty whole layers whose weights are small by design, such as deformable
-    attention's sampling offsets). Returns the achieved sparsity over the prunable weights.
+    attention's sampling offsets). ``modules`` (parts of :data:`SPARSITY_PARTS`, default all)
+    limits which weights are pruned. Weights that are already zero count as pruned, so pruning
+    an already-pruned model to a higher ratio extends its masks. Returns the achieved sparsity
+    over the selected weights.
     """
     if scope not in WEIGHT_SCOPES:
         raise ValueError(f"pruning.weight.scope: unknown scope {scope!r}, expected {WEIGHT_SCOPES}")
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"weight pruning ratio must be in (0, 1), got {ratio}")
-    targets = [(module, param) for _, module, param in prunable_weights(detector)]
+    parts = tuple(modules) if modules else SPARSITY_PARTS
+    unknown = sorted(set(parts) - set(SPARSITY_PARTS))
+    if unknown:
+        raise ValueError(
+            f"weight pruning modules: unknown part(s) {unknown}, expected {SPARSITY_PARTS}"
+        )
+    targets = [
+        (module, param)
+        for name, module, param in prunable_weights(detector)
+        if weight_part(name) in parts
+    ]
+    if not targets:
+        raise ValueError(f"weight pruning modules {list(parts)}: no prunable weight in them")
     if scope == "global":
         prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=ratio)
     else:
@@ -118,30 +204,21 @@ def weight_prune(detector: nn.Module, ratio: float, scope: str = "layerwise") ->
     total = sum(getattr(m, p).numel() for m, p in targets)
     zeros = sum(int((getattr(m, p) == 0).sum()) for m, p in targets)
     sparsity = zeros / total
-    log.info("weight pruning %.0f%% (%s): sparsity %.4f", 100 * ratio, scope, sparsity)
-    return {"prunable_weights": total, "zeroed_weights": zeros, "sparsity": sparsity}
-
-
-SPARSITY_PARTS = ("backbone", "neck", "encoder", "decoder", "head", "sampling_offsets", "other")
+    log.info("weight pruning %.0f%% (%s, %s): sparsity %.4f", 100 * ratio, scope, parts, sparsity)
+    return {
+        "prunable_weights": total,
+        "zeroed_weights": zeros,
+        "sparsity": sparsity,
+        "modules": list(parts),
+    }
 
 
 def sparsity_by_part(detector: nn.Module) -> dict[str, float]:
-    """Fraction of zero weights among the prunable weights of each model part.
-
-    Deformable attention's ``sampling_offsets`` are reported on their own (and left out of the
-    encoder/decoder figures): mmcv initialises them to zero and trains them at 0.1x lr, so global
-    magnitude pruning empties them first and the detector loses its sampling locations.
-    """
+    """Fraction of zero weights among the prunable weights of each model part."""
     zeros = dict.fromkeys(SPARSITY_PARTS, 0)
     totals = dict.fromkeys(SPARSITY_PARTS, 0)
     for name, module, param in prunable_weights(detector):
-        top = name.split(".", 1)[0]
-        if ".sampling_offsets." in f".{name}":
-            part = "sampling_offsets"
-        elif top == "bbox_head":
-            part = "head"
-        else:
-            part = top if top in SPARSITY_PARTS else "other"
+        part = weight_part(name)
         weight = getattr(module, param)
         zeros[part] += int((weight == 0).sum())
         totals[part] += weight.numel()
@@ -158,40 +235,114 @@ def count_nonzero_parameters(model: nn.Module) -> int:
     return sum(int(torch.count_nonzero(p)) for p in model.parameters())
 
 
+def apply_pruning(
+    detector: nn.Module, spec: Mapping[str, Any], ratio: float, input_hw: tuple[int, int]
+) -> dict[str, Any]:
+    """Prune ``detector`` in place as the method ``spec`` (config ``pruning.methods.<name>``) says.
+
+    ``ratio`` is a fraction; for weight pruning it is the sparsity to reach over the selected
+    weights (zeros already there count), for filter pruning the fraction of the current channels
+    to remove.
+    """
+    kind = spec["kind"]
+    if kind == "filter":
+        return filter_prune(detector, ratio, input_hw, spec["scope"])
+    if kind == "weight":
+        return weight_prune(detector, ratio, spec["scope"], spec.get("modules"))
+    raise ValueError(f"unknown pruning kind {kind!r}, expected 'filter' or 'weight'")
+
+
+def describe_scope(spec: Mapping[str, Any]) -> str:
+    """The scope as the summary shows it, e.g. ``backbone+ffn`` or ``layerwise:backbone``."""
+    modules = spec.get("modules")
+    if spec["kind"] == "weight" and modules and tuple(modules) != SPARSITY_PARTS:
+        return f"{spec['scope']}:{'+'.join(modules)}"
+    return str(spec["scope"])
+
+
 def prune_checkpoint(
     baseline: Path,
     out_model: Path,
     method: str,
+    spec: Mapping[str, Any],
     ratio_percent: int,
-    scope: str,
     input_hw: tuple[int, int],
 ) -> dict[str, Any]:
-    """Prune the baseline checkpoint with ``method`` at ``ratio_percent`` and save the result.
+    """Prune the baseline checkpoint with the named ``method`` at ``ratio_percent`` and save it.
 
-    The saved file is reloaded into a freshly built model before returning, so a checkpoint
-    that cannot be rebuilt fails here rather than in evaluation.
+    The saved file is reloaded into a freshly built model and must give the pruned model's
+    outputs, so a checkpoint that cannot be rebuilt fails here rather than in evaluation.
     """
     from detrprune.checkpoint import load_detector, save_detector
     from detrprune.workflow import percent_to_fraction
 
     ratio = percent_to_fraction(ratio_percent)
     detector, model_cfg, meta = load_detector(baseline)
-    if method == "filter":
-        stats: dict[str, Any] = filter_prune(detector, ratio, input_hw, scope)
-    elif method == "weight":
-        stats = weight_prune(detector, ratio, scope)
-    else:
-        raise ValueError(f"unknown pruning method {method!r}, expected 'filter' or 'weight'")
+    stats = apply_pruning(detector, spec, ratio, input_hw)
     meta = {
         **meta,
-        "variant": f"{method}_r{ratio_percent}",
+        "variant": f"prune/{method}/r{ratio_percent}",
         "method": method,
+        "kind": spec["kind"],
+        "scope": describe_scope(spec),
         "ratio": int(ratio_percent),
-        "scope": scope,
+        "finetuned": False,
         "pruning": stats,
     }
     save_detector(detector, out_model, model_cfg, meta)
-    reloaded, _, _ = load_detector(out_model)
-    if count_parameters(reloaded) != count_parameters(detector):
-        raise RuntimeError(f"{out_model}: reloaded model differs in size from the pruned one")
+    verify_reload(detector, out_model, input_hw)
     return meta
+
+
+def verify_reload(detector: nn.Module, path: Path, input_hw: tuple[int, int]) -> None:
+    """Reload ``path`` into a freshly built model; it must equal ``detector`` in every output.
+
+    Compares the raw head outputs (``_forward``) on a fixed random image; raises on any
+    difference in shape or value.
+    """
+    from detrprune.checkpoint import load_detector
+    from detrprune.model import synthetic_batch
+
+    reloaded, _, _ = load_detector(path)
+    detector.eval()
+    batch = synthetic_batch(input_hw)
+    with torch.no_grad():
+        expected = _raw_outputs(detector, batch)
+        actual = _raw_outputs(reloaded, batch)
+    for i, (a, b) in enumerate(zip(expected, actual, strict=True)):
+        if a.shape != b.shape or not torch.equal(a, b):
+            raise RuntimeError(f"{path}: reloaded model differs from the saved one (output {i})")
+
+
+def _raw_outputs(detector: nn.Module, batch: Mapping[str, Any]) -> list[torch.Tensor]:
+    data = detector.data_preprocessor(batch, False)
+    outputs = detector._forward(data["inputs"], data["data_samples"])
+    return list(_tensors(outputs))
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, Mapping):
+        for key in sorted(value):
+            yield from _tensors(value[key])
+
+
+def per_step_ratio(target: float, steps: int) -> float:
+    """The ratio each of ``steps`` equal prune steps removes so that ``target`` is removed in all.
+
+    Each step removes a fraction of what is left: (1 - r)^steps = 1 - target.
+    """
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"iterative target ratio must be in (0, 1), got {target}")
+    if steps < 1:
+        raise ValueError(f"iterative steps must be >= 1, got {steps}")
+    return 1.0 - (1.0 - target) ** (1.0 / steps)
+
+
+def cumulative_ratio(step_ratio: float, steps_done: int) -> float:
+    """The fraction removed after ``steps_done`` steps of ``step_ratio`` each."""
+    return 1.0 - (1.0 - step_ratio) ** steps_done

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 SUMMARY_COLUMNS: list[str] = [
     "variant",
     "method",
+    "kind",
+    "scope",
     "ratio",
     "finetuned",
     "mAP",
@@ -83,7 +85,15 @@ OPTIONAL_COLUMNS: list[str] = [
     ],
 ]
 
-_STR_COLUMNS = ("variant", "method", "latency_device")
+# From results/onnx/<variant>/onnx.json, for the exported (final) variants only.
+ONNX_COLUMNS = (
+    "onnx_max_abs_diff",
+    "onnx_latency_ms_median",
+    "torch_forward_latency_ms_median",
+)
+OPTIONAL_COLUMNS += list(ONNX_COLUMNS)
+
+_STR_COLUMNS = ("variant", "method", "kind", "scope", "latency_device")
 _INT_COLUMNS = ("ratio", "params_total", "params_nonzero")
 _BOOL_COLUMNS = ("finetuned",)
 _FLOAT_COLUMNS = tuple(
@@ -108,7 +118,22 @@ PLOT_NAMES: tuple[str, ...] = (
     "latency_vs_ratio.png",
     "accuracy_vs_latency.png",
     "size_vs_ratio.png",
+    "gmacs_by_part.png",
+    "sparsity_by_part.png",
 )
+# Drawn when the iterative prune/fine-tune loop ran (its per-step table is given).
+ITERATIVE_PLOT = "iterative_steps.png"
+STEP_COLUMNS_REQUIRED = (
+    "step",
+    "cumulative_ratio",
+    "gmacs",
+    "mAP_before_finetune",
+    "mAP_after_finetune",
+    "map_drop",
+    "selected",
+)
+_PARTS = ("backbone", "neck", "encoder", "decoder", "head", "other")
+_SPARSITY_PARTS = ("backbone", "neck", "encoder", "decoder", "head", "sampling_offsets", "other")
 
 # Fixed style, independent of any user matplotlibrc, so outputs do not vary between machines.
 # Type 42 (TrueType) fonts keep the PDF text extractable; Type 3 glyphs are not.
@@ -126,7 +151,7 @@ _RC: dict[str, Any] = {
 # Short headers so the 17-column table fits a landscape A4 page.
 _TABLE_HEADERS: dict[str, str] = {
     "variant": "variant",
-    "method": "method",
+    "scope": "scope",
     "ratio": "ratio %",
     "finetuned": "ft",
     "mAP": "mAP",
@@ -143,6 +168,53 @@ _TABLE_HEADERS: dict[str, str] = {
     "checkpoint_mb": "ckpt MB",
     "compression_ratio": "compr x",
 }
+
+_SUMMARY_NOTE = (
+    "ratio % = pruning ratio; ft = fine-tuned; lat = latency per image (batch 1); "
+    "GMACs: fvcore, 1 multiply-add = 1 MAC; compr x = compression ratio; n/a = not available."
+)
+# KITTI-style AP (moderate), where the compute is, and how small the sparse checkpoint gets.
+_DETAIL_HEADERS: dict[str, str] = {
+    "variant": "variant",
+    "kitti_AP_Car_moderate": "KITTI Car",
+    "kitti_AP_Pedestrian_moderate": "KITTI Ped",
+    "kitti_AP_Cyclist_moderate": "KITTI Cyc",
+    "kitti_mAP_moderate": "KITTI mAP",
+    **{f"gmacs_{part}": f"G {part}" for part in ("backbone", "neck", "encoder", "decoder", "head")},
+    "sparsity_sampling_offsets": "sp. offsets",
+    "checkpoint_mb": "dense MB",
+    "sparse_mb": "sparse MB",
+    "sparse_bound_mb": "bound MB",
+    "onnx_max_abs_diff": "ONNX diff",
+    "onnx_latency_ms_median": "ORT ms",
+    "torch_forward_latency_ms_median": "torch ms",
+}
+_DETAIL_NOTE = (
+    "KITTI = KITTI-style 2D AP, moderate difficulty, R40 (Car IoU 0.7, Ped/Cyc 0.5); "
+    "G <part> = GMACs of that model part; sp. offsets = sparsity of deformable attention's "
+    "sampling_offsets;\nsparse MB = bitmask + non-zero values format; bound MB = n_weights/8 "
+    "bytes + 4 bytes per non-zero value.\nONNX diff = largest |onnxruntime - PyTorch| over real "
+    "frames; ORT ms / torch ms = the same tensor forward (no pre/post-processing) in onnxruntime "
+    "and PyTorch, CPU."
+)
+_STEP_HEADERS: dict[str, str] = {
+    "step": "step",
+    "step_ratio": "step ratio",
+    "cumulative_ratio": "total ratio",
+    "gmacs": "GMACs",
+    "params_nonzero": "nonzero",
+    "mAP_before_finetune": "mAP pruned",
+    "mAP_after_finetune": "mAP ft",
+    "mAP50_after_finetune": "mAP50 ft",
+    "map_drop": "drop",
+    "within_budget": "in budget",
+    "selected": "kept",
+}
+_STEP_NOTE = (
+    "Each step prunes, evaluates, fine-tunes and evaluates again; drop = baseline mAP - "
+    "fine-tuned mAP; the loop stops after the first step over budget; kept = the model evaluated "
+    "as 'iterative'."
+)
 
 # Parts of config.yaml printed on the title page, as paths into the nested config.
 _CONFIG_PATHS: tuple[tuple[str, ...], ...] = (
@@ -355,12 +427,16 @@ def _config_value(value: object) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def aggregate(metrics_paths: Sequence[Path], out_csv: Path) -> pd.DataFrame:
+def aggregate(
+    metrics_paths: Sequence[Path], out_csv: Path, onnx_paths: Sequence[Path] = ()
+) -> pd.DataFrame:
     """Merge per-variant ``metrics.json`` files into one summary table and write it as CSV.
 
     Args:
         metrics_paths: one metrics.json per evaluated variant.
         out_csv: where the CSV goes (written atomically, byte-stable float format).
+        onnx_paths: ``onnx.json`` records of exported variants; their parity and latency
+            columns (:data:`ONNX_COLUMNS`) join the row of the same ``variant``.
 
     Returns:
         The summary table: one row per file, columns :data:`SUMMARY_COLUMNS` in that order,
@@ -390,6 +466,7 @@ def aggregate(metrics_paths: Sequence[Path], out_csv: Path) -> pd.DataFrame:
         seen[identity] = path
         rows.append(row)
 
+    _merge_onnx(rows, onnx_paths)
     rows.sort(key=_sort_key)
     optional = [c for c in OPTIONAL_COLUMNS if any(c in row for row in rows)]
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS + optional)
@@ -408,16 +485,36 @@ def aggregate(metrics_paths: Sequence[Path], out_csv: Path) -> pd.DataFrame:
     return summary
 
 
-def make_plots(summary: pd.DataFrame, plots_dir: Path) -> list[Path]:
+def _merge_onnx(rows: list[dict[str, Any]], onnx_paths: Sequence[Path]) -> None:
+    by_variant = {row["variant"]: row for row in rows}
+    for raw_path in onnx_paths:
+        path = Path(raw_path)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ReportError(f"{path}: cannot read ONNX JSON ({exc})") from exc
+        variant = record.get("variant") if isinstance(record, dict) else None
+        if variant not in by_variant:
+            raise ReportError(f"{path}: variant {variant!r} has no metrics.json among the inputs")
+        for key in ONNX_COLUMNS:
+            if not _is_number(record.get(key)):
+                raise ReportError(f"{path}: key '{key}' must be a number, got {record.get(key)!r}")
+            by_variant[variant][key] = float(record[key])
+
+
+def make_plots(
+    summary: pd.DataFrame, plots_dir: Path, steps: pd.DataFrame | None = None
+) -> list[Path]:
     """Draw the trade-off plots of the summary table as deterministic PNGs.
 
     Args:
         summary: the table returned by :func:`aggregate` (or read back from its CSV).
         plots_dir: output folder (created if needed).
+        steps: the iterative loop's per-step table, when it ran.
 
     Returns:
-        Paths of ``map_vs_ratio``, ``gmacs_vs_ratio``, ``latency_vs_ratio``,
-        ``accuracy_vs_latency`` and ``size_vs_ratio`` PNGs, in that order.
+        Paths of the :data:`PLOT_NAMES` PNGs in that order, then :data:`ITERATIVE_PLOT` when
+        ``steps`` is given.
 
     Raises:
         ReportError: the table lacks a summary column or has no rows.
@@ -426,10 +523,23 @@ def make_plots(summary: pd.DataFrame, plots_dir: Path) -> list[Path]:
     plots_dir = Path(plots_dir)
     colours = _method_colours(summary)
     baseline = _baseline_row(summary)
-    builders = (_fig_map, _fig_gmacs, _fig_latency, _fig_accuracy_vs_latency, _fig_size)
+    builders = [
+        _fig_map,
+        _fig_gmacs,
+        _fig_latency,
+        _fig_accuracy_vs_latency,
+        _fig_size,
+        _fig_gmacs_by_part,
+        _fig_sparsity_by_part,
+    ]
+    names = list(PLOT_NAMES)
+    if steps is not None:
+        _check_steps(steps)
+        builders.append(lambda *_: _fig_iterative(steps, baseline))
+        names.append(ITERATIVE_PLOT)
     paths: list[Path] = []
     with _style():
-        for name, build in zip(PLOT_NAMES, builders, strict=True):
+        for name, build in zip(names, builders, strict=True):
             fig = build(summary, colours, baseline)
             try:
                 fig.tight_layout()
@@ -571,6 +681,118 @@ def _fig_size(
     return fig
 
 
+def _bar_labels(rows: pd.DataFrame) -> list[str]:
+    return [str(v).replace("/r", " r") for v in rows["variant"]]
+
+
+def _no_data(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _fig_gmacs_by_part(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Stacked GMACs per model part for every structurally different variant.
+
+    Weight pruning and fine-tuning leave the dense count unchanged, so only the baseline, the
+    zero-shot variants of other kinds and the iterative result are drawn: this is where filter
+    pruning removed work, and where it did not.
+    """
+    fig, ax = plt.subplots(figsize=(11.0, 5.5))
+    columns = [f"gmacs_{part}" for part in _PARTS]
+    structural = summary["kind"] != "weight"
+    rows = summary[
+        structural & (~summary["finetuned"].astype(bool) | (summary["method"] == "iterative"))
+    ]
+    if any(c not in rows.columns for c in columns) or rows.empty:
+        _no_data(ax, "no per-part GMACs in the metrics")
+        return fig
+    positions = np.arange(len(rows))
+    bottom = np.zeros(len(rows))
+    cmap = plt.get_cmap("tab10")
+    for i, (part, column) in enumerate(zip(_PARTS, columns, strict=True)):
+        values = rows[column].fillna(0.0).to_numpy(dtype=float)
+        ax.bar(positions, values, bottom=bottom, color=cmap(i), label=part)
+        bottom += values
+    ax.set_xticks(positions, _bar_labels(rows), rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("GMACs (fvcore, 1 multiply-add = 1 MAC)")
+    ax.set_title("Where the compute is: GMACs by model part")
+    ax.legend(fontsize=8, ncols=3)
+    return fig
+
+
+def _fig_sparsity_by_part(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Achieved sparsity per model part of every weight-pruned variant (grouped bars)."""
+    fig, ax = plt.subplots(figsize=(11.0, 5.5))
+    columns = [f"sparsity_{part}" for part in _SPARSITY_PARTS if f"sparsity_{part}" in summary]
+    rows = summary[summary["kind"] == "weight"]
+    if rows.empty or not columns:
+        _no_data(ax, "no weight-pruned variant")
+        return fig
+    width = 0.8 / len(columns)
+    positions = np.arange(len(rows))
+    cmap = plt.get_cmap("tab10")
+    for i, column in enumerate(columns):
+        ax.bar(
+            positions + (i - (len(columns) - 1) / 2) * width,
+            rows[column].fillna(0.0).to_numpy(dtype=float),
+            width=width,
+            color=cmap(i),
+            label=column.removeprefix("sparsity_"),
+        )
+    ax.set_xticks(positions, _bar_labels(rows), rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction of zero weights (Conv/Linear)")
+    ax.set_title("Achieved sparsity per model part (weight pruning)")
+    ax.legend(fontsize=8, ncols=4)
+    return fig
+
+
+def _check_steps(steps: pd.DataFrame) -> None:
+    for column in STEP_COLUMNS_REQUIRED:
+        if column not in steps.columns:
+            raise ReportError(f"iterative steps table: missing column '{column}'")
+    if steps.empty:
+        raise ReportError("iterative steps table: no rows")
+
+
+def _fig_iterative(steps: pd.DataFrame, baseline: pd.Series | None) -> Figure:
+    """mAP before/after each step's fine-tune (left axis) and GMACs (right axis) vs step."""
+    fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
+    step = steps["step"].to_numpy()
+    ax.plot(step, steps["mAP_before_finetune"], marker="o", color="tab:red", label="mAP pruned")
+    ax.plot(step, steps["mAP_after_finetune"], marker="o", color="tab:blue", label="mAP fine-tuned")
+    if baseline is not None:
+        ax.axhline(float(baseline["mAP"]), color="black", linestyle=":", label="baseline mAP")
+    selected = steps[steps["selected"].astype(str).str.lower() == "true"]
+    if not selected.empty:
+        ax.plot(
+            selected["step"],
+            selected["mAP_after_finetune"],
+            marker="*",
+            markersize=16,
+            color="tab:blue",
+            linestyle="none",
+            label="kept",
+        )
+    ax.set_xlabel("step (cumulative pruning ratio)")
+    ratios = steps["cumulative_ratio"].to_numpy(dtype=float)
+    ax.set_xticks(step, [f"{s}\n({100 * r:.0f} %)" for s, r in zip(step, ratios, strict=True)])
+    ax.set_ylabel("mAP@[.5:.95]")
+    macs = ax.twinx()
+    macs.plot(step, steps["gmacs"], marker="s", color="tab:green", label="GMACs")
+    macs.set_ylabel("GMACs", color="tab:green")
+    macs.grid(False)
+    handles = ax.get_legend_handles_labels()[0] + macs.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=8, loc="lower left")
+    ax.set_title("Iterative prune / fine-tune")
+    return fig
+
+
 def summarize_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """Pick the parts of the workflow config worth printing on the report's title page.
 
@@ -610,12 +832,15 @@ def summarize_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         if found and value is not None:
             store(path, value)
 
-    found, pruning = lookup(("pruning",))
-    if found and isinstance(pruning, Mapping):
-        # Every method with a ratio list, not a fixed list: new methods appear in later issues.
-        for method, settings in pruning.items():
-            if isinstance(settings, Mapping) and settings.get("ratios") is not None:
-                store(("pruning", str(method), "ratios"), settings["ratios"])
+    found, methods = lookup(("pruning", "methods"))
+    if found and isinstance(methods, Mapping):
+        for method, settings in methods.items():
+            if isinstance(settings, Mapping):
+                store(("pruning", "methods", str(method)), dict(settings))
+    for section in ("finetune", "iterative"):
+        found, value = lookup(("pruning", section))
+        if found and isinstance(value, Mapping):
+            store(("pruning", section), dict(value))
     return summary
 
 
@@ -624,19 +849,24 @@ def write_report(
     plot_paths: Sequence[Path],
     config_summary: Mapping[str, object],
     out_pdf: Path,
+    steps: pd.DataFrame | None = None,
 ) -> None:
     """Write the multi-page PDF report, byte-identical for identical inputs.
 
     Pages: a title page (config summary, baseline numbers, how to read), the summary table
-    (split every 25 rows), then one page per plot.
+    and the detail table (KITTI AP, GMACs by part, sparse sizes; split every 25 rows), the
+    iterative loop's step table when ``steps`` is given, then one page per plot.
 
     Args:
         summary: the table returned by :func:`aggregate`.
         plot_paths: PNGs from :func:`make_plots`, one page each, in the given order.
         config_summary: nested dict (e.g. from :func:`summarize_config`), printed with dotted keys.
         out_pdf: output path, written atomically.
+        steps: the iterative loop's per-step table, when it ran.
     """
     _check_summary(summary)
+    if steps is not None:
+        _check_steps(steps)
     for plot in plot_paths:
         if not Path(plot).is_file():
             raise ReportError(f"{plot}: plot file not found (key 'plot_paths')")
@@ -655,7 +885,11 @@ def write_report(
                 fig = _text_page(lines, first=index == 0)
                 pdf.savefig(fig)
                 plt.close(fig)
-            for fig in _table_pages(summary):
+            tables = _table_pages(summary, _TABLE_HEADERS, "Summary table", _SUMMARY_NOTE)
+            tables += _table_pages(summary, _DETAIL_HEADERS, "Detail table", _DETAIL_NOTE)
+            if steps is not None:
+                tables += _table_pages(steps, _STEP_HEADERS, "Iterative steps", _STEP_NOTE)
+            for fig in tables:
                 pdf.savefig(fig)
                 plt.close(fig)
             for plot in plot_paths:
@@ -748,11 +982,19 @@ def _text_page(lines: Sequence[str], *, first: bool) -> Figure:
     return fig
 
 
-def _table_pages(summary: pd.DataFrame) -> list[Figure]:
-    """The summary table on landscape pages of at most ``_TABLE_ROWS_PER_PAGE`` rows each."""
-    columns = list(_TABLE_HEADERS)
-    cells = [[_fmt(value) for value in row] for row in summary[columns].itertuples(index=False)]
-    devices = sorted(str(d) for d in summary["latency_device"].unique())
+def _table_pages(
+    table_rows: pd.DataFrame, headers: Mapping[str, str], heading: str, note: str
+) -> list[Figure]:
+    """A table on landscape pages of at most ``_TABLE_ROWS_PER_PAGE`` rows each.
+
+    Columns of ``headers`` missing from ``table_rows`` (metrics older than the column) show n/a.
+    """
+    columns = list(headers)
+    frame = table_rows.reindex(columns=columns)
+    cells = [[_fmt(value) for value in row] for row in frame.itertuples(index=False)]
+    if "latency_device" in table_rows:
+        devices = sorted(str(d) for d in table_rows["latency_device"].unique())
+        note = note + "\nLatency device: " + "; ".join(devices)
     n_pages = max(1, math.ceil(len(cells) / _TABLE_ROWS_PER_PAGE))
     figures: list[Figure] = []
     for page in range(n_pages):
@@ -760,13 +1002,13 @@ def _table_pages(summary: pd.DataFrame) -> list[Figure]:
         fig = plt.figure(figsize=_PAGE_LANDSCAPE)
         ax = fig.add_axes((0.03, 0.10, 0.94, 0.80))
         ax.axis("off")
-        title = "Summary table"
+        title = heading
         if n_pages > 1:
             title += f" ({page + 1}/{n_pages})"
         ax.set_title(title, fontsize=14, weight="bold", loc="left")
         table = ax.table(
             cellText=chunk,
-            colLabels=[_TABLE_HEADERS[c] for c in columns],
+            colLabels=[headers[c] for c in columns],
             loc="upper center",
             cellLoc="right",
         )
@@ -778,15 +1020,7 @@ def _table_pages(summary: pd.DataFrame) -> list[Figure]:
             if row == 0:
                 cell.set_text_props(weight="bold")
                 cell.set_facecolor("#e8e8e8")
-        fig.text(
-            0.03,
-            0.05,
-            "ratio % = pruning ratio; ft = fine-tuned; lat = latency per image (batch 1); "
-            "GMACs: fvcore, 1 multiply-add = 1 MAC; compr x = compression ratio; "
-            "n/a = not available.\nLatency device: " + "; ".join(devices),
-            fontsize=7,
-            va="bottom",
-        )
+        fig.text(0.03, 0.05, note, fontsize=7, va="bottom")
         figures.append(fig)
     return figures
 

@@ -1,4 +1,6 @@
 # Target lists and path conventions. Ratios are integer percents in paths (r30), never floats.
+# A variant is a model's folder under results/: baseline, prune/<method>/r<ratio>,
+# finetune/<method>/r<ratio> or iterative; its metrics are results/eval/<variant>/metrics.json.
 
 from pathlib import Path
 
@@ -6,9 +8,11 @@ from pathlib import Path
 CONDA_ENV = "../envs/detrprune.yaml"
 
 PRUNING_METHODS = {
-    method: [int(r) for r in config["pruning"][method]["ratios"]]
-    for method in ("filter", "weight")
+    name: [int(r) for r in spec["ratios"]]
+    for name, spec in config["pruning"]["methods"].items()
 }
+FINETUNE = config["pruning"]["finetune"]
+ITERATIVE = config["pruning"]["iterative"]
 
 # The official archive names; `kitti.archives_dir` points at a folder that already holds them.
 ARCHIVE_NAMES = {
@@ -25,12 +29,13 @@ KITTI_ROOT = "data/kitti"
 KITTI_TRAINING = f"{KITTI_ROOT}/training"
 COCO_JSON = {"train": "data/coco/train.json", "val": "data/coco/val.json"}
 BASELINE_MODEL = "results/baseline/model.pth"
+ITERATIVE_STEPS = "results/iterative/steps.csv"
 
 
 wildcard_constraints:
-    method="filter|weight",
+    method=r"[a-z][a-z0-9_]*",
     ratio=r"[1-9][0-9]?",
-    variant=r"baseline|(filter|weight)/r[1-9][0-9]?",
+    variant=r"baseline|iterative|(prune|finetune)/[a-z][a-z0-9_]*/r[1-9][0-9]?",
 
 
 def kitti_root(training_dir):
@@ -38,17 +43,41 @@ def kitti_root(training_dir):
     return str(Path(training_dir).parent)
 
 
+def spec_of(method):
+    """A named method's kind, scope and module choice (what pruning needs; not its ratios)."""
+    spec = config["pruning"]["methods"][method]
+    return {key: spec[key] for key in ("kind", "scope", "modules") if key in spec}
+
+
+def method_spec(wildcards):
+    return spec_of(wildcards.method)
+
+
 def pruned_variants():
-    """Every (method, ratio) target the config asks for, as 'method/rNN' path parts."""
-    return [f"{m}/r{r}" for m, ratios in PRUNING_METHODS.items() for r in ratios]
-
-
-def variant_model(wildcards):
-    """The checkpoint an evaluation reads: the baseline's or a pruned one's."""
-    if wildcards.variant == "baseline":
-        return BASELINE_MODEL
-    return f"results/prune/{wildcards.variant}/model.pth"
+    """Every pruned model the config asks for, zero-shot and (when enabled) fine-tuned."""
+    stages = ["prune", "finetune"] if FINETUNE["enabled"] else ["prune"]
+    variants = [
+        f"{stage}/{m}/r{r}"
+        for stage in stages
+        for m, ratios in PRUNING_METHODS.items()
+        for r in ratios
+    ]
+    return variants + (["iterative"] if ITERATIVE["enabled"] else [])
 
 
 def all_metrics():
     return [f"results/eval/{v}/metrics.json" for v in ["baseline", *pruned_variants()]]
+
+
+def final_variants():
+    """The last model of each method (highest ratio, fine-tuned when enabled) and the loop's."""
+    stage = "finetune" if FINETUNE["enabled"] else "prune"
+    finals = [f"{stage}/{m}/r{max(ratios)}" for m, ratios in PRUNING_METHODS.items()]
+    return finals + (["iterative"] if ITERATIVE["enabled"] else [])
+
+
+def all_onnx():
+    """ONNX parity/latency records of the final models (none when evaluate.onnx is off)."""
+    if not config["evaluate"]["onnx"]["enabled"]:
+        return []
+    return [f"results/onnx/{v}/onnx.json" for v in final_variants()]

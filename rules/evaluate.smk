@@ -3,7 +3,7 @@
 
 rule evaluate:
     input:
-        model=variant_model,
+        model="results/{variant}/model.pth",
         baseline=BASELINE_MODEL,
         val=COCO_JSON["val"],
         images=KITTI_TRAINING,
@@ -23,3 +23,26 @@ rule evaluate:
         data_root=lambda wildcards, input: kitti_root(input.images),
     script:
         "../scripts/evaluate.py"
+
+
+rule export_onnx:
+    input:
+        model="results/{variant}/model.pth",
+        val=COCO_JSON["val"],
+        images=KITTI_TRAINING,
+    output:
+        onnx="results/onnx/{variant}/model.onnx",
+        metrics="results/onnx/{variant}/onnx.json",
+    log:
+        "logs/export_onnx/{variant}.log",
+    benchmark:
+        "benchmarks/export_onnx/{variant}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["evaluate"]["threads"]
+    params:
+        evaluate=config["evaluate"],
+        input_scale=config["model"]["input_scale"],
+        data_root=lambda wildcards, input: kitti_root(input.images),
+    script:
+        "../scripts/export_onnx.py"

@@ -1,4 +1,5 @@
-# One pruned checkpoint per method and ratio.
+# One pruned, reloadable checkpoint per named method and ratio; a fine-tuned twin of each when
+# pruning.finetune.enabled; the iterative prune/fine-tune loop when pruning.iterative.enabled.
 
 
 rule prune:
@@ -13,7 +14,66 @@ rule prune:
     conda:
         CONDA_ENV
     params:
-        scope=lambda wildcards: config["pruning"][wildcards.method]["scope"],
+        spec=method_spec,
         input_scale=config["model"]["input_scale"],
     script:
         "../scripts/prune.py"
+
+
+rule finetune:
+    input:
+        model="results/prune/{method}/r{ratio}/model.pth",
+        train=COCO_JSON["train"],
+        val=COCO_JSON["val"],
+        images=KITTI_TRAINING,
+    output:
+        "results/finetune/{method}/r{ratio}/model.pth",
+    log:
+        "logs/finetune/{method}/r{ratio}.log",
+    benchmark:
+        "benchmarks/finetune/{method}/r{ratio}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["train"]["threads"]
+    params:
+        model=config["model"],
+        train=config["train"],
+        finetune=FINETUNE,
+        seed=config["seed"],
+        data_root=lambda wildcards, input: kitti_root(input.images),
+        # The Runner's own checkpoints: not an output, so a failed job does not delete them.
+        work_dir=lambda wildcards: f"work/finetune/{wildcards.method}/r{wildcards.ratio}",
+    script:
+        "../scripts/finetune.py"
+
+
+rule iterative:
+    input:
+        baseline=BASELINE_MODEL,
+        # Early stopping compares each step with the baseline's evaluated mAP.
+        baseline_metrics="results/eval/baseline/metrics.json",
+        train=COCO_JSON["train"],
+        val=COCO_JSON["val"],
+        images=KITTI_TRAINING,
+    output:
+        model="results/iterative/model.pth",
+        steps=ITERATIVE_STEPS,
+    log:
+        "logs/iterative.log",
+    benchmark:
+        "benchmarks/iterative.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["train"]["threads"]
+    params:
+        iterative=ITERATIVE,
+        spec=spec_of(ITERATIVE["method"]) if ITERATIVE["enabled"] else None,
+        model=config["model"],
+        train=config["train"],
+        finetune=FINETUNE,
+        seed=config["seed"],
+        flops_images=config["evaluate"]["flops_images"],
+        data_root=lambda wildcards, input: kitti_root(input.images),
+        work_dir="work/iterative",
+    script:
+        "../scripts/iterative.py"

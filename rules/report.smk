@@ -8,8 +8,10 @@ PLOTS = [
         "latency_vs_ratio",
         "accuracy_vs_latency",
         "size_vs_ratio",
+        "gmacs_by_part",
+        "sparsity_by_part",
     )
-]
+] + (["results/plots/iterative_steps.png"] if ITERATIVE["enabled"] else [])
 
 
 localrules:
@@ -19,7 +21,8 @@ localrules:
 
 rule aggregate:
     input:
-        all_metrics(),
+        metrics=all_metrics(),
+        onnx=all_onnx(),
     output:
         "results/summary.csv",
     log:
@@ -32,7 +35,9 @@ rule aggregate:
 
 rule report:
     input:
-        "results/summary.csv",
+        summary="results/summary.csv",
+        # The iterative loop's table, when it runs (an empty input otherwise).
+        steps=lambda wildcards: ITERATIVE_STEPS if ITERATIVE["enabled"] else [],
     output:
         plots=PLOTS,
         pdf="results/report.pdf",

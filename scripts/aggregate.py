@@ -1,7 +1,7 @@
-"""Rule aggregate: every variant's metrics.json -> results/summary.csv."""
+"""Rule aggregate: every variant's metrics.json (and onnx.json) -> results/summary.csv."""
 
 from detrprune.report import aggregate
 from detrprune.workflow import log_to
 
 with log_to(snakemake.log[0]):
-    aggregate(list(snakemake.input), snakemake.output[0])
+    aggregate(list(snakemake.input.metrics), snakemake.output[0], list(snakemake.input.onnx))

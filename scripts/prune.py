@@ -1,4 +1,4 @@
-"""Rule prune: one pruned, reloadable checkpoint per method and ratio."""
+"""Rule prune: one pruned, reloadable checkpoint per named method and ratio."""
 
 from detrprune.pruning import prune_checkpoint
 from detrprune.workflow import log_to
@@ -9,7 +9,7 @@ with log_to(snakemake.log[0]):
         snakemake.input[0],
         snakemake.output[0],
         method=snakemake.wildcards.method,
+        spec=snakemake.params.spec,
         ratio_percent=int(snakemake.wildcards.ratio),
-        scope=snakemake.params.scope,
         input_hw=(height, width),
     )

@@ -1,4 +1,4 @@
-"""Rule report: plots and results/report.pdf from the summary table."""
+"""Rule report: plots and results/report.pdf from the summary table (and the iterative steps)."""
 
 from pathlib import Path
 
@@ -8,9 +8,12 @@ from detrprune.report import make_plots, summarize_config, write_report
 from detrprune.workflow import log_to
 
 with log_to(snakemake.log[0]):
-    summary = pd.read_csv(snakemake.input[0])
-    plots = make_plots(summary, Path(snakemake.output.plots[0]).parent)
+    summary = pd.read_csv(snakemake.input.summary)
+    steps = pd.read_csv(snakemake.input.steps) if snakemake.input.get("steps") else None
+    plots = make_plots(summary, Path(snakemake.output.plots[0]).parent, steps)
     missing = sorted(set(snakemake.output.plots) - {str(p) for p in plots})
     if missing:
         raise RuntimeError(f"report: plots not written: {missing}")
-    write_report(summary, plots, summarize_config(snakemake.params.study), snakemake.output.pdf)
+    write_report(
+        summary, plots, summarize_config(snakemake.params.study), snakemake.output.pdf, steps
+    )

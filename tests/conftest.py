@@ -61,6 +61,20 @@ def planned_jobs(run: subprocess.CompletedProcess) -> dict[str, int]:
     return jobs
 
 
+# Every pruning kind and scope, plus a weight-pruning module choice: what reload tests sweep.
+PRUNING_SPECS = [
+    {"kind": "filter", "scope": "backbone"},
+    {"kind": "filter", "scope": "backbone+ffn"},
+    {"kind": "weight", "scope": "layerwise"},
+    {"kind": "weight", "scope": "global"},
+    {"kind": "weight", "scope": "global", "modules": ["backbone", "encoder", "decoder"]},
+]
+
+
+def spec_id(spec: dict) -> str:
+    return "-".join([spec["kind"], spec["scope"], *spec.get("modules", [])])
+
+
 def default_config() -> dict:
     with open(REPO / "config.yaml") as handle:
         return yaml.safe_load(handle)
@@ -85,9 +99,17 @@ def micro_config() -> dict:
     config["train"].update(
         max_iters=4, batch_size=2, warmup_iters=1, checkpoint_interval=2, log_interval=1
     )
-    config["pruning"]["filter"]["ratios"] = [20, 50]
-    config["pruning"]["weight"]["ratios"] = [30, 70]
-    config["evaluate"]["latency"].update(warmup=1, runs=20)
+    config["pruning"]["methods"] = {
+        "filter": {"kind": "filter", "scope": "backbone", "ratios": [20, 50]},
+        "filter_ffn": {"kind": "filter", "scope": "backbone+ffn", "ratios": [50]},
+        "weight": {"kind": "weight", "scope": "layerwise", "ratios": [30, 70]},
+        "weight_global": {"kind": "weight", "scope": "global", "ratios": [50]},
+    }
+    config["pruning"]["finetune"].update(iters=2, warmup_iters=1)
+    config["pruning"]["iterative"].update(
+        method="filter_ffn", target_ratio=50, steps=2, finetune_iters=2, max_map_drop=1.0
+    )
+    config["evaluate"]["latency"].update(warmup=1, runs=30)
     config["evaluate"]["flops_images"] = 1
     return config
 
@@ -110,3 +132,34 @@ def tiny_detector(micro):
     detector.init_weights()
     detector.eval()
     return detector, cfg
+
+
+@pytest.fixture(scope="session")
+def micro_data(tmp_path_factory) -> dict:
+    """A real KITTI-format dataset at the micro size, as the DAG's data rules make it."""
+    from detrprune.archive import extract_kitti
+    from detrprune.coco import kitti_to_coco
+    from detrprune.synthetic import synthesize_kitti
+
+    config = micro_config()
+    folder = tmp_path_factory.mktemp("micro_data")
+    synthetic = config["dataset"]["synthetic"]
+    images, labels = synthesize_kitti(
+        folder / "raw",
+        num_scenes=synthetic["num_scenes"],
+        seed=config["seed"],
+        width=synthetic["width"],
+        height=synthetic["height"],
+    )
+    root = folder / "kitti"
+    extract_kitti(images, labels, root)
+    train_json, val_json = folder / "coco" / "train.json", folder / "coco" / "val.json"
+    kitti_to_coco(
+        root,
+        train_json,
+        val_json,
+        val_fraction=config["dataset"]["val_fraction"],
+        seed=config["seed"],
+        split="random",
+    )
+    return {"train_json": train_json, "val_json": val_json, "data_root": root}

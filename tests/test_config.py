@@ -16,12 +16,56 @@ def test_shipped_and_micro_configs_are_valid():
 @pytest.mark.parametrize("bad", [0, 100, 150, -5, "abc", 12.5])
 def test_bad_ratio_names_the_key(bad):
     config = default_config()
-    config["pruning"]["filter"]["ratios"] = [10, bad]
+    config["pruning"]["methods"]["filter"]["ratios"] = [10, bad]
     with pytest.raises(ConfigError) as info:
         validate_config(config, source="config.yaml")
     message = str(info.value)
-    assert message.startswith("config.yaml: pruning.filter.ratios[1]: ")
+    assert message.startswith("config.yaml: pruning.methods.filter.ratios[1]: ")
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda p: p["methods"]["filter"].update(scope="global"),
+            "config: pruning.methods.filter.scope: 'global' is not a filter pruning scope "
+            "(expected one of backbone, backbone+ffn)",
+        ),
+        (
+            lambda p: p["methods"]["weight"].update(scope="backbone+ffn"),
+            "config: pruning.methods.weight.scope: 'backbone+ffn' is not a weight pruning scope "
+            "(expected one of layerwise, global)",
+        ),
+        (
+            lambda p: p["methods"]["filter"].update(modules=["backbone"]),
+            "config: pruning.methods.filter.modules: only weight pruning takes a module choice",
+        ),
+        (
+            lambda p: p["methods"]["weight"].update(modules=["transformer"]),
+            "config: pruning.methods.weight.modules[0]: 'transformer' is not one of",
+        ),
+        (
+            lambda p: p["iterative"].update(method="nope"),
+            "config: pruning.iterative.method: 'nope' is not a method under pruning.methods",
+        ),
+        (
+            lambda p: p["methods"].update({"Bad-Name": p["methods"]["filter"]}),
+            "config: pruning.methods: 'Bad-Name' does not match",
+        ),
+        (
+            lambda p: p["methods"].update({"iterative": p["methods"]["filter"]}),
+            "config: pruning.methods: 'iterative' should not be valid",
+        ),
+    ],
+)
+def test_pruning_methods_are_checked_with_one_line(change, message):
+    config = default_config()
+    change(config["pruning"])
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
 
 
 def test_unknown_source_and_missing_key():
@@ -37,7 +81,7 @@ def test_unknown_source_and_missing_key():
 
 def test_snakemake_refuses_bad_config_with_one_line(tmp_path):
     config = default_config()
-    config["pruning"]["weight"]["ratios"] = [10, 150]
+    config["pruning"]["methods"]["weight"]["ratios"] = [10, 150]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run = run_snakemake(tmp_path, "-n", timeout=120)
     assert run.returncode != 0
@@ -45,8 +89,8 @@ def test_snakemake_refuses_bad_config_with_one_line(tmp_path):
         line for line in (run.stdout + run.stderr).splitlines() if "Invalid configuration" in line
     ]
     assert lines == [
-        "Invalid configuration: config: pruning.weight.ratios[1]: 150 is greater than the "
-        "maximum of 99"
+        "Invalid configuration: config: pruning.methods.weight.ratios[1]: 150 is greater than "
+        "the maximum of 99"
     ]
 
 

@@ -22,9 +22,17 @@ def full_config() -> dict:
     """config.yaml overridden by configs/kitti.yaml, as `--configfile` does."""
     config = default_config()
     with open(REPO / "configs" / "kitti.yaml") as handle:
-        for section, values in yaml.safe_load(handle).items():
-            config[section].update(values)
+        _merge(config, yaml.safe_load(handle))
     return config
+
+
+def _merge(base: dict, override: dict) -> None:
+    """Snakemake's --configfile merge: nested mappings key by key, everything else replaced."""
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
 
 
 def test_full_config_is_valid():
@@ -73,8 +81,12 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "extract_kitti": 1,
         "kitti_to_coco": 1,
         "train_baseline": 1,
-        "prune": 14,
-        "evaluate": 15,
+        # filter 5 + filter_ffn 5 + weight 9 + weight_global 1 + weight_backbone 1 ratios
+        "prune": 21,
+        "finetune": 21,
+        "iterative": 1,
+        "evaluate": 44,  # baseline + 21 zero-shot + 21 fine-tuned + iterative
+        "export_onnx": 6,  # the final model of each of the 5 methods + iterative
         "aggregate": 1,
         "report": 1,
     }

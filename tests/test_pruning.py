@@ -15,6 +15,8 @@ from detrprune.pruning import (
     weight_prune,
 )
 
+from .conftest import PRUNING_SPECS, spec_id
+
 H, W = 96, 256
 
 
@@ -130,3 +132,97 @@ def test_sparsity_by_part_shows_global_pruning_emptying_sampling_offsets(tiny_de
     # Freshly initialised sampling offsets are all zero: one global threshold takes them all.
     assert parts["sparsity_sampling_offsets"] == 1.0
     assert 0.0 < parts["sparsity_backbone"] < 1.0
+
+
+def test_backbone_ffn_scope_prunes_ffn_hidden_rows_by_l1(tiny_detector):
+    from detrprune.pruning import transformer_ffns
+
+    detector, _ = tiny_detector
+    ffns = dict(transformer_ffns(detector))
+    assert len(ffns) == 2  # one encoder and one decoder layer at the micro size
+    expected = {}
+    for name, ffn in ffns.items():
+        first = ffn.layers[0][0]
+        rows = first.weight.detach().abs().sum(1)
+        keep = sorted(torch.argsort(rows, descending=True)[: first.out_features // 2].tolist())
+        expected[name] = (
+            first.weight.detach()[keep].clone(),
+            ffn.layers[1].weight[:, keep].clone(),
+        )
+    stats = filter_prune(detector, 0.5, (H, W), scope="backbone+ffn")
+    for name, ffn in ffns.items():
+        first, second = ffn.layers[0][0], ffn.layers[1]
+        assert stats["ffn_hidden"][name] == [64, 32]
+        assert first.out_features == second.in_features == ffn.feedforward_channels == 32
+        assert second.out_features == first.in_features == 32  # the residual width stays
+        # The rows kept are those of largest L1 norm, and the second Linear's inputs follow.
+        assert torch.equal(first.weight, expected[name][0])
+        assert torch.equal(second.weight, expected[name][1])
+    bboxes, scores = _predict(detector)
+    assert bboxes.shape[1] == 4 and torch.isfinite(scores).all()
+
+
+def test_backbone_ffn_scope_removes_more_than_backbone_alone(micro):
+    from detrprune.model import build_detector, model_config
+
+    counts = {}
+    for scope in ("backbone", "backbone+ffn"):
+        torch.manual_seed(0)
+        detector = build_detector(model_config(micro["model"]))
+        detector.init_weights()
+        detector.eval()
+        counts[scope] = filter_prune(detector, 0.3, (H, W), scope=scope)["params_after"]
+    assert counts["backbone+ffn"] < counts["backbone"]
+
+
+def test_weight_pruning_module_choice_touches_only_those_parts(tiny_detector):
+    from detrprune.pruning import sparsity_by_part
+
+    detector, _ = tiny_detector
+    # A fresh model has zeros already (mmcv zero-initialises attention_weights): compare.
+    before = sparsity_by_part(detector)
+    stats = weight_prune(detector, 0.5, "global", modules=["backbone", "sampling_offsets"])
+    assert stats["modules"] == ["backbone", "sampling_offsets"]
+    after = sparsity_by_part(detector)
+    assert after["sparsity_backbone"] > before["sparsity_backbone"] + 0.3
+    for part in ("neck", "encoder", "decoder", "head"):
+        assert after[f"sparsity_{part}"] == before[f"sparsity_{part}"], part
+    with pytest.raises(ValueError, match="unknown part"):
+        weight_prune(detector, 0.5, "layerwise", modules=["transformer"])
+
+
+def test_weight_pruning_to_a_higher_ratio_extends_the_masks(tiny_detector):
+    detector, _ = tiny_detector
+    weight_prune(detector, 0.3, "layerwise")
+    first = {name: (getattr(m, p) == 0).clone() for name, m, p in prunable_weights(detector)}
+    stats = weight_prune(detector, 0.6, "layerwise")
+    assert stats["sparsity"] == pytest.approx(0.6, abs=0.01)
+    for name, module, param in prunable_weights(detector):
+        assert (getattr(module, param)[first[name]] == 0).all(), name
+
+
+@pytest.mark.parametrize("spec", PRUNING_SPECS, ids=spec_id)
+def test_every_method_and_scope_reloads_with_identical_outputs(tmp_path, micro, spec):
+    """prune_checkpoint saves, reloads into a fresh model and compares the raw outputs."""
+    from detrprune.model import build_detector, model_config
+    from detrprune.pruning import prune_checkpoint, verify_reload
+
+    torch.manual_seed(0)
+    cfg = model_config(micro["model"])
+    detector = build_detector(cfg)
+    detector.init_weights()
+    baseline = tmp_path / "baseline.pth"
+    save_detector(
+        detector, baseline, cfg, {"variant": "baseline", "method": "baseline", "ratio": 0}
+    )
+    out = tmp_path / "pruned.pth"
+    meta = prune_checkpoint(baseline, out, "m", spec, 40, (H, W))
+    assert meta["variant"] == "prune/m/r40" and meta["kind"] == spec["kind"]
+    model, _, saved = load_detector(out)
+    assert saved == meta
+    verify_reload(model, out, (H, W))
+    # And the check has teeth: a perturbed model is told apart from its checkpoint.
+    with torch.no_grad():
+        next(model.bbox_head.parameters()).add_(1e-3)
+    with pytest.raises(RuntimeError, match="differs from the saved one"):
+        verify_reload(model, out, (H, W))

@@ -35,8 +35,11 @@ CONFIG: dict[str, Any] = {
     "model": {"name": "deformable_detr_r50", "num_queries": 100, "num_classes": 3},
     "train": {"max_iters": 200, "batch_size": 2, "lr": 2e-4},
     "pruning": {
-        "filter": {"ratios": [10, 50], "importance": "l1"},
-        "weight": {"ratios": [10, 90]},
+        "methods": {
+            "filter": {"kind": "filter", "scope": "backbone", "ratios": [10, 50]},
+            "weight": {"kind": "weight", "scope": "layerwise", "ratios": [10, 90]},
+        },
+        "finetune": {"enabled": True, "iters": 100},
     },
     "evaluate": {"threads": 2, "latency": {"warmup": 3, "runs": 20}, "flops_images": 3},
     "paths": {"results": "results"},
@@ -52,6 +55,8 @@ def _metrics(
     return {
         "variant": variant,
         "method": method,
+        "kind": method if method in ("filter", "weight") else "baseline",
+        "scope": {"filter": "backbone", "weight": "layerwise"}.get(method, "none"),
         "ratio": ratio,
         "finetuned": False,
         "mAP": mAP,
@@ -70,6 +75,15 @@ def _metrics(
         "checkpoint_mb": ckpt,
         "compression_ratio": 160.5 / (ckpt * nz),
         "eval_seconds": 12.5,  # extra key: must be ignored, row kept
+        **{
+            f"gmacs_{part}": gmacs * share
+            for part, share in (("backbone", 0.7), ("neck", 0.05), ("encoder", 0.2))
+            + (("decoder", 0.03), ("head", 0.01), ("other", 0.01))
+        },
+        **{
+            f"sparsity_{part}": (1 - nz) * factor
+            for part, factor in (("backbone", 1.0), ("encoder", 0.9), ("sampling_offsets", 1.0))
+        },
     }
 
 
@@ -118,12 +132,14 @@ def test_aggregate_columns_rows_and_sort(tmp_path: Path) -> None:
     out_csv = tmp_path / "nested" / "summary.csv"
     summary = aggregate(inputs, out_csv)
 
-    assert list(summary.columns) == SUMMARY_COLUMNS
+    columns = list(summary.columns)
+    assert columns[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
+    assert all(c.startswith(("gmacs_", "sparsity_")) for c in columns[len(SUMMARY_COLUMNS) :])
     assert summary["variant"].tolist() == EXPECTED_ORDER
     assert "eval_seconds" not in summary.columns
 
     back = pd.read_csv(out_csv)
-    assert list(back.columns) == SUMMARY_COLUMNS
+    assert list(back.columns) == columns
     assert back["variant"].tolist() == EXPECTED_ORDER
     assert back["ratio"].tolist() == [0, 10, 50, 10, 90]
     assert back["finetuned"].tolist() == [False] * 5
@@ -148,7 +164,7 @@ def test_outputs_get_normal_permissions(built: tuple[Path, list[Path], Path]) ->
 
 def test_aggregate_sorts_finetuned_after_one_shot(tmp_path: Path) -> None:
     twin = dict(FAKE_RUNS[1], variant="filter_r50_ft", finetuned=True, mAP=0.35)
-    new_method = dict(FAKE_RUNS[4], variant="channel_r10", method="channel")
+    new_method = dict(FAKE_RUNS[4], variant="channel_r10", method="channel", scope="backbone+ffn")
     inputs = _write_runs(tmp_path, [twin, *FAKE_RUNS, new_method])
     summary = aggregate(inputs, tmp_path / "summary.csv")
     assert summary["variant"].tolist() == [
@@ -204,6 +220,8 @@ def test_plots_are_png_files_in_order(built: tuple[Path, list[Path], Path]) -> N
         "latency_vs_ratio.png",
         "accuracy_vs_latency.png",
         "size_vs_ratio.png",
+        "gmacs_by_part.png",
+        "sparsity_by_part.png",
     ]
     for plot in plots:
         data = plot.read_bytes()
@@ -215,8 +233,8 @@ def test_plots_are_png_files_in_order(built: tuple[Path, list[Path], Path]) -> N
 def test_pdf_pages_and_text(built: tuple[Path, list[Path], Path]) -> None:
     _, plots, pdf = built
     reader = PdfReader(pdf)
-    # title + one table page (5 rows) + one page per plot
-    assert len(reader.pages) == 1 + 1 + len(plots)
+    # title + summary table + detail table (5 rows each) + one page per plot
+    assert len(reader.pages) == 1 + 2 + len(plots)
     assert reader.metadata is not None
     assert reader.metadata.get("/Creator") == "detrprune"
     assert "/CreationDate" not in reader.metadata
@@ -226,14 +244,16 @@ def test_pdf_pages_and_text(built: tuple[Path, list[Path], Path]) -> None:
     assert "GMACs" in title
     assert str(BASELINE_MAP) in title
     assert "dataset.synthetic.num_scenes: 64" in title
-    assert "pruning.weight.ratios: [10, 90]" in title
+    assert "pruning.methods.weight.ratios: [10, 90]" in title
+    assert "pruning.finetune.iters: 100" in title
     assert DEVICE in title
 
     table = reader.pages[1].extract_text()
     for variant in EXPECTED_ORDER:
         assert variant in table
     assert "GMACs" in table
-    assert "map_vs_ratio" in reader.pages[2].extract_text()
+    assert "Detail table" in reader.pages[2].extract_text()
+    assert "map_vs_ratio" in reader.pages[3].extract_text()
 
 
 def test_outputs_are_byte_identical_across_runs(
@@ -257,7 +277,7 @@ def test_table_splits_over_pages(tmp_path: Path) -> None:
     pdf = tmp_path / "report.pdf"
     write_report(summary, [], {}, pdf)
     reader = PdfReader(pdf)
-    assert len(reader.pages) == 1 + 2  # title + 31 rows over two table pages
+    assert len(reader.pages) == 1 + 2 + 2  # title + 31 rows over two pages, twice (2 tables)
     assert "(2/2)" in reader.pages[2].extract_text()
 
 
@@ -285,14 +305,14 @@ def test_summarize_config_picks_keys() -> None:
     }
     assert picked["model"]["name"] == "deformable_detr_r50"
     assert picked["train"] == {"max_iters": 200, "batch_size": 2}
-    assert picked["pruning"] == {"filter": {"ratios": [10, 50]}, "weight": {"ratios": [10, 90]}}
+    assert picked["pruning"] == CONFIG["pruning"]
     assert picked["evaluate"] == {"threads": 2, "latency": {"warmup": 3, "runs": 20}}
     assert "paths" not in picked
 
 
 def test_summarize_config_tolerates_missing_keys() -> None:
     assert summarize_config({}) == {}
-    assert summarize_config({"dataset": "kitti", "pruning": {"filter": None}}) == {}
+    assert summarize_config({"dataset": "kitti", "pruning": {"methods": None}}) == {}
     assert summarize_config({"train": {"max_iters": 5}}) == {"train": {"max_iters": 5}}
 
 
@@ -305,10 +325,70 @@ def test_optional_columns_follow_the_required_ones(tmp_path: Path) -> None:
     summary = aggregate(_write_runs(tmp_path / "m", runs), tmp_path / "summary.csv")
     extra = [c for c in OPTIONAL_COLUMNS if c in summary.columns]
     assert list(summary.columns) == SUMMARY_COLUMNS + extra
-    assert extra == ["kitti_AP_Car_moderate", "kitti_AP_Cyclist_easy", "sparse_mb"]
+    assert [c for c in extra if not c.startswith(("gmacs_", "sparsity_"))] == [
+        "kitti_AP_Car_moderate",
+        "kitti_AP_Cyclist_easy",
+        "sparse_mb",
+    ]
     by_variant = summary.set_index("variant")
     assert by_variant.loc["weight_r90", "sparse_mb"] == 4.5
     assert math.isnan(by_variant.loc["baseline", "sparse_mb"])  # absent -> NaN
     runs[0]["sparse_mb"] = "small"
     with pytest.raises(ReportError, match="key 'sparse_mb' must be a number"):
         aggregate(_write_runs(tmp_path / "bad", runs), tmp_path / "bad.csv")
+
+
+STEPS = pd.DataFrame(
+    {
+        "step": [1, 2, 3],
+        "step_ratio": [0.206] * 3,
+        "cumulative_ratio": [0.206, 0.37, 0.5],
+        "gmacs": [150.0, 130.0, 115.0],
+        "params_nonzero": [30_000_000, 25_000_000, 20_000_000],
+        "mAP_before_finetune": [0.30, 0.25, 0.10],
+        "mAP_after_finetune": [0.40, 0.38, 0.20],
+        "mAP50_after_finetune": [0.60, 0.58, 0.33],
+        "map_drop": [0.012, 0.032, 0.212],
+        "within_budget": [True, True, False],
+        "selected": [False, True, False],
+    }
+)
+
+
+def test_iterative_steps_get_a_dual_axis_plot_and_a_table(tmp_path: Path) -> None:
+    summary = aggregate(_write_runs(tmp_path / "m", FAKE_RUNS), tmp_path / "summary.csv")
+    steps_csv = tmp_path / "steps.csv"
+    STEPS.to_csv(steps_csv, index=False)
+    steps = pd.read_csv(steps_csv)  # as the report rule reads it: booleans come back as bool
+    plots = make_plots(summary, tmp_path / "plots", steps)
+    assert plots[-1].name == "iterative_steps.png"
+    assert plots[-1].read_bytes().startswith(PNG_SIGNATURE)
+    pdf = tmp_path / "report.pdf"
+    write_report(summary, plots, {}, pdf, steps)
+    text = [page.extract_text() for page in PdfReader(pdf).pages]
+    steps_page = next(t for t in text if "Iterative steps" in t)
+    assert "0.212" in steps_page and "kept" in steps_page
+    with pytest.raises(ReportError, match="missing column 'gmacs'"):
+        make_plots(summary, tmp_path / "plots", steps.drop(columns="gmacs"))
+
+
+def test_onnx_records_join_their_variant_rows(tmp_path: Path) -> None:
+    inputs = _write_runs(tmp_path / "m", FAKE_RUNS)
+    onnx = tmp_path / "onnx.json"
+    onnx.write_text(
+        json.dumps(
+            {
+                "variant": "filter_r50",
+                "onnx_max_abs_diff": 2.5e-6,
+                "onnx_latency_ms_median": 80.0,
+                "torch_forward_latency_ms_median": 105.0,
+            }
+        )
+    )
+    summary = aggregate(inputs, tmp_path / "summary.csv", [onnx]).set_index("variant")
+    assert summary.loc["filter_r50", "onnx_max_abs_diff"] == pytest.approx(2.5e-6)
+    assert summary.loc["filter_r50", "onnx_latency_ms_median"] == 80.0
+    assert summary["onnx_latency_ms_median"].isna().sum() == len(FAKE_RUNS) - 1
+    onnx.write_text(json.dumps({"variant": "nope_r1", "onnx_max_abs_diff": 0.0}))
+    with pytest.raises(ReportError, match=r"onnx\.json: variant 'nope_r1' has no metrics\.json"):
+        aggregate(inputs, tmp_path / "summary2.csv", [onnx])

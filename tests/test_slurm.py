@@ -28,11 +28,26 @@ from .slurm_cluster import slurm_cluster
 pytestmark = pytest.mark.slow
 
 PROFILE = REPO / "profiles" / "slurm"
-COMPUTE_RULES = {"train_baseline": 1, "prune": 4, "evaluate": 5}  # micro: 2 + 2 ratios
+COMPUTE_RULES = {"train_baseline": 1, "prune": 4, "evaluate": 5}  # 2 + 2 ratios, zero-shot
 DATA_RULES = ("synthesize_kitti", "extract_kitti", "kitti_to_coco", "aggregate")
 # Accuracy and size: a property of the computation. Latency columns depend on the machine's load.
 COMPARED = ["mAP", "mAP50", "params_total", "params_nonzero", "gmacs"]
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: (\S+?)\)\.?$", re.MULTILINE)
+
+
+def slurm_config() -> dict:
+    """The micro study without fine-tuning, loop and export: what is tested here is the
+    executor, and each SLURM job costs seconds of scheduling."""
+    config = micro_config()
+    config["pruning"]["methods"] = {
+        name: spec
+        for name, spec in config["pruning"]["methods"].items()
+        if name in ("filter", "weight")
+    }
+    config["pruning"]["finetune"]["enabled"] = False
+    config["pruning"]["iterative"]["enabled"] = False
+    config["evaluate"]["onnx"]["enabled"] = False
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +69,9 @@ def profile_set_resources(env: dict[str, str], memory_mb: int) -> list[str]:
         os.environ.clear()
         os.environ.update(saved)
     table = profile["set-resources"]
-    table["train_baseline"]["gpu"] = 0  # no GRES on the test node (see module docstring)
+    for resources in table.values():  # no GRES on the test node (see module docstring)
+        if "gpu" in resources:
+            resources["gpu"] = 0
     items = []
     for rule, resources in table.items():
         for name, value in resources.items():
@@ -117,7 +134,7 @@ def workflow_declares_localrules() -> bool:
 @pytest.fixture(scope="module")
 def local_study(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("local")
-    write_config(workdir, micro_config())
+    write_config(workdir, slurm_config())
     run = snakemake(workdir, "--cores", "2", "results/summary.csv")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     return workdir
@@ -126,7 +143,7 @@ def local_study(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def slurm_study(cluster, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("slurm")
-    write_config(workdir, micro_config())
+    write_config(workdir, slurm_config())
     started = time.monotonic()
     run = on_slurm(cluster, workdir, "results/summary.csv")
     print(f"SLURM run: {time.monotonic() - started:.0f} s")
@@ -172,7 +189,7 @@ def test_a_failed_slurm_job_fails_the_run_and_only_it_is_redone(cluster, slurm_s
     workdir, _ = slurm_study
     # A real failure: the backbone's ImageNet checkpoint does not exist, so train_baseline (and
     # only it: prune/evaluate never start) fails inside its SLURM job. The config stays valid.
-    broken = micro_config()
+    broken = slurm_config()
     missing = workdir / "no-such-imagenet-r18.pth"
     broken["model"]["pretrained"] = str(missing)
     write_config(workdir, broken)
@@ -193,7 +210,7 @@ def test_a_failed_slurm_job_fails_the_run_and_only_it_is_redone(cluster, slurm_s
         in failed_log.read_text() + (workdir / "logs" / "train_baseline.log").read_text()
     )
 
-    write_config(workdir, micro_config())
+    write_config(workdir, slurm_config())
     dry = snakemake(workdir, "-n", "results/summary.csv")
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert planned_jobs(dry) == {**COMPUTE_RULES, "aggregate": 1}

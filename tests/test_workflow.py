@@ -34,11 +34,25 @@ def test_study_runs_to_the_report(study):
 
     summary = pd.read_csv(study / "results" / "summary.csv")
     assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
-    rows = set(zip(summary["method"], summary["ratio"], strict=True))
-    assert rows == {("baseline", 0), ("filter", 20), ("filter", 50), ("weight", 30), ("weight", 70)}
-    baseline = summary[summary["method"] == "baseline"].iloc[0]
-    filter50 = summary[(summary["method"] == "filter") & (summary["ratio"] == 50)].iloc[0]
-    weight70 = summary[(summary["method"] == "weight") & (summary["ratio"] == 70)].iloc[0]
+    zero_shot = [
+        "prune/filter/r20",
+        "prune/filter/r50",
+        "prune/filter_ffn/r50",
+        "prune/weight/r30",
+        "prune/weight/r70",
+        "prune/weight_global/r50",
+    ]
+    expected = ["baseline", *zero_shot, *(v.replace("prune/", "finetune/") for v in zero_shot)]
+    assert sorted(summary["variant"]) == sorted([*expected, "iterative"])
+    assert summary.set_index("variant")["finetuned"].to_dict() == {
+        v: v.startswith("finetune/") or v == "iterative" for v in [*expected, "iterative"]
+    }
+    by_variant = summary.set_index("variant")
+    assert by_variant.loc["prune/filter_ffn/r50", "scope"] == "backbone+ffn"
+    assert by_variant.loc["finetune/weight_global/r50", "kind"] == "weight"
+    baseline = by_variant.loc["baseline"]
+    filter50 = by_variant.loc["prune/filter/r50"]
+    weight70 = by_variant.loc["prune/weight/r70"]
     assert (
         filter50["gmacs"] < baseline["gmacs"]
         and filter50["params_total"] < baseline["params_total"]
@@ -46,10 +60,54 @@ def test_study_runs_to_the_report(study):
     assert weight70["params_total"] == baseline["params_total"]
     assert weight70["params_nonzero"] < 0.5 * baseline["params_nonzero"]
     assert weight70["compression_ratio"] > 2
+    # Fine-tuning keeps the zeros of weight pruning.
+    assert by_variant.loc["finetune/weight/r70", "params_nonzero"] <= weight70["params_nonzero"]
+    # The FFN hidden widths go too: less compute than backbone-only at the same ratio.
+    assert by_variant.loc["prune/filter_ffn/r50", "gmacs"] < filter50["gmacs"]
+    assert by_variant.loc["prune/filter_ffn/r50", "gmacs_encoder"] < filter50["gmacs_encoder"]
     assert (summary["latency_ms_median"] > 0).all()
-    assert len(PdfReader(study / "results" / "report.pdf").pages) >= 3
-    for name in ("map_vs_ratio", "gmacs_vs_ratio", "latency_vs_ratio", "accuracy_vs_latency"):
+    # ONNX of each method's final model and of the iterative result, checked against PyTorch.
+    exported = summary.dropna(subset=["onnx_max_abs_diff"])
+    assert sorted(exported["variant"]) == sorted(
+        [
+            "finetune/filter/r50",
+            "finetune/filter_ffn/r50",
+            "finetune/weight/r70",
+            "finetune/weight_global/r50",
+            "iterative",
+        ]
+    )
+    assert (exported["onnx_max_abs_diff"] < 1e-3).all()
+    assert (exported["onnx_latency_ms_median"] > 0).all()
+    text = "".join(page.extract_text() for page in PdfReader(study / "results/report.pdf").pages)
+    for heading in ("Summary table", "Detail table", "Iterative steps", "iterative_steps"):
+        assert heading in text
+    for name in (
+        "map_vs_ratio",
+        "gmacs_vs_ratio",
+        "latency_vs_ratio",
+        "accuracy_vs_latency",
+        "size_vs_ratio",
+        "gmacs_by_part",
+        "sparsity_by_part",
+        "iterative_steps",
+    ):
         assert (study / "results" / "plots" / f"{name}.png").stat().st_size > 0
+
+
+def test_iterative_loop_steps_and_kept_model(study):
+    from detrprune.checkpoint import load_detector
+    from detrprune.pruning import per_step_ratio
+
+    steps = pd.read_csv(study / "results" / "iterative" / "steps.csv")
+    assert list(steps["step"]) == [1, 2]  # max_map_drop 1.0: never stops early
+    assert steps["step_ratio"].tolist() == pytest.approx([per_step_ratio(0.5, 2)] * 2, rel=1e-5)
+    assert steps["cumulative_ratio"].iloc[-1] == pytest.approx(0.5, rel=1e-5)
+    assert steps["gmacs"].iloc[1] < steps["gmacs"].iloc[0]
+    assert steps["selected"].tolist() == [False, True]
+    model, _, meta = load_detector(study / "results" / "iterative" / "model.pth")
+    assert meta["variant"] == "iterative" and meta["iterative_step"] == 2
+    assert meta["ratio"] == 50 and meta["finetuned"] is True
 
 
 def test_every_rule_wrote_a_log(study):
@@ -62,6 +120,9 @@ def test_every_rule_wrote_a_log(study):
         "evaluate/baseline.log",
         "prune/filter/r20.log",
         "prune/weight/r70.log",
+        "finetune/filter_ffn/r50.log",
+        "iterative.log",
+        "export_onnx/iterative.log",
         "aggregate.log",
         "report.log",
     } <= logs
@@ -71,9 +132,9 @@ def test_pruned_checkpoints_reload_weights_only(study):
     from detrprune.checkpoint import load_detector
     from detrprune.pruning import count_parameters
 
-    for variant in ("filter/r50", "weight/r30"):
-        model, _, meta = load_detector(study / "results" / "prune" / variant / "model.pth")
-        assert meta["variant"] == variant.replace("/", "_")
+    for variant in ("prune/filter/r50", "finetune/filter_ffn/r50", "finetune/weight/r30"):
+        model, _, meta = load_detector(study / "results" / variant / "model.pth")
+        assert meta["variant"] == variant
         assert count_parameters(model) > 0
 
 
@@ -85,21 +146,25 @@ def test_unchanged_config_has_nothing_to_do(study):
 
 def test_changing_one_ratio_rebuilds_only_that_target(study):
     config = micro_config()
-    config["pruning"]["filter"]["ratios"] = [20, 40]
+    config["pruning"]["methods"]["filter"]["ratios"] = [20, 40]
     (study / "config.yaml").write_text(yaml.safe_dump(config))
     try:
         run = snakemake(study, "-n")
         assert run.returncode == 0, run.stderr[-3000:]
+        # r40 and its fine-tuned twin are new; r50 is no longer the final filter model, so the
+        # ONNX export moves to the new final model r40 (filter's highest ratio).
         assert planned_jobs(run) == {
             "prune": 1,
-            "evaluate": 1,
+            "finetune": 1,
+            "evaluate": 2,
+            "export_onnx": 1,
             "aggregate": 1,
             "report": 1,
             "all": 1,
         }
         text = run.stdout + run.stderr
         assert "results/prune/filter/r40/model.pth" in text
-        assert "results/eval/filter/r40/metrics.json" in text
+        assert "results/eval/finetune/filter/r40/metrics.json" in text
     finally:
         (study / "config.yaml").write_text(yaml.safe_dump(micro_config()))
 
@@ -108,7 +173,7 @@ def test_metrics_record_parts_sparsity_and_provenance(study):
     import json
 
     baseline = json.loads((study / "results/eval/baseline/metrics.json").read_text())
-    weight = json.loads((study / "results/eval/weight/r70/metrics.json").read_text())
+    weight = json.loads((study / "results/eval/prune/weight/r70/metrics.json").read_text())
     parts = ("backbone", "neck", "encoder", "decoder", "head", "other")
     assert sum(baseline[f"gmacs_{p}"] for p in parts) == pytest.approx(baseline["gmacs"])
     assert baseline["sparsity_backbone"] < 0.01
@@ -123,5 +188,5 @@ def test_metrics_record_parts_sparsity_and_provenance(study):
     assert {"kitti_mAP_moderate", "sparse_mb", "gmacs_backbone"} <= set(summary.columns)
     provenance = weight["provenance"]
     assert provenance["packages"]["mmdet"] == "3.3.0"
-    assert provenance["settings"]["evaluate"]["latency"]["runs"] == 20
+    assert provenance["settings"]["evaluate"]["latency"]["runs"] == 30
     assert provenance["threads"] == 2 and provenance["device"] == weight["latency_device"]

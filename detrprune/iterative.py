@@ -1,0 +1,265 @@
+"""Iterative prune / fine-tune (the Torch-Pruning detection recipe) with early stopping.
+
+Each of ``steps`` steps removes the same fraction of what is left, ``1 - (1 - T)^(1/steps)``, so
+the target ``T`` is reached after the last one; every step is pruned, evaluated, fine-tuned and
+evaluated again. The loop stops early once the fine-tuned mAP has fallen more than
+``max_map_drop`` below the baseline's. The model kept is the last step within that budget (the
+first step when none is).
+
+Each finished step is saved in the work folder (not a workflow output), so a killed job resumes
+at the step it was in rather than starting over.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from detrprune.checkpoint import load_detector, save_detector
+from detrprune.pruning import (
+    apply_pruning,
+    count_nonzero_parameters,
+    count_parameters,
+    cumulative_ratio,
+    describe_scope,
+    per_step_ratio,
+)
+from detrprune.workflow import atomic_output
+
+log = logging.getLogger(__name__)
+
+STEP_COLUMNS = [
+    "step",
+    "step_ratio",
+    "cumulative_ratio",
+    "gmacs",
+    "params_total",
+    "params_nonzero",
+    "mAP_before_finetune",
+    "mAP50_before_finetune",
+    "mAP_after_finetune",
+    "mAP50_after_finetune",
+    "map_drop",
+    "within_budget",
+    "selected",
+]
+
+
+def step_plan(target_percent: int, steps: int) -> list[dict[str, float]]:
+    """Per step: the ratio it removes of what is left, and the total removed after it."""
+    ratio = per_step_ratio(target_percent / 100.0, steps)
+    return [
+        {"step": k, "step_ratio": ratio, "cumulative_ratio": cumulative_ratio(ratio, k)}
+        for k in range(1, steps + 1)
+    ]
+
+
+def select_step(rows: list[dict[str, Any]]) -> int:
+    """The index of the step to keep: the last within the mAP budget, else the first."""
+    within = [i for i, row in enumerate(rows) if row["within_budget"]]
+    return within[-1] if within else 0
+
+
+def _stamp(settings: Mapping[str, Any], baseline: Path) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(Path(baseline).read_bytes())
+    return digest.hexdigest()
+
+
+def iterative_prune(
+    baseline: Path,
+    baseline_map: float,
+    spec: Mapping[str, Any],
+    iterative: Mapping[str, Any],
+    *,
+    model: Mapping[str, Any],
+    train: Mapping[str, Any],
+    finetune: Mapping[str, Any],
+    train_json: Path,
+    val_json: Path,
+    data_root: Path,
+    work_dir: Path,
+    out_model: Path,
+    out_steps: Path,
+    seed: int,
+    flops_images: int,
+) -> list[dict[str, Any]]:
+    """Run the loop; write the kept model and the per-step table. Returns the step rows.
+
+    ``spec`` is the pruning method (kind, scope, modules); ``iterative`` the config section
+    (target_ratio, steps, finetune_iters, max_map_drop); ``finetune`` gives lr and warm-up.
+    Filter pruning removes ``step_ratio`` of the current channels at each step; weight pruning
+    raises the sparsity to ``cumulative_ratio`` (existing zeros count as pruned).
+    """
+    from detrprune.evaluation import fvcore_gmacs, load_val_batches
+    from detrprune.training import _prepare_work_dir, finetune_checkpoint
+
+    work_dir = Path(work_dir)
+    settings = {
+        "spec": dict(spec),
+        "iterative": dict(iterative),
+        "model": dict(model),
+        "train": dict(train),
+        "finetune": dict(finetune),
+        "seed": seed,
+    }
+    # A work folder of other settings or another baseline is wiped; a matching one is resumed.
+    _prepare_work_dir(work_dir, _stamp(settings, Path(baseline)))
+    input_scale = (int(model["input_scale"][0]), int(model["input_scale"][1]))
+    input_hw = (input_scale[1], input_scale[0])
+    batches = load_val_batches(val_json, data_root, input_scale, flops_images)
+    step_finetune = {
+        "iters": int(iterative["finetune_iters"]),
+        "lr": finetune["lr"],
+        "warmup_iters": finetune["warmup_iters"],
+    }
+    max_drop = float(iterative["max_map_drop"])
+    plan = step_plan(int(iterative["target_ratio"]), int(iterative["steps"]))
+    log.info(
+        "iterative %s (%s): %d steps of %.4f towards %d %%, stop when mAP drops > %.3f",
+        spec["kind"],
+        describe_scope(spec),
+        len(plan),
+        plan[0]["step_ratio"],
+        int(iterative["target_ratio"]),
+        max_drop,
+    )
+
+    def finetune_step(pruned: Path, step: int) -> dict[str, Any]:
+        return finetune_checkpoint(
+            pruned,
+            model,
+            train,
+            step_finetune,
+            train_json=train_json,
+            val_json=val_json,
+            data_root=data_root,
+            work_dir=work_dir / f"step{step}" / "runner",
+            out_model=work_dir / f"step{step}" / "finetuned.pth",
+            seed=seed,
+            validate=True,
+            variant=f"iterative/step{step}",
+        )
+
+    rows: list[dict[str, Any]] = []
+    current = Path(baseline)
+    for planned in plan:
+        step = int(planned["step"])
+        step_dir = work_dir / f"step{step}"
+        record_path = step_dir / "step.json"
+        finetuned = step_dir / "finetuned.pth"
+        if record_path.exists() and finetuned.exists():
+            row = json.loads(record_path.read_text())
+            log.info("step %d: done in an earlier run (mAP %.4f)", step, row["mAP_after_finetune"])
+        else:
+            row = _run_step(
+                current,
+                spec,
+                planned,
+                input_hw,
+                batches,
+                step_dir,
+                fvcore_gmacs,
+                finetune_step,
+            )
+            row["map_drop"] = baseline_map - row["mAP_after_finetune"]
+            row["within_budget"] = row["map_drop"] <= max_drop
+            with atomic_output(record_path) as (tmp,):
+                tmp.write_text(json.dumps(row, sort_keys=True))
+        rows.append(row)
+        current = finetuned
+        log.info(
+            "step %d: %.1f %% pruned, %.3f GMACs, mAP %.4f -> %.4f after fine-tuning (drop %.4f)",
+            step,
+            100 * row["cumulative_ratio"],
+            row["gmacs"],
+            row["mAP_before_finetune"],
+            row["mAP_after_finetune"],
+            row["map_drop"],
+        )
+        if not row["within_budget"]:
+            log.info("step %d: mAP drop %.4f > %.4f, stopping", step, row["map_drop"], max_drop)
+            break
+    kept = select_step(rows)
+    for i, row in enumerate(rows):
+        row["selected"] = i == kept
+    _save_selected(
+        work_dir / f"step{rows[kept]['step']}" / "finetuned.pth", rows[kept], spec, out_model
+    )
+    write_steps_csv(rows, out_steps)
+    return rows
+
+
+def _run_step(current, spec, planned, input_hw, batches, step_dir, gmacs_of, finetune):
+    """Prune ``current`` by one step, count its MACs, fine-tune it; the step's table row.
+
+    A step cut short by a kill left its pruned model and its fine-tune work folder: both are
+    reused, so the fine-tuning resumes.
+    """
+    step_dir.mkdir(parents=True, exist_ok=True)
+    pruned = step_dir / "pruned.pth"
+    if not pruned.exists():
+        detector, model_cfg, meta = load_detector(current)
+        ratio = planned["step_ratio"] if spec["kind"] == "filter" else planned["cumulative_ratio"]
+        stats = apply_pruning(detector, spec, ratio, input_hw)
+        step_meta = {**meta, "kind": spec["kind"], "scope": describe_scope(spec), "pruning": stats}
+        save_detector(detector, pruned, model_cfg, step_meta)
+    detector, _, _ = load_detector(pruned)
+    macs = gmacs_of(detector, batches)["gmacs"]
+    params, nonzero = count_parameters(detector), count_nonzero_parameters(detector)
+    del detector
+    result = finetune(pruned, int(planned["step"]))
+    first, last = result["validations"][0], result["validations"][-1]
+    return {
+        "step": int(planned["step"]),
+        "step_ratio": planned["step_ratio"],
+        "cumulative_ratio": planned["cumulative_ratio"],
+        "gmacs": macs,
+        "params_total": params,
+        "params_nonzero": nonzero,
+        "mAP_before_finetune": float(first["coco/bbox_mAP"]),
+        "mAP50_before_finetune": float(first["coco/bbox_mAP_50"]),
+        "mAP_after_finetune": float(last["coco/bbox_mAP"]),
+        "mAP50_after_finetune": float(last["coco/bbox_mAP_50"]),
+    }
+
+
+def _save_selected(
+    finetuned: Path, row: Mapping[str, Any], spec: Mapping[str, Any], out_model: Path
+) -> None:
+    detector, model_cfg, meta = load_detector(finetuned)
+    meta = {
+        **meta,
+        "variant": "iterative",
+        "method": "iterative",
+        "kind": spec["kind"],
+        "scope": describe_scope(spec),
+        "ratio": round(100 * row["cumulative_ratio"]),
+        "finetuned": True,
+        "iterative_step": int(row["step"]),
+    }
+    save_detector(detector, out_model, model_cfg, meta)
+    log.info("kept step %d (%s) as %s", row["step"], finetuned, out_model)
+
+
+def write_steps_csv(rows: list[Mapping[str, Any]], out: Path) -> None:
+    """The per-step table, fixed columns, written atomically."""
+    with atomic_output(out) as (tmp,):
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=STEP_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({key: _cell(row[key]) for key in STEP_COLUMNS})
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value

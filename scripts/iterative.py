@@ -1,0 +1,26 @@
+"""Rule iterative: prune / fine-tune in steps towards a target ratio, stopping early on mAP."""
+
+import json
+
+from detrprune.iterative import iterative_prune
+from detrprune.workflow import log_to
+
+with log_to(snakemake.log[0]):
+    baseline_map = json.loads(open(snakemake.input.baseline_metrics).read())["mAP"]
+    iterative_prune(
+        snakemake.input.baseline,
+        baseline_map,
+        snakemake.params.spec,
+        snakemake.params.iterative,
+        model=snakemake.params.model,
+        train=snakemake.params.train,
+        finetune=snakemake.params.finetune,
+        train_json=snakemake.input.train,
+        val_json=snakemake.input.val,
+        data_root=snakemake.params.data_root,
+        work_dir=snakemake.params.work_dir,
+        out_model=snakemake.output.model,
+        out_steps=snakemake.output.steps,
+        seed=snakemake.params.seed,
+        flops_images=snakemake.params.flops_images,
+    )

@@ -1,0 +1,105 @@
+"""The iterative prune / fine-tune loop: per-step ratio arithmetic, early stop, resume."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from detrprune.checkpoint import load_detector, save_detector
+from detrprune.iterative import iterative_prune, select_step, step_plan
+from detrprune.pruning import cumulative_ratio, per_step_ratio
+
+
+@pytest.mark.parametrize(("target", "steps"), [(0.5, 1), (0.5, 3), (0.9, 5), (0.1, 2)])
+def test_equal_steps_reach_the_target(target, steps):
+    ratio = per_step_ratio(target, steps)
+    assert (1 - ratio) ** steps == pytest.approx(1 - target, rel=1e-12)
+    assert cumulative_ratio(ratio, steps) == pytest.approx(target, rel=1e-12)
+    assert ratio <= target
+
+
+def test_step_plan_numbers():
+    plan = step_plan(50, 3)
+    assert [row["step"] for row in plan] == [1, 2, 3]
+    # 1 - 0.5 ** (1/3) = 0.2062994740...
+    assert plan[0]["step_ratio"] == pytest.approx(0.2062994740159002, rel=1e-12)
+    assert [round(row["cumulative_ratio"], 6) for row in plan] == [0.206299, 0.370039, 0.5]
+
+
+@pytest.mark.parametrize(("target", "steps"), [(0.0, 3), (1.0, 3), (0.5, 0)])
+def test_bad_plans_are_refused(target, steps):
+    with pytest.raises(ValueError):
+        per_step_ratio(target, steps)
+
+
+def test_kept_step_is_the_last_within_budget_else_the_first():
+    rows = [{"within_budget": flag} for flag in (True, True, False)]
+    assert select_step(rows) == 1
+    assert select_step([{"within_budget": False}]) == 0
+
+
+ITERATIVE = {
+    "enabled": True,
+    "method": "x",
+    "target_ratio": 50,
+    "steps": 3,
+    "finetune_iters": 1,
+    "max_map_drop": 0.1,
+}
+FINETUNE = {"enabled": True, "iters": 1, "lr": 1e-4, "warmup_iters": 0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["filter", "weight"])
+def test_loop_stops_early_and_a_rerun_resumes(tiny_detector, micro, micro_data, tmp_path, kind):
+    detector, cfg = tiny_detector
+    baseline = tmp_path / "baseline.pth"
+    save_detector(
+        detector, baseline, cfg, {"variant": "baseline", "method": "baseline", "ratio": 0}
+    )
+    spec = {"kind": kind, "scope": "backbone+ffn" if kind == "filter" else "layerwise"}
+
+    def run():
+        return iterative_prune(
+            baseline,
+            # An untrained model scores ~0: against a baseline mAP of 1.0 the first step is
+            # already over budget, so the loop must stop after it.
+            1.0,
+            spec,
+            ITERATIVE,
+            model=micro["model"],
+            train=micro["train"],
+            finetune=FINETUNE,
+            train_json=micro_data["train_json"],
+            val_json=micro_data["val_json"],
+            data_root=micro_data["data_root"],
+            work_dir=tmp_path / "work",
+            out_model=tmp_path / "iterative.pth",
+            out_steps=tmp_path / "steps.csv",
+            seed=0,
+            flops_images=1,
+        )
+
+    rows = run()
+    assert [row["step"] for row in rows] == [1]
+    assert rows[0]["within_budget"] is False and rows[0]["selected"] is True
+    assert rows[0]["map_drop"] == pytest.approx(1.0 - rows[0]["mAP_after_finetune"])
+    with open(tmp_path / "steps.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 1 and table[0]["selected"] == "true"
+    model, _, meta = load_detector(tmp_path / "iterative.pth")
+    assert meta["variant"] == "iterative" and meta["iterative_step"] == 1
+    assert meta["ratio"] == round(100 * per_step_ratio(0.5, 3))
+    if kind == "weight":
+        weights = [
+            m.weight for m in model.modules() if hasattr(m, "weight") and m.weight is not None
+        ]
+        matrices = [w for w in weights if w.dim() >= 2]
+        zeros = sum(int((w == 0).sum()) for w in matrices) / sum(w.numel() for w in matrices)
+        assert zeros > 0.15
+
+    # A rerun with the same settings finds the finished step and does not redo it.
+    stamp = (tmp_path / "work" / "step1" / "step.json").stat().st_mtime_ns
+    assert [row["step"] for row in run()] == [1]
+    assert (tmp_path / "work" / "step1" / "step.json").stat().st_mtime_ns == stamp
