@@ -298,6 +298,9 @@ def goal_a(rows: Sequence[Row], base: Row | None) -> dict[str, Any]:
             }
             if _missing(value, base_map):
                 checks.append(_check(label, NOT_MEASURED, measured, "mAP or baseline mAP missing"))
+            elif base_map <= 0:
+                # A share of nothing: an untrained baseline cannot show what pruning keeps.
+                checks.append(_check(label, NOT_MEASURED, measured, "baseline mAP is 0"))
             else:
                 ok = value >= MAP_KEEP * base_map
                 checks.append(_check(label, MET if ok else NOT_MET, measured))

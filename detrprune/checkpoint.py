@@ -10,6 +10,7 @@ channel-removal functions, before loading the weights strictly.
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,10 @@ def save_detector(
         "meta": json.dumps(_jsonable(meta), sort_keys=True),
         "state_dict": state,
     }
-    with atomic_output(path) as (tmp,):
-        torch.save(payload, tmp)
+    with atomic_output(path) as (tmp,), open(tmp, "wb") as handle:
+        # Saved through a handle, the zip records are named "archive/...": saved by path they
+        # would take the (random) temporary file's name, and identical models differ in bytes.
+        torch.save(payload, handle)
 
 
 StateDict = dict[str, torch.Tensor]
@@ -48,7 +51,12 @@ StateDict = dict[str, torch.Tensor]
 
 def read_checkpoint(path: Path) -> tuple[StateDict, dict[str, Any], dict[str, Any]]:
     """(state_dict, model_cfg, meta) of a checkpoint, loaded without unpickling any class."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        # torch's message for a truncated file does not say which file; this one does.
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} file")
     return payload["state_dict"], json.loads(payload["model_cfg"]), json.loads(payload["meta"])

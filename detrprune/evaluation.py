@@ -131,6 +131,42 @@ def cpu_latency(
     }
 
 
+@torch.no_grad()
+def gpu_latency(
+    model: nn.Module, batches: Sequence[Mapping[str, Any]], warmup: int, runs: int
+) -> dict[str, Any]:
+    """Median and p90 GPU time of ``model.test_step`` at batch 1, timed with CUDA events.
+
+    The model is moved to the current CUDA device (where mmcv's deformable attention runs its
+    CUDA kernel when mmcv was built with it); inputs are moved by the data preprocessor, inside
+    the timed region as in deployment. Events are read after a synchronise per run, so queued
+    kernels are counted.
+    """
+    if not torch.cuda.is_available():
+        raise RuntimeError("gpu_latency needs a CUDA device")
+    if runs < 1:
+        raise ValueError(f"evaluate.latency.runs must be >= 1, got {runs}")
+    model = model.to("cuda").eval()
+    for i in range(warmup):
+        model.test_step(batches[i % len(batches)])
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times_ms = []
+    for i in range(runs):
+        start.record()
+        model.test_step(batches[i % len(batches)])
+        end.record()
+        torch.cuda.synchronize()
+        times_ms.append(start.elapsed_time(end))
+    times_ms.sort()
+    p90 = times_ms[min(len(times_ms) - 1, math.ceil(0.9 * len(times_ms)) - 1)]
+    return {
+        "gpu_latency_ms_median": statistics.median(times_ms),
+        "gpu_latency_ms_p90": p90,
+        "gpu_latency_device": f"cuda ({torch.cuda.get_device_name()})",
+    }
+
+
 class _TensorForward(nn.Module):
     """Detector forward on a preprocessed image tensor, the signature fvcore's tracer needs."""
 
@@ -154,12 +190,22 @@ MODEL_PARTS = {
 }
 
 
+def _one_op_per_output_element(inputs: list, outputs: list) -> int:
+    """fvcore op handle: one operation per element of each tensor output (none for scalars)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    shapes = (get_shape(output) for output in outputs)
+    return sum(math.prod(shape) for shape in shapes if shape is not None)
+
+
 @torch.no_grad()
 def fvcore_gmacs(model: nn.Module, batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Mean fvcore count over ``batches`` in GMACs: total, per model part and per operator.
 
-    Also returns the ops fvcore could not count (counted as 0): element-wise ops such as the
-    attention's softmax, mul and sum, whose share is small next to the convs and linears.
+    Also returns the ops fvcore could not count (counted as 0 in ``gmacs``): element-wise ops
+    such as the attention's softmax, mul and sum. How small they are is measured, not assumed:
+    a second count with one operation per output element for each of them gives
+    ``gops_elementwise`` (giga-operations, not MACs) and its share of the total.
     """
     from fvcore.nn import FlopCountAnalysis
 
@@ -168,6 +214,7 @@ def fvcore_gmacs(model: nn.Module, batches: Sequence[Mapping[str, Any]]) -> dict
     parts: dict[str, float] = {f"gmacs_{part}": 0.0 for part in (*MODEL_PARTS.values(), "other")}
     operators: dict[str, float] = {}
     unsupported: dict[str, int] = {}
+    elementwise: list[float] = []
     for batch in batches:
         data = model.data_preprocessor(batch, False)
         analysis = FlopCountAnalysis(_TensorForward(model, data["data_samples"]), data["inputs"])
@@ -180,12 +227,30 @@ def fvcore_gmacs(model: nn.Module, batches: Sequence[Mapping[str, Any]]) -> dict
                 parts[f"gmacs_{part}"] += count / 1e9 / len(batches)
         for op, count in analysis.by_operator().items():
             operators[op] = operators.get(op, 0.0) + count / 1e9 / len(batches)
-        for op, n in analysis.unsupported_ops().items():
+        missing = analysis.unsupported_ops()
+        for op, n in missing.items():
             unsupported[op] = unsupported.get(op, 0) + n
+        if missing:
+            per_element = FlopCountAnalysis(
+                _TensorForward(model, data["data_samples"]), data["inputs"]
+            ).set_op_handle(**dict.fromkeys(missing, _one_op_per_output_element))
+            per_element.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            per_element.tracer_warnings("none")
+            elementwise.append((per_element.total() - analysis.total()) / 1e9)
+    gmacs = statistics.fmean(totals)
+    gops_elementwise = statistics.fmean(elementwise) if elementwise else 0.0
     if unsupported:
-        log.info("fvcore could not count these ops (counted as 0): %s", unsupported)
+        log.info(
+            "fvcore could not count these ops (0 in gmacs): %s; at one op per output element "
+            "they are %.4f G operations, %.2f %% of the counted %.3f GMACs",
+            unsupported,
+            gops_elementwise,
+            100 * gops_elementwise / gmacs if gmacs else 0.0,
+            gmacs,
+        )
     return {
-        "gmacs": statistics.fmean(totals),
+        "gmacs": gmacs,
+        "gops_elementwise": gops_elementwise,
         **parts,
         "gmacs_by_operator": dict(sorted(operators.items())),
         "flops_images": len(totals),
@@ -270,6 +335,9 @@ def evaluate_checkpoint(
     record.update(fvcore_gmacs(model, batches[:flops_images]))
     record.update(size_metrics(model, checkpoint, baseline_nonzero))
     record.update(sparsity_by_part(model))
+    if torch.cuda.is_available():
+        log.info("GPU latency: %d warm-up + %d timed runs (CUDA events)", warmup, runs)
+        record.update(gpu_latency(model, batches, warmup, runs))
     record["pruning"] = meta.get("pruning", {})
     for key in ("finetune", "iterative_step"):
         if key in meta:

@@ -71,6 +71,7 @@ def model_config(model: Mapping[str, Any], num_classes: int = len(CLASSES)) -> d
         num_heads=int(model["num_heads"]),
         num_levels=num_levels,
         num_points=int(model["num_points"]),
+        dropout=float(model["dropout"]),  # mmcv's default is 0.1 whatever the config says
         batch_first=True,
     )
     ffn = dict(

@@ -78,6 +78,7 @@ OPTIONAL_COLUMNS: list[str] = [
     "kitti_mAP_moderate",
     "sparse_mb",
     "sparse_bound_mb",
+    "gops_elementwise",
     *[f"gmacs_{part}" for part in ("backbone", "neck", "encoder", "decoder", "head", "other")],
     *[
         f"sparsity_{part}"
@@ -91,7 +92,10 @@ ONNX_COLUMNS = (
     "onnx_latency_ms_median",
     "torch_forward_latency_ms_median",
 )
-OPTIONAL_COLUMNS += list(ONNX_COLUMNS)
+# Measured only where CUDA is available (CUDA events); the device names the GPU.
+GPU_COLUMNS = ("gpu_latency_ms_median", "gpu_latency_ms_p90")
+OPTIONAL_COLUMNS += [*ONNX_COLUMNS, *GPU_COLUMNS, "gpu_latency_device"]
+_OPTIONAL_STR_COLUMNS = ("gpu_latency_device",)
 
 _STR_COLUMNS = ("variant", "method", "kind", "scope", "latency_device")
 _INT_COLUMNS = ("ratio", "params_total", "params_nonzero")
@@ -188,6 +192,7 @@ _DETAIL_HEADERS: dict[str, str] = {
     "onnx_max_abs_diff": "ONNX diff",
     "onnx_latency_ms_median": "ORT ms",
     "torch_forward_latency_ms_median": "torch ms",
+    "gpu_latency_ms_median": "GPU ms",
 }
 _DETAIL_NOTE = (
     "KITTI = KITTI-style 2D AP, moderate difficulty, R40 (Car IoU 0.7, Ped/Cyc 0.5); "
@@ -195,7 +200,7 @@ _DETAIL_NOTE = (
     "sampling_offsets;\nsparse MB = bitmask + non-zero values format; bound MB = n_weights/8 "
     "bytes + 4 bytes per non-zero value.\nONNX diff = largest |onnxruntime - PyTorch| over real "
     "frames; ORT ms / torch ms = the same tensor forward (no pre/post-processing) in onnxruntime "
-    "and PyTorch, CPU."
+    "and PyTorch, CPU; GPU ms = test_step on the GPU named below, CUDA events (n/a: no GPU)."
 )
 _STEP_HEADERS: dict[str, str] = {
     "step": "step",
@@ -295,7 +300,11 @@ def _validate_record(record: object, path: Path) -> dict[str, Any]:
                 number = math.nan
             row[key] = number
     for key in OPTIONAL_COLUMNS:
-        if key in record:
+        if key in record and key in _OPTIONAL_STR_COLUMNS:
+            if not isinstance(record[key], str):
+                raise ReportError(f"{path}: key '{key}' must be a string, got {record[key]!r}")
+            row[key] = record[key]
+        elif key in record:
             value = record[key]
             if not _is_number(value):
                 raise ReportError(f"{path}: key '{key}' must be a number, got {value!r}")
@@ -475,7 +484,7 @@ def aggregate(
             **{c: "int64" for c in _INT_COLUMNS},
             **{c: "bool" for c in _BOOL_COLUMNS},
             **{c: "float64" for c in _FLOAT_COLUMNS},
-            **{c: "float64" for c in optional},
+            **{c: "float64" for c in optional if c not in _OPTIONAL_STR_COLUMNS},
         }
     )
 
@@ -992,9 +1001,10 @@ def _table_pages(
     columns = list(headers)
     frame = table_rows.reindex(columns=columns)
     cells = [[_fmt(value) for value in row] for row in frame.itertuples(index=False)]
-    if "latency_device" in table_rows:
-        devices = sorted(str(d) for d in table_rows["latency_device"].unique())
-        note = note + "\nLatency device: " + "; ".join(devices)
+    for column, label in (("latency_device", "Latency device"), ("gpu_latency_device", "GPU")):
+        if column in table_rows:
+            devices = sorted(str(d) for d in table_rows[column].dropna().unique())
+            note = note + f"\n{label}: " + ("; ".join(devices) or "none")
     n_pages = max(1, math.ceil(len(cells) / _TABLE_ROWS_PER_PAGE))
     figures: list[Figure] = []
     for page in range(n_pages):

@@ -187,10 +187,52 @@ def train_baseline(
     log.info("baseline written to %s (config %s)", out_model, out_config)
 
 
+class _RngStateKeeper:
+    """Hook: save torch's RNG state with each checkpoint and restore it when training resumes.
+
+    mmengine's resume re-seeds every generator and replays the data loader up to the resumed
+    iteration, which brings numpy's and Python's generators (used by the data pipeline) back to
+    where they were. Torch's generator is also drawn by the model's forward (dropout), which the
+    replay does not run; it is restored just before the first resumed iteration so that a
+    resumed run computes exactly what an uninterrupted one does.
+    """
+
+    priority = "VERY_LOW"
+    KEY = "detrprune_torch_rng_state"
+
+    def __init__(self) -> None:
+        self._pending: torch.Tensor | None = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[self.KEY] = torch.get_rng_state()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._pending = checkpoint.get(self.KEY)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self._pending is not None:
+            torch.set_rng_state(self._pending)
+            self._pending = None
+
+
+def _register_hook(name: str, behaviour: type) -> str:
+    """Register ``behaviour`` (a plain class) as an mmengine Hook named ``name``, once."""
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+
+    if name not in HOOKS.module_dict:
+        HOOKS.register_module(name=name, module=type(name, (behaviour, Hook), {}))
+    return name
+
+
 def _run(cfg, work_dir: Path, stamp_extra: str = "") -> tuple[torch.nn.Module, list[dict]]:
     """Train with the Runner, resuming from ``work_dir``; returns the model and val results."""
     from mmengine.runner import Runner
 
+    cfg.custom_hooks = [
+        *cfg.get("custom_hooks", []),
+        dict(type=_register_hook("DetrpruneRngStateKeeper", _RngStateKeeper)),
+    ]
     cfg_text = json.dumps(cfg.to_dict(), sort_keys=True, default=str) + stamp_extra
     latest = _prepare_work_dir(work_dir, cfg_text)
     if latest is not None:
@@ -223,16 +265,6 @@ class _ValRecorder:
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         self.records.append({"iter": int(runner.iter), **dict(metrics or {})})
-
-
-def _register_val_recorder() -> str:
-    from mmengine.hooks import Hook
-    from mmengine.registry import HOOKS
-
-    name = "DetrpruneValRecorder"
-    if name not in HOOKS.module_dict:
-        HOOKS.register_module(name=name, module=type(name, (_ValRecorder, Hook), {}))
-    return name
 
 
 def finetune_checkpoint(
@@ -285,7 +317,7 @@ def finetune_checkpoint(
     )
     _register_checkpoint_model()
     if validate:
-        cfg.custom_hooks = [dict(type=_register_val_recorder())]
+        cfg.custom_hooks = [dict(type=_register_hook("DetrpruneValRecorder", _ValRecorder))]
     else:
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     # The input checkpoint's content is part of the stamp: a re-pruned input restarts.

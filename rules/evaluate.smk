@@ -17,6 +17,9 @@ rule evaluate:
         CONDA_ENV
     # Latency is timed with this many threads; the job reserves them so no other job shares them.
     threads: config["evaluate"]["threads"]
+    resources:
+        mem_mb=config["resources"]["evaluate"]["mem_mb"],
+        runtime=config["resources"]["evaluate"]["runtime"],
     params:
         evaluate=config["evaluate"],
         input_scale=config["model"]["input_scale"],
@@ -40,6 +43,9 @@ rule export_onnx:
     conda:
         CONDA_ENV
     threads: config["evaluate"]["threads"]
+    resources:
+        mem_mb=config["resources"]["export_onnx"]["mem_mb"],
+        runtime=config["resources"]["export_onnx"]["runtime"],
     params:
         evaluate=config["evaluate"],
         input_scale=config["model"]["input_scale"],

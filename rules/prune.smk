@@ -13,6 +13,9 @@ rule prune:
         "benchmarks/prune/{method}/r{ratio}.tsv"
     conda:
         CONDA_ENV
+    resources:
+        mem_mb=config["resources"]["prune"]["mem_mb"],
+        runtime=config["resources"]["prune"]["runtime"],
     params:
         spec=method_spec,
         input_scale=config["model"]["input_scale"],
@@ -35,6 +38,9 @@ rule finetune:
     conda:
         CONDA_ENV
     threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["resources"]["finetune"]["mem_mb"],
+        runtime=config["resources"]["finetune"]["runtime"],
     params:
         model=config["model"],
         train=config["train"],
@@ -65,6 +71,9 @@ rule iterative:
     conda:
         CONDA_ENV
     threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["resources"]["iterative"]["mem_mb"],
+        runtime=config["resources"]["iterative"]["runtime"],
     params:
         iterative=ITERATIVE,
         spec=spec_of(ITERATIVE["method"]) if ITERATIVE["enabled"] else None,

@@ -16,6 +16,9 @@ rule train_baseline:
     conda:
         CONDA_ENV
     threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["resources"]["train_baseline"]["mem_mb"],
+        runtime=config["resources"]["train_baseline"]["runtime"],
     params:
         model=config["model"],
         train=config["train"],

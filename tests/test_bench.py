@@ -213,6 +213,15 @@ def test_complete_study_flips_verdicts(tmp_path):
     )
 
 
+def test_an_untrained_baseline_measures_no_share_of_its_map(tmp_path):
+    rows = study_rows()
+    for row in rows:
+        row["mAP"] = 0.0
+    record, _ = bench_record(tmp_path, rows)
+    assert record["verdicts"]["a"] == "not measured"
+    assert _check(record["goals"]["a"], "backbone")["verdict"] == "not measured"
+
+
 def test_missing_columns_and_rows_are_not_measured(tmp_path):
     """No baseline row, no scope or sparse columns, no weight rows: nothing crashes."""
     rows = [r for r in study_rows() if r["kind"] == "filter"]

@@ -18,6 +18,9 @@ def test_fvcore_counts_the_detector_and_filter_pruning_lowers_it(tiny_detector):
     assert dense["gmacs"] > 0 and dense["flops_images"] == 2
     # On CPU deformable attention runs through grid_sample, which fvcore counts.
     assert "aten::grid_sampler" not in dense["flops_unsupported_ops"]
+    # What fvcore leaves out (softmax, mul, add, ...) is measured, and it is small.
+    assert dense["flops_unsupported_ops"]
+    assert 0 < dense["gops_elementwise"] < 0.1 * dense["gmacs"]
     filter_prune(detector, 0.5, (H, W))
     pruned = fvcore_gmacs(detector, [_batch(0)])
     assert pruned["gmacs"] < 0.8 * dense["gmacs"]
@@ -103,3 +106,25 @@ def test_fvcore_agrees_with_a_count_from_layer_shapes(tiny_detector):
     ]
     assert sum(parts) == pytest.approx(counted["gmacs"], rel=1e-6)
     assert counted["gmacs_backbone"] == max(parts)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA device on this machine: gpu_latency is run where one is (GPU sessions)",
+)
+def test_gpu_latency_with_cuda_events(tiny_detector):
+    from detrprune.evaluation import gpu_latency
+
+    detector, _ = tiny_detector
+    result = gpu_latency(detector, [_batch(0), _batch(1)], warmup=2, runs=5)
+    assert 0 < result["gpu_latency_ms_median"] <= result["gpu_latency_ms_p90"]
+    assert result["gpu_latency_device"].startswith("cuda (")
+
+
+def test_gpu_latency_refuses_to_run_without_cuda(tiny_detector, monkeypatch):
+    from detrprune.evaluation import gpu_latency
+
+    # The one place a CUDA-less machine is simulated: it checks the guard, not a measurement.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+        gpu_latency(tiny_detector[0], [_batch(0)], warmup=0, runs=1)

@@ -102,3 +102,15 @@ def test_archives_dir_skips_the_download(tmp_path):
     jobs = planned_jobs(run)
     assert "download_kitti" not in jobs and jobs["extract_kitti"] == 1
     assert str(archives / "data_object_image_2.zip") in run.stdout
+
+
+def test_rules_declare_memory_and_time_from_config(tmp_path):
+    run = _dry_run(tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = run.stdout.split("\nrule ")
+    full = yaml.safe_load((REPO / "configs" / "kitti.yaml").read_text())["resources"]
+    for rule in ("train_baseline", "prune", "finetune", "iterative", "evaluate", "export_onnx"):
+        job = next(j for j in jobs if j.startswith(f"{rule}:"))
+        resources = job.split("resources:", 1)[1].splitlines()[0]
+        assert f"mem_mb={full[rule]['mem_mb']}" in resources, (rule, resources)
+        assert f"runtime={full[rule]['runtime']}" in resources, (rule, resources)

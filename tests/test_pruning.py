@@ -226,3 +226,21 @@ def test_every_method_and_scope_reloads_with_identical_outputs(tmp_path, micro, 
         next(model.bbox_head.parameters()).add_(1e-3)
     with pytest.raises(RuntimeError, match="differs from the saved one"):
         verify_reload(model, out, (H, W))
+
+
+def test_a_truncated_checkpoint_is_named_in_one_line(tiny_detector, tmp_path):
+    detector, cfg = tiny_detector
+    path = tmp_path / "model.pth"
+    save_detector(detector, path, cfg, {"variant": "x"})
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=rf"^{path}: not a readable checkpoint \(") as info:
+        load_detector(path)
+    assert "\n" not in str(info.value)
+
+
+def test_saving_the_same_model_twice_gives_identical_bytes(tiny_detector, tmp_path):
+    detector, cfg = tiny_detector
+    first, second = tmp_path / "a" / "model.pth", tmp_path / "bb" / "other-name.pth"
+    for path in (first, second):
+        save_detector(detector, path, cfg, {"variant": "x"})
+    assert first.read_bytes() == second.read_bytes()

@@ -392,3 +392,23 @@ def test_onnx_records_join_their_variant_rows(tmp_path: Path) -> None:
     onnx.write_text(json.dumps({"variant": "nope_r1", "onnx_max_abs_diff": 0.0}))
     with pytest.raises(ReportError, match=r"onnx\.json: variant 'nope_r1' has no metrics\.json"):
         aggregate(inputs, tmp_path / "summary2.csv", [onnx])
+
+
+def test_gpu_latency_columns_and_device_reach_the_report(tmp_path: Path) -> None:
+    runs = [dict(run) for run in FAKE_RUNS]
+    for run in runs:
+        run.update(
+            gpu_latency_ms_median=21.5,
+            gpu_latency_ms_p90=23.0,
+            gpu_latency_device="cuda (NVIDIA H200)",
+        )
+    summary = aggregate(_write_runs(tmp_path / "m", runs), tmp_path / "summary.csv")
+    assert (summary["gpu_latency_ms_median"] == 21.5).all()
+    assert (summary["gpu_latency_device"] == "cuda (NVIDIA H200)").all()
+    pdf = tmp_path / "report.pdf"
+    write_report(summary, [], {}, pdf)
+    text = "".join(page.extract_text() for page in PdfReader(pdf).pages)
+    assert "GPU: cuda (NVIDIA H200)" in text
+    runs[0]["gpu_latency_device"] = 3
+    with pytest.raises(ReportError, match="key 'gpu_latency_device' must be a string"):
+        aggregate(_write_runs(tmp_path / "bad", runs), tmp_path / "bad.csv")

@@ -190,3 +190,85 @@ def test_metrics_record_parts_sparsity_and_provenance(study):
     assert provenance["packages"]["mmdet"] == "3.3.0"
     assert provenance["settings"]["evaluate"]["latency"]["runs"] == 30
     assert provenance["threads"] == 2 and provenance["device"] == weight["latency_device"]
+
+
+def test_keep_going_a_failing_target_does_not_stop_the_others(study, tmp_path):
+    """A truncated checkpoint (as a full disk or a dead network file system leaves) fails its
+    jobs; with --keep-going every other stale job still runs, and the error names the job's log."""
+    import shutil
+
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy, symlinks=True)
+    broken = copy / "results/prune/weight/r30/model.pth"
+    broken.write_bytes(broken.read_bytes()[:1000])
+    stale = [
+        "results/eval/prune/filter/r20/metrics.json",
+        "results/eval/prune/weight/r70/metrics.json",
+    ]
+    for path in stale:
+        (copy / path).unlink()
+    run = snakemake(copy, "--keep-going", "results/report.pdf")
+    text = run.stdout + run.stderr
+    assert run.returncode != 0
+    for path in stale:
+        assert (copy / path).exists(), f"{path} was not rebuilt next to the failing job"
+    # Both jobs that read the broken file fail, each named with its wildcards and log.
+    for rule, log in (
+        ("evaluate", "logs/evaluate/prune/weight/r30.log"),
+        ("finetune", "logs/finetune/weight/r30.log"),
+    ):
+        error = text.split(f"Error in rule {rule}:", 1)
+        assert len(error) == 2, text[-3000:]
+        assert log in error[1].split("Error in rule", 1)[0], error[1][:2000]
+        assert "weight/r30" in error[1].split("Error in rule", 1)[0]
+    assert "model.pth" in (copy / "logs/evaluate/prune/weight/r30.log").read_text()
+    # Nothing downstream of the failures was written.
+    assert (copy / "results/summary.csv").stat().st_mtime < (copy / stale[0]).stat().st_mtime
+
+    # The broken checkpoint is redone by removing it; then only the failed jobs are planned.
+    broken.unlink()
+    dry = snakemake(copy, "-n", "results/report.pdf")
+    assert planned_jobs(dry) == {
+        "prune": 1,
+        "finetune": 1,
+        "evaluate": 2,
+        "aggregate": 1,
+        "report": 1,
+    }
+
+
+TIMING_COLUMNS = (
+    "latency_ms_median",
+    "latency_ms_p90",
+    "onnx_latency_ms_median",
+    "torch_forward_latency_ms_median",
+)
+
+
+def test_two_runs_from_scratch_give_identical_numbers_and_report(study, tmp_path_factory):
+    """Reproducibility: the same config, run again from nothing, gives byte-identical outputs
+    except the timing columns; the report too once those are fixed to one value."""
+    from detrprune.report import make_plots, write_report
+
+    again = tmp_path_factory.mktemp("again")
+    (again / "config.yaml").write_text(yaml.safe_dump(micro_config()))
+    run = snakemake(again, "results/summary.csv", "results/iterative/steps.csv")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+
+    def without_timings(workdir: Path) -> pd.DataFrame:
+        summary = pd.read_csv(workdir / "results" / "summary.csv")
+        for column in TIMING_COLUMNS:
+            summary[column] = 1.0
+        return summary
+
+    first, second = without_timings(study), without_timings(again)
+    assert first.to_csv(index=False) == second.to_csv(index=False)
+    steps = [pd.read_csv(w / "results" / "iterative" / "steps.csv") for w in (study, again)]
+    assert steps[0].to_csv(index=False) == steps[1].to_csv(index=False)
+    pdfs = []
+    for name, summary, table in (("first", first, steps[0]), ("second", second, steps[1])):
+        out = tmp_path_factory.mktemp(name)
+        plots = make_plots(summary, out / "plots", table)
+        write_report(summary, plots, {"seed": 2024}, out / "report.pdf", table)
+        pdfs.append((out / "report.pdf").read_bytes())
+    assert pdfs[0] == pdfs[1]
