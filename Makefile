@@ -30,7 +30,7 @@ demo: install
 	$(BIN)/snakemake --cores $(CORES) results/report.pdf
 
 test: install
-	$(BIN)/python -m pytest -v tests
+	$(BIN)/python -m pytest -v -rs tests
 
 # The measured goals (issues 4, 5) on the demo's results; run after `make demo`.
 bench: install

@@ -45,7 +45,10 @@ def validate_config(
 
 
 # Scopes each pruning kind understands (the schema lists their union).
-KIND_SCOPES = {"filter": ("backbone", "backbone+ffn"), "weight": ("layerwise", "global")}
+KIND_SCOPES = {
+    "filter": ("backbone", "backbone+ffn", "backbone+residual", "backbone+residual+ffn"),
+    "weight": ("layerwise", "global"),
+}
 
 
 def _check_pruning(pruning: Mapping[str, Any], source: str) -> None:

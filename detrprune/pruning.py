@@ -4,12 +4,17 @@ Filter pruning removes channels physically with Torch-Pruning's DependencyGraph.
 ``neck(backbone(x))``: tracing the whole detector misses the coupling inside deformable attention
 (its ``view()`` uses stored head/level/point counts), and the pruned model then fails. The neck's
 convs are ignored layers, so their outputs (the transformer's width) stay and their inputs follow
-the backbone's pruned channels.
+the backbone's channels. Its scope is a ``+``-joined set of parts:
 
-With ``scope="backbone+ffn"`` the hidden width of every encoder/decoder FFN (the Linear pair
-embed -> ffn -> embed) is pruned too, each FFN traced on its own: the rows of the first Linear are
-ranked by L1 norm, and the second Linear's inputs follow. Deformable attention and the heads keep
-their widths (their ``view()`` calls use stored head/level/point counts).
+* ``backbone`` (always): the ResNet's inner convs, those inside a residual block whose output
+  stays in the block (conv1 of a BasicBlock; conv1 and conv2 of a Bottleneck). The stem, the
+  blocks' last convs and the downsample convs, which write the residual stream, keep their
+  widths: this is what the study we reproduce pruned.
+* ``residual``: the residual stream's channels too (stem, block outputs, downsample convs, and
+  every conv that reads them), each coupled group pruned as one.
+* ``ffn``: the hidden width of every encoder/decoder FFN (the Linear pair embed -> ffn ->
+  embed), each FFN traced on its own; the rows of the first Linear are ranked by L1 norm and the
+  second Linear's inputs follow. Deformable attention and the heads keep their widths.
 
 Weight pruning zeroes weights with ``torch.nn.utils.prune`` and makes the masks permanent, so the
 state dict is a plain one again (no ``weight_orig``/``weight_mask``). ``modules`` limits it to some
@@ -33,7 +38,7 @@ log = logging.getLogger(__name__)
 # Model parts for weight-pruning scopes and sparsity reporting (see :func:`weight_part`).
 SPARSITY_PARTS = ("backbone", "neck", "encoder", "decoder", "head", "sampling_offsets", "other")
 
-FILTER_SCOPES = ("backbone", "backbone+ffn")
+FILTER_SCOPES = ("backbone", "backbone+ffn", "backbone+residual", "backbone+residual+ffn")
 WEIGHT_SCOPES = ("layerwise", "global")
 
 
@@ -52,11 +57,11 @@ class _BackboneNeck(nn.Module):
 def filter_prune(
     detector: nn.Module, ratio: float, input_hw: tuple[int, int], scope: str = "backbone"
 ) -> dict[str, int]:
-    """Remove ``ratio`` of the channels of every prunable backbone group, ranked by group L1 norm.
+    """Remove ``ratio`` of the channels of every group in ``scope``, ranked by group L1 norm.
 
     ``ratio`` is Torch-Pruning's channel ratio (0.3 removes 30 % of each group's channels, which
     removes roughly half of the parameters of the layers involved). Returns parameter counts
-    before and after.
+    before and after (and the FFN widths when the scope has ``ffn``).
     """
     if scope not in FILTER_SCOPES:
         raise ValueError(f"pruning.filter.scope: unknown scope {scope!r}, expected {FILTER_SCOPES}")
@@ -71,23 +76,42 @@ def filter_prune(
     was_training = detector.training
     traced.eval()
     try:
-        neck_convs = [m for m in detector.neck.modules() if isinstance(m, nn.Conv2d)]
+        kept = [m for m in detector.neck.modules() if isinstance(m, nn.Conv2d)]
+        if "residual" not in scope.split("+"):
+            kept += residual_stream_convs(detector.backbone)
         pruner = tp.pruner.BasePruner(
             traced,
             example_inputs=torch.zeros(1, 3, *input_hw),
             importance=tp.importance.GroupMagnitudeImportance(p=1),
             pruning_ratio=ratio,
-            ignored_layers=neck_convs,
+            ignored_layers=kept,
         )
         pruner.step()
     finally:
         for p, flag in grad_flags.items():
             p.requires_grad_(flag)
         detector.train(was_training)
-    ffn_hidden = prune_ffn_hidden(detector, ratio) if scope == "backbone+ffn" else {}
+    ffn_hidden = prune_ffn_hidden(detector, ratio) if "ffn" in scope.split("+") else {}
     after = count_parameters(detector)
     log.info("filter pruning %.0f%% (%s): params %d -> %d", 100 * ratio, scope, before, after)
     return {"params_before": before, "params_after": after, "ffn_hidden": ffn_hidden}
+
+
+def residual_stream_convs(backbone: nn.Module) -> list[nn.Conv2d]:
+    """The convs of an mmdet ResNet that write its residual stream.
+
+    The stem (``conv1``, or every conv of a deep stem), each block's last conv (``conv3`` of a
+    Bottleneck, ``conv2`` of a BasicBlock) and each downsample conv. Keeping their output
+    widths leaves only the blocks' inner convs to prune.
+    """
+    stem = getattr(backbone, "stem", None) if getattr(backbone, "deep_stem", False) else None
+    convs = [m for m in stem.modules() if isinstance(m, nn.Conv2d)] if stem else [backbone.conv1]
+    for layer_name in backbone.res_layers:
+        for block in getattr(backbone, layer_name):
+            convs.append(block.conv3 if hasattr(block, "conv3") else block.conv2)
+            if block.downsample is not None:
+                convs += [m for m in block.downsample.modules() if isinstance(m, nn.Conv2d)]
+    return convs
 
 
 def transformer_ffns(detector: nn.Module) -> Iterator[tuple[str, nn.Module]]:

@@ -65,6 +65,7 @@ def planned_jobs(run: subprocess.CompletedProcess) -> dict[str, int]:
 PRUNING_SPECS = [
     {"kind": "filter", "scope": "backbone"},
     {"kind": "filter", "scope": "backbone+ffn"},
+    {"kind": "filter", "scope": "backbone+residual+ffn"},
     {"kind": "weight", "scope": "layerwise"},
     {"kind": "weight", "scope": "global"},
     {"kind": "weight", "scope": "global", "modules": ["backbone", "encoder", "decoder"]},

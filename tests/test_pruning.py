@@ -37,13 +37,39 @@ def _predict(detector) -> tuple[torch.Tensor, torch.Tensor]:
     return result.bboxes, result.scores
 
 
-def test_filter_pruning_removes_backbone_channels_and_keeps_neck_outputs(tiny_detector):
+def _widths(backbone) -> dict[str, int]:
+    return {
+        n: m.out_channels for n, m in backbone.named_modules() if isinstance(m, torch.nn.Conv2d)
+    }
+
+
+def test_backbone_scope_prunes_inner_convs_and_keeps_the_residual_stream(tiny_detector):
+    from detrprune.pruning import residual_stream_convs
+
+    detector, _ = tiny_detector
+    before = _widths(detector.backbone)
+    kept = {id(m) for m in residual_stream_convs(detector.backbone)}
+    filter_prune(detector, 0.5, (H, W))
+    after = _widths(detector.backbone)
+    for name, module in detector.backbone.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            if id(module) in kept:  # stem, blocks' last convs, downsample convs
+                assert after[name] == before[name], name
+            else:  # the blocks' inner convs
+                assert after[name] == before[name] // 2, name
+    assert detector.backbone.conv1.out_channels == 64
+    assert "layer2.0.downsample.0" in after and after["layer2.0.conv2"] == before["layer2.0.conv2"]
+    bboxes, scores = _predict(detector)
+    assert bboxes.shape[1] == 4 and torch.isfinite(scores).all()
+
+
+def test_residual_scope_also_removes_the_stream_and_keeps_neck_outputs(tiny_detector):
     detector, _ = tiny_detector
     neck_widths = [
         m.out_channels for m in detector.neck.modules() if isinstance(m, torch.nn.Conv2d)
     ]
     before_backbone = count_parameters(detector.backbone)
-    stats = filter_prune(detector, 0.5, (H, W))
+    stats = filter_prune(detector, 0.5, (H, W), scope="backbone+residual")
     assert stats["params_after"] < stats["params_before"]
     # Channel ratio 0.5 on coupled convs removes about three quarters of their weights.
     assert count_parameters(detector.backbone) < 0.4 * before_backbone
@@ -166,13 +192,15 @@ def test_backbone_ffn_scope_removes_more_than_backbone_alone(micro):
     from detrprune.model import build_detector, model_config
 
     counts = {}
-    for scope in ("backbone", "backbone+ffn"):
+    for scope in ("backbone", "backbone+ffn", "backbone+residual", "backbone+residual+ffn"):
         torch.manual_seed(0)
         detector = build_detector(model_config(micro["model"]))
         detector.init_weights()
         detector.eval()
         counts[scope] = filter_prune(detector, 0.3, (H, W), scope=scope)["params_after"]
     assert counts["backbone+ffn"] < counts["backbone"]
+    assert counts["backbone+residual"] < counts["backbone"]
+    assert counts["backbone+residual+ffn"] < counts["backbone+residual"]
 
 
 def test_weight_pruning_module_choice_touches_only_those_parts(tiny_detector):
