@@ -81,12 +81,13 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "extract_kitti": 1,
         "kitti_to_coco": 1,
         "train_baseline": 1,
-        # filter 5 + filter_ffn 5 + weight 9 + weight_global 1 + weight_backbone 1 ratios
-        "prune": 21,
-        "finetune": 21,
+        # filter 5 + filter_ffn 5 + filter_all 2 + weight 9 + weight_global 1
+        # + weight_backbone 1 ratios
+        "prune": 23,
+        "finetune": 23,
         "iterative": 1,
-        "evaluate": 44,  # baseline + 21 zero-shot + 21 fine-tuned + iterative
-        "export_onnx": 6,  # the final model of each of the 5 methods + iterative
+        "evaluate": 48,  # baseline + 23 zero-shot + 23 fine-tuned + iterative
+        "export_onnx": 7,  # the final model of each of the 6 methods + iterative
         "aggregate": 1,
         "report": 1,
     }
