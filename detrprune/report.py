@@ -461,11 +461,7 @@ def aggregate(
     seen: dict[tuple[str, int, bool], Path] = {}
     for raw_path in metrics_paths:
         path = Path(raw_path)
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ReportError(f"{path}: cannot read metrics JSON ({exc})") from exc
-        row = _validate_record(record, path)
+        row = _validate_record(_read_json(path, "metrics"), path)
         identity = (row["method"], row["ratio"], row["finetuned"])
         if identity in seen:
             raise ReportError(
@@ -494,14 +490,18 @@ def aggregate(
     return summary
 
 
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read {what} JSON ({exc})") from exc
+
+
 def _merge_onnx(rows: list[dict[str, Any]], onnx_paths: Sequence[Path]) -> None:
     by_variant = {row["variant"]: row for row in rows}
     for raw_path in onnx_paths:
         path = Path(raw_path)
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ReportError(f"{path}: cannot read ONNX JSON ({exc})") from exc
+        record = _read_json(path, "ONNX")
         variant = record.get("variant") if isinstance(record, dict) else None
         if variant not in by_variant:
             raise ReportError(f"{path}: variant {variant!r} has no metrics.json among the inputs")
