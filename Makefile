@@ -4,22 +4,25 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt Makefile | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt Makefile detrprune/mmcv_build.py | sha256sum | cut -c1-12)
 CORES ?= all
-# mmcv 2.1.0 has no wheel on PyPI: it is built from source with its compiled ops. With a CUDA
-# toolkit present the CUDA kernels are built too.
-MMCV_FORCE_CUDA := $(if $(shell command -v nvcc 2>/dev/null),1,0)
+# torch's own wheel index for another build than pip's default, e.g. TORCH_INDEX=cpu on a machine
+# where PyPI's torch is the multi-GB CUDA build, or TORCH_INDEX=cu128 for CUDA 12.8.
+TORCH_INDEX ?=
+TORCH_INDEX_URL := $(if $(TORCH_INDEX),--index-url https://download.pytorch.org/whl/$(TORCH_INDEX))
+# mmcv 2.1.0 has no wheel on PyPI: it is built from source. auto: CUDA ops only for a CUDA torch
+# with an nvcc of the same CUDA major (detrprune/mmcv_build.py); yes or no force the choice.
+MMCV_CUDA ?= auto
 
-.PHONY: install demo test bench lint format clean-results
+.PHONY: install demo test test-slurm bench lint format clean-results
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt Makefile
+$(STAMP): requirements.txt Makefile detrprune/mmcv_build.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade "pip>=24" "setuptools<82" wheel ninja
-	$(BIN)/pip install torch==2.13.0
-	MMCV_WITH_OPS=1 FORCE_CUDA=$(MMCV_FORCE_CUDA) MAX_JOBS=$$(nproc) \
-	  $(BIN)/pip install --no-build-isolation mmcv==2.1.0
+	$(BIN)/pip install torch==2.13.0 $(TORCH_INDEX_URL)
+	$(BIN)/python detrprune/mmcv_build.py install --cuda $(MMCV_CUDA)
 	$(BIN)/pip install -r requirements.txt
 	$(BIN)/pip install --no-deps -e .
 	$(BIN)/python -c "import mmcv.ops, mmdet, torch_pruning, snakemake, onnxruntime; print('stack ok')"
@@ -29,8 +32,13 @@ $(STAMP): requirements.txt Makefile
 demo: install
 	$(BIN)/snakemake --cores $(CORES) results/report.pdf
 
+# The real-SLURM tests install Debian's slurm-wlm and munge and start daemons: only when asked
+# (DETRPRUNE_TEST_SLURM=1, as `make test-slurm` and .ci/run do); otherwise they skip and say why.
 test: install
 	$(BIN)/python -m pytest -v -rs tests
+
+test-slurm: install
+	DETRPRUNE_TEST_SLURM=1 $(BIN)/python -m pytest -v -rs tests/test_slurm.py
 
 # The measured goals (issues 4, 5) on the demo's results; run after `make demo`.
 bench: install
@@ -41,4 +49,4 @@ lint: install
 	$(BIN)/ruff check .
 
 clean-results:
-	rm -rf results logs benchmarks data .snakemake
+	rm -rf results logs benchmarks data work .snakemake

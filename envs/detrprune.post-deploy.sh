@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Snakemake runs this after creating envs/detrprune.yaml's environment (--sdm conda).
-# mmcv 2.1.0 must be built against the installed torch without build isolation, or its compiled
-# ops (deformable attention) are silently skipped.
+# Snakemake runs this after creating envs/detrprune.yaml's environment (--sdm conda), from the
+# workflow's own envs/ folder. mmcv 2.1.0 is built against the installed torch by the same code
+# as `make install` (CUDA ops only for a CUDA torch with an nvcc of the same CUDA major; set
+# MMCV_CUDA=yes or no to force), then the workflow's package is installed for the rules' scripts.
 set -euo pipefail
-FORCE_CUDA=0
-if command -v nvcc >/dev/null 2>&1; then FORCE_CUDA=1; fi
-MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS=$(nproc) \
-  pip install --no-build-isolation mmcv==2.1.0
-python -c "import mmcv.ops"
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+python "$repo/detrprune/mmcv_build.py" install --cuda "${MMCV_CUDA:-auto}"
+pip install --no-deps -e "$repo"

@@ -18,6 +18,10 @@ the foreground (``-D``) as child processes on free ports. On exit every job is c
 three daemons (only the processes started here) are stopped, then the temp dir is removed, so
 the block can be entered again, or twice at once, without leftovers. Where SLURM is missing and
 cannot be installed (no apt-get, not root) the calling test is skipped with the reason.
+
+Installing packages and starting daemons changes the host, so it happens only when asked:
+``DETRPRUNE_TEST_SLURM=1`` (``make test-slurm`` and ``.ci/run`` set it); otherwise the block
+skips the calling test and says how to opt in.
 """
 
 from __future__ import annotations
@@ -46,6 +50,15 @@ DAEMONS = ("slurmctld", "slurmd", "munged")
 # allocation. That srun then finds no configuration unless the compiled-in default path has
 # one, so the cluster links its slurm.conf there while it runs (only if nothing is there).
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
+OPT_IN = "DETRPRUNE_TEST_SLURM"
+NOT_OPTED_IN = (
+    f"real-SLURM tests install slurm-wlm/munge and start daemons on this host: set {OPT_IN}=1 "
+    "or run `make test-slurm` to run them"
+)
+
+
+def opted_in() -> bool:
+    return os.environ.get(OPT_IN, "") not in ("", "0")
 
 
 @dataclass
@@ -188,6 +201,8 @@ def _wait_for(predicate, timeout: float, what: str, cluster_root: Path) -> None:
 @contextlib.contextmanager
 def slurm_cluster(start_timeout: float = 60) -> Iterator[SlurmCluster]:
     """Start munged, slurmctld and slurmd on this host; stop them and remove all state after."""
+    if not opted_in():
+        pytest.skip(NOT_OPTED_IN)
     ensure_slurm_installed()
     munged, slurmctld, slurmd = (_daemon(name) for name in ("munged", "slurmctld", "slurmd"))
     mungekey = shutil.which("mungekey") or "/usr/sbin/mungekey"
