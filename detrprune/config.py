@@ -41,7 +41,30 @@ def validate_config(
     error = jsonschema.exceptions.best_match(validator.iter_errors(dict(config)))
     if error is not None:
         raise ConfigError(f"{source}: {key_path(error.absolute_path)}: {error.message}")
+    _check_model(config["model"], source)
     _check_pruning(config["pruning"], source)
+
+
+def _check_model(model: Mapping[str, Any], source: str) -> None:
+    """Pretrained starts exist; frozen layers and frozen BN statistics need one."""
+    init = model["init"]
+    for key in ("backbone", "detector"):
+        if init[key] is not None and not Path(init[key]).is_file():
+            raise ConfigError(f"{source}: model.init.{key}: {init[key]}: no such file")
+    if init["backbone"] is None and init["detector"] is None:
+        # mmdet's ResNet freezes the stem from frozen_stages 0 on.
+        if model["frozen_stages"] >= 0:
+            raise ConfigError(
+                f"{source}: model.frozen_stages: {model['frozen_stages']} freezes layers that "
+                "would keep their random initialisation: give model.init.backbone or "
+                "model.init.detector, or set it to -1"
+            )
+        if model["norm_eval"]:
+            raise ConfigError(
+                f"{source}: model.norm_eval: true keeps BatchNorm's initial statistics (0 and "
+                "1) without a pretrained start: give model.init.backbone or "
+                "model.init.detector, or set it to false"
+            )
 
 
 # Scopes each pruning kind understands (the schema lists their union).

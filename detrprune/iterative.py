@@ -13,7 +13,6 @@ at the step it was in rather than starting over.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -65,12 +64,6 @@ def select_step(rows: list[dict[str, Any]]) -> int:
     return within[-1] if within else 0
 
 
-def _stamp(settings: Mapping[str, Any], baseline: Path) -> str:
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    digest.update(Path(baseline).read_bytes())
-    return digest.hexdigest()
-
-
 def iterative_prune(
     baseline: Path,
     baseline_map: float,
@@ -97,19 +90,25 @@ def iterative_prune(
     raises the sparsity to ``cumulative_ratio`` (existing zeros count as pruned).
     """
     from detrprune.evaluation import fvcore_gmacs, load_val_batches
-    from detrprune.training import _prepare_work_dir, finetune_checkpoint
+    from detrprune.training import (
+        RESUME_NEUTRAL_TRAIN_KEYS,
+        _prepare_work_dir,
+        finetune_checkpoint,
+        resume_stamp,
+    )
 
     work_dir = Path(work_dir)
     settings = {
         "spec": dict(spec),
         "iterative": dict(iterative),
         "model": dict(model),
-        "train": dict(train),
+        "train": {k: v for k, v in train.items() if k not in RESUME_NEUTRAL_TRAIN_KEYS},
         "finetune": dict(finetune),
         "seed": seed,
     }
-    # A work folder of other settings or another baseline is wiped; a matching one is resumed.
-    _prepare_work_dir(work_dir, _stamp(settings, Path(baseline)))
+    # A work folder of other settings, another baseline or other data is wiped; a matching one
+    # is resumed.
+    _prepare_work_dir(work_dir, resume_stamp(settings, [baseline, train_json, val_json]))
     input_scale = (int(model["input_scale"][0]), int(model["input_scale"][1]))
     input_hw = (input_scale[1], input_scale[0])
     batches = load_val_batches(val_json, data_root, input_scale, flops_images)

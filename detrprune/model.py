@@ -1,13 +1,19 @@
 """MMDetection config for the study's Deformable DETR, at the tiny CPU size or the full R50 size.
 
-Everything the DAG needs to rebuild a model is derived here from the ``model``, ``train`` and
-``evaluate`` sections of the workflow config, so the same function serves training, pruning and
-evaluation. The detector is mmdet's own ``DeformableDETR``; nothing here re-implements it.
+Both sizes are built from mmdet's own packaged recipe (``model.recipe``, by default
+``deformable-detr-refine-twostage_r50_16xb2-50e_coco``, read through mmengine's ``_base_``
+machinery), overriding only what the study sets: the 3 KITTI classes, the sizes in the ``model``
+section (for the full study they are the recipe's own), KITTI-shaped scales (the recipe's
+multi-scale set rescaled from COCO's 1333x800 to ``model.input_scale``), an iteration schedule,
+and the learning rate scaled linearly from ``train.lr_base_batch`` (the recipe's 32) to the total
+batch by mmengine's ``auto_scale_lr``. The detector is mmdet's own ``DeformableDETR``; nothing
+here re-implements it.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,20 @@ _RESNET_STAGE_CHANNELS = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512]}
 _RESNET_STAGE_CHANNELS.update({50: [256, 512, 1024, 2048], 101: [256, 512, 1024, 2048]})
 
 IMAGE_SUBDIR = "training/image_2/"
+# The scales mmdet's COCO recipes are written for: (long, short) edges of the test Resize.
+RECIPE_SCALE = (1333, 800)
+
+
+@functools.lru_cache(maxsize=4)
+def _recipe(name: str) -> Config:
+    from mmengine.hub import get_config
+
+    return get_config(name)
+
+
+def load_recipe(name: str) -> Config:
+    """mmdet's packaged config ``name`` (``mmdet::<dir>/<file>.py``), ``_base_`` resolved."""
+    return copy.deepcopy(_recipe(name))
 
 
 def register_mmdet() -> None:
@@ -56,15 +76,16 @@ def _register_any_width_detr() -> None:
 
 
 def model_config(model: Mapping[str, Any], num_classes: int = len(CLASSES)) -> dict[str, Any]:
-    """The mmdet ``model`` dict of a Deformable DETR described by the config's ``model`` section."""
+    """The mmdet ``model`` dict: the recipe's, with the ``model`` section's sizes and 3 classes.
+
+    The recipe's backbone ``init_cfg`` (a torchvision download) is removed: pretrained starts
+    are local files (``model.init``, :mod:`detrprune.pretrained`).
+    """
     depth = int(model["depth"])
     embed_dims = int(model["embed_dims"])
     num_levels = int(model["num_levels"])
     if num_levels not in (3, 4):
         raise ValueError(f"model.num_levels: must be 3 or 4, got {num_levels}")
-    in_channels = _RESNET_STAGE_CHANNELS[depth][1:]
-    pretrained = model.get("pretrained")
-    backbone_init = dict(type="Pretrained", checkpoint=str(pretrained)) if pretrained else None
     norm_eval = bool(model["norm_eval"])
     attention = dict(
         embed_dims=embed_dims,
@@ -79,36 +100,22 @@ def model_config(model: Mapping[str, Any], num_classes: int = len(CLASSES)) -> d
         feedforward_channels=int(model["ffn_dims"]),
         ffn_drop=float(model["dropout"]),
     )
-    return dict(
+    overrides = dict(
         type=DETECTOR_TYPE,
         num_queries=int(model["num_queries"]),
         num_feature_levels=num_levels,
         with_box_refine=bool(model["box_refine"]),
         as_two_stage=bool(model["two_stage"]),
-        data_preprocessor=dict(
-            type="DetDataPreprocessor",
-            mean=[123.675, 116.28, 103.53],
-            std=[58.395, 57.12, 57.375],
-            bgr_to_rgb=True,
-            pad_size_divisor=32,
-        ),
         backbone=dict(
-            type="ResNet",
             depth=depth,
-            num_stages=4,
-            out_indices=(1, 2, 3),
             frozen_stages=int(model["frozen_stages"]),
             norm_cfg=dict(type="BN", requires_grad=not norm_eval),
             norm_eval=norm_eval,
-            style="pytorch",
-            init_cfg=backbone_init,
+            init_cfg=None,
         ),
         neck=dict(
-            type="ChannelMapper",
-            in_channels=in_channels,
-            kernel_size=1,
+            in_channels=_RESNET_STAGE_CHANNELS[depth][1:],
             out_channels=embed_dims,
-            act_cfg=None,
             norm_cfg=dict(type="GN", num_groups=int(model["neck_gn_groups"])),
             num_outs=num_levels,
         ),
@@ -118,7 +125,6 @@ def model_config(model: Mapping[str, Any], num_classes: int = len(CLASSES)) -> d
         ),
         decoder=dict(
             num_layers=int(model["decoder_layers"]),
-            return_intermediate=True,
             layer_cfg=dict(
                 self_attn_cfg=dict(
                     embed_dims=embed_dims,
@@ -129,53 +135,77 @@ def model_config(model: Mapping[str, Any], num_classes: int = len(CLASSES)) -> d
                 cross_attn_cfg=attention,
                 ffn_cfg=ffn,
             ),
-            post_norm_cfg=None,
         ),
-        positional_encoding=dict(num_feats=embed_dims // 2, normalize=True, offset=-0.5),
-        bbox_head=dict(
-            type="DeformableDETRHead",
-            num_classes=num_classes,
-            embed_dims=embed_dims,
-            sync_cls_avg_factor=True,
-            loss_cls=dict(
-                type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=2.0
-            ),
-            loss_bbox=dict(type="L1Loss", loss_weight=5.0),
-            loss_iou=dict(type="GIoULoss", loss_weight=2.0),
-        ),
-        train_cfg=dict(
-            assigner=dict(
-                type="HungarianAssigner",
-                match_costs=[
-                    dict(type="FocalLossCost", weight=2.0),
-                    dict(type="BBoxL1Cost", weight=5.0, box_format="xywh"),
-                    dict(type="IoUCost", iou_mode="giou", weight=2.0),
-                ],
-            )
-        ),
+        positional_encoding=dict(num_feats=embed_dims // 2),
+        bbox_head=dict(num_classes=num_classes, embed_dims=embed_dims),
         test_cfg=dict(max_per_img=int(model["max_per_img"])),
     )
+    recipe = Config(dict(model=load_recipe(model["recipe"]).model.to_dict()))
+    recipe.merge_from_dict(dict(model=overrides))
+    return recipe.model.to_dict()
 
 
 _META_KEYS = ("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")
 
 
-def _pipelines(input_scale: tuple[int, int]) -> tuple[list[dict], list[dict]]:
-    """Train and test pipelines at a KITTI-shaped (width, height) scale, not COCO's 1333x800."""
-    train = [
+def _test_pipeline(input_scale: tuple[int, int]) -> list[dict]:
+    """The recipe's test pipeline at a KITTI-shaped (width, height) scale, not COCO's 1333x800."""
+    return [
         dict(type="LoadImageFromFile"),
-        dict(type="LoadAnnotations", with_bbox=True),
-        dict(type="Resize", scale=input_scale, keep_ratio=True),
-        dict(type="RandomFlip", prob=0.5),
-        dict(type="PackDetInputs"),
-    ]
-    test = [
-        dict(type="LoadImageFromFile"),
-        dict(type="Resize", scale=input_scale, keep_ratio=True),
+        dict(type="Resize", scale=tuple(input_scale), keep_ratio=True),
         dict(type="LoadAnnotations", with_bbox=True),
         dict(type="PackDetInputs", meta_keys=_META_KEYS),
     ]
-    return train, test
+
+
+def rescale_recipe_pipeline(pipeline: list, input_scale: tuple[int, int]) -> list:
+    """The recipe's train pipeline with its COCO scales rescaled to ``input_scale`` (w, h).
+
+    Resize scales are (edge, edge) pairs read as (short, long) by mmcv's keep-ratio resize: the
+    short edge scales by input_h / 800, the long one by input_w / 1333, so the recipe's 480-800
+    short sides become 225-375 at 1242x375 (a COCO scale would make every KITTI frame ~1333x402).
+    Crop sizes, in pixels of the image they crop, scale by the short-edge factor.
+    """
+    short = input_scale[1] / RECIPE_SCALE[1]
+    long = input_scale[0] / RECIPE_SCALE[0]
+
+    def scaled_pair(pair):
+        low, high = sorted(pair)
+        return (round(low * short), round(high * long))
+
+    def rescale(step):
+        if isinstance(step, list):
+            return [rescale(item) for item in step]
+        if not isinstance(step, Mapping):
+            return step
+        step = {key: rescale(value) for key, value in step.items()}
+        if step.get("type") in ("RandomChoiceResize", "Resize", "RandomResize"):
+            for key in ("scales", "scale"):
+                if key in step and isinstance(step[key][0], list | tuple):
+                    step[key] = [scaled_pair(pair) for pair in step[key]]
+                elif key in step:
+                    step[key] = scaled_pair(step[key])
+        if step.get("type") == "RandomCrop":
+            step["crop_size"] = tuple(round(edge * short) for edge in step["crop_size"])
+        return step
+
+    return [rescale(step) for step in pipeline]
+
+
+def train_pipeline(recipe: Config, input_scale: tuple[int, int], augmentation: str) -> list[dict]:
+    """``recipe``: the recipe's flips, multi-scale resizes and crops, rescaled to KITTI;
+    ``flip``: one resize to ``input_scale`` and a random flip (the tiny default's, on CPU)."""
+    if augmentation == "recipe":
+        return rescale_recipe_pipeline(recipe.train_pipeline, input_scale)
+    if augmentation != "flip":
+        raise ValueError(f"train.augmentation: {augmentation!r}: expected recipe or flip")
+    return [
+        dict(type="LoadImageFromFile"),
+        dict(type="LoadAnnotations", with_bbox=True),
+        dict(type="Resize", scale=tuple(input_scale), keep_ratio=True),
+        dict(type="RandomFlip", prob=0.5),
+        dict(type="PackDetInputs"),
+    ]
 
 
 def inference_batch(image_paths: Sequence[Path], input_scale: tuple[int, int]) -> dict[str, Any]:
@@ -233,7 +263,7 @@ def test_dataloader_config(
     ann_file: Path, data_root: Path, input_scale: tuple[int, int], num_workers: int = 0
 ) -> dict[str, Any]:
     """Batch-1, ordered loader over the validation split."""
-    _, test_pipeline = _pipelines(input_scale)
+    test_pipeline = _test_pipeline(input_scale)
     return dict(
         batch_size=1,
         num_workers=num_workers,
@@ -265,81 +295,82 @@ def build_training_config(
     work_dir: Path,
     seed: int,
 ) -> Config:
-    """The full mmengine Config for ``Runner.from_cfg``: iteration-based training, eval at end."""
+    """The mmengine Config for ``Runner.from_cfg``: mmdet's recipe (``model.recipe``) with what
+    the study sets replaced, iteration-based training, validation at the end.
+
+    What the recipe keeps: its optimizer (AdamW, 0.1x lr on the backbone, sampling offsets and
+    reference points; lr, weight decay, clip and the backbone multiplier from ``train``), its
+    default hooks, environment and visualiser. ``train.lr`` is the rate at a total batch of
+    ``train.lr_base_batch``; mmengine scales it to the real total batch (GPUs x batch size).
+    """
+    recipe = load_recipe(model["recipe"])
     input_scale = (int(model["input_scale"][0]), int(model["input_scale"][1]))
-    train_pipeline, _ = _pipelines(input_scale)
     max_iters = int(train["max_iters"])
     warmup = min(int(train["warmup_iters"]), max(1, max_iters // 2))
-    checkpoint_interval = int(train["checkpoint_interval"])
     num_workers = int(train["num_workers"])
-    cfg = dict(
+    pipeline = train_pipeline(recipe, input_scale, str(train["augmentation"]))
+    cfg = recipe
+    cfg.model = model_config(model)
+    cfg.train_dataloader = dict(
+        batch_size=int(train["batch_size"]),
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        sampler=dict(type="InfiniteSampler", shuffle=True, seed=seed),
+        dataset=dataset_config(train_json, data_root, pipeline, test_mode=False),
+    )
+    cfg.train_pipeline = pipeline
+    cfg.test_pipeline = _test_pipeline(input_scale)
+    cfg.val_dataloader = test_dataloader_config(val_json, data_root, input_scale, num_workers)
+    cfg.test_dataloader = cfg.val_dataloader
+    cfg.val_evaluator = cfg.test_evaluator = coco_evaluator_config(val_json)
+    # Validation at the end, and every ``val_interval`` iterations when that is > 0.
+    cfg.train_cfg = dict(
+        type="IterBasedTrainLoop",
+        max_iters=max_iters,
+        val_interval=int(train["val_interval"]) or max_iters,
+    )
+    cfg.merge_from_dict(
+        dict(
+            optim_wrapper=dict(
+                optimizer=dict(lr=float(train["lr"]), weight_decay=float(train["weight_decay"])),
+                clip_grad=dict(max_norm=float(train["grad_clip"])),
+                paramwise_cfg=dict(
+                    custom_keys=dict(backbone=dict(lr_mult=float(train["backbone_lr_mult"])))
+                ),
+            ),
+            default_hooks=dict(
+                logger=dict(interval=int(train["log_interval"])),
+                checkpoint=dict(
+                    by_epoch=False,
+                    interval=int(train["checkpoint_interval"]),
+                    max_keep_ckpts=2,
+                    save_last=True,
+                ),
+            ),
+            log_processor=dict(by_epoch=False, window_size=20),
+        )
+    )
+    cfg.auto_scale_lr = dict(enable=True, base_batch_size=int(train["lr_base_batch"]))
+    cfg.param_scheduler = [
+        # No warm-up scheduler for warmup_iters 0 (LinearLR refuses an empty range).
+        *(
+            [dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup)]
+            if warmup > 0
+            else []
+        ),
+        dict(
+            type="MultiStepLR",
+            by_epoch=False,
+            begin=0,
+            end=max_iters,
+            milestones=[max(warmup + 1, int(max_iters * float(train["lr_drop_at"])))],
+            gamma=0.1,
+        ),
+    ]
+    for unused in ("max_epochs", "data_root", "dataset_type"):  # the recipe's COCO epochs/paths
+        cfg.pop(unused, None)
+    cfg.update(
         default_scope="mmdet",
-        model=model_config(model),
-        train_dataloader=dict(
-            batch_size=int(train["batch_size"]),
-            num_workers=num_workers,
-            persistent_workers=num_workers > 0,
-            sampler=dict(type="InfiniteSampler", shuffle=True, seed=seed),
-            dataset=dataset_config(train_json, data_root, train_pipeline, test_mode=False),
-        ),
-        val_dataloader=test_dataloader_config(val_json, data_root, input_scale, num_workers),
-        val_evaluator=coco_evaluator_config(val_json),
-        # Validation at the end, and every ``val_interval`` iterations when that is > 0.
-        train_cfg=dict(
-            type="IterBasedTrainLoop",
-            max_iters=max_iters,
-            val_interval=int(train["val_interval"]) or max_iters,
-        ),
-        val_cfg=dict(type="ValLoop"),
-        optim_wrapper=dict(
-            type="OptimWrapper",
-            optimizer=dict(
-                type="AdamW", lr=float(train["lr"]), weight_decay=float(train["weight_decay"])
-            ),
-            clip_grad=dict(max_norm=float(train["grad_clip"]), norm_type=2),
-            paramwise_cfg=dict(
-                custom_keys={
-                    "backbone": dict(lr_mult=float(train["backbone_lr_mult"])),
-                    "sampling_offsets": dict(lr_mult=0.1),
-                    "reference_points": dict(lr_mult=0.1),
-                }
-            ),
-        ),
-        param_scheduler=[
-            # No warm-up scheduler for warmup_iters 0 (LinearLR refuses an empty range).
-            *(
-                [dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=warmup)]
-                if warmup > 0
-                else []
-            ),
-            dict(
-                type="MultiStepLR",
-                by_epoch=False,
-                begin=0,
-                end=max_iters,
-                milestones=[max(warmup + 1, int(max_iters * float(train["lr_drop_at"])))],
-                gamma=0.1,
-            ),
-        ],
-        default_hooks=dict(
-            timer=dict(type="IterTimerHook"),
-            logger=dict(type="LoggerHook", interval=int(train["log_interval"])),
-            param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(
-                type="CheckpointHook",
-                by_epoch=False,
-                interval=checkpoint_interval,
-                max_keep_ckpts=2,
-                save_last=True,
-            ),
-            sampler_seed=dict(type="DistSamplerSeedHook"),
-        ),
-        env_cfg=dict(
-            cudnn_benchmark=False,
-            mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-            dist_cfg=dict(backend="nccl"),
-        ),
-        log_processor=dict(type="LogProcessor", window_size=20, by_epoch=False),
         log_level="INFO",
         load_from=None,
         resume=False,
@@ -347,7 +378,7 @@ def build_training_config(
         work_dir=str(work_dir),
         launcher="none",
     )
-    return Config(copy.deepcopy(cfg))
+    return cfg
 
 
 def build_detector(model_cfg: Mapping[str, Any]):

@@ -16,6 +16,7 @@ models the gradients of the zeroed weights are masked, so those weights stay exa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -27,7 +28,10 @@ from typing import Any
 import torch
 
 from detrprune.checkpoint import save_detector
+from detrprune.distributed import configure_runner, in_worker, is_main_process, launch
+from detrprune.download import sha256_file
 from detrprune.model import build_training_config, register_mmdet
+from detrprune.pretrained import PretrainedStart, init_files
 
 log = logging.getLogger(__name__)
 
@@ -77,30 +81,43 @@ def _register_checkpoint_model() -> None:
     MODELS.register_module(name=PRUNED_MODEL_TYPE, module=build_from_checkpoint)
 
 
-ZERO_MASKS_ATTRIBUTE = "_detrprune_zero_masks"
+ZERO_MASK_SUFFIX = "_detrprune_keep"
+
+
+def _masked_gradient(module: torch.nn.Module, buffer: str, grad: torch.Tensor) -> torch.Tensor:
+    # The mask is read from the module when the gradient arrives, so it is on the device the
+    # Runner moved the model to (a mask captured at attach time stays on the CPU).
+    return grad * getattr(module, buffer)
 
 
 def attach_zero_masks(detector: torch.nn.Module) -> int:
     """Keep every pruned (zero) weight at zero while training; returns how many are held.
 
-    Their gradients are masked to zero. From a zero gradient at the first step on, AdamW (like
-    SGD and Adam) leaves an exactly-zero weight exactly zero: its moments stay zero and weight
-    decay scales zero. ``torch.nn.utils.prune``'s reparametrisation would not do:
+    Each pruned weight's keep-mask is a non-persistent buffer of its module (it moves with the
+    model, and stays out of the state dict), and the gradients of trainable pruned weights are
+    multiplied by it. From a zero gradient at the first step on, AdamW (like SGD and Adam)
+    leaves an exactly-zero weight exactly zero: its moments stay zero and weight decay scales
+    zero. Frozen weights (``frozen_stages``) get no gradient, hence no hook; they are checked
+    like the others. ``torch.nn.utils.prune``'s reparametrisation would not do:
     ``nn.MultiheadAttention`` reads ``out_proj.weight`` without calling ``out_proj``, so that
     mask would never be re-applied. :func:`check_zeros_kept` verifies the result.
     """
     from detrprune.pruning import prunable_weights
 
-    masks: dict[str, torch.Tensor] = {}
-    for name, module, param in prunable_weights(detector):
+    held = frozen = 0
+    for _, module, param in prunable_weights(detector):
         weight = getattr(module, param)
-        mask = weight != 0
-        if not bool(mask.all()):
-            weight.register_hook(lambda grad, mask=mask: grad * mask)
-            masks[name] = mask
-    setattr(detector, ZERO_MASKS_ATTRIBUTE, masks)
-    held = sum(int((~m).sum()) for m in masks.values())
-    log.info("fine-tuning keeps %d pruned weights at zero", held)
+        keep = weight.detach() != 0
+        if bool(keep.all()):
+            continue
+        buffer = param + ZERO_MASK_SUFFIX
+        module.register_buffer(buffer, keep, persistent=False)
+        if weight.requires_grad:
+            weight.register_hook(functools.partial(_masked_gradient, module, buffer))
+        else:
+            frozen += int((~keep).sum())
+        held += int((~keep).sum())
+    log.info("fine-tuning keeps %d pruned weights at zero (%d of them frozen)", held, frozen)
     return held
 
 
@@ -108,30 +125,90 @@ def check_zeros_kept(detector: torch.nn.Module) -> None:
     """Raise if a weight held by :func:`attach_zero_masks` is no longer exactly +0.0."""
     from detrprune.pruning import prunable_weights
 
-    masks = getattr(detector, ZERO_MASKS_ATTRIBUTE, {})
     for name, module, param in prunable_weights(detector):
-        if name in masks:
-            pruned = getattr(module, param).detach()[~masks[name]]
+        keep = getattr(module, param + ZERO_MASK_SUFFIX, None)
+        if keep is not None:
+            pruned = getattr(module, param).detach()[~keep]
             if bool((pruned != 0).any()) or bool(torch.signbit(pruned).any()):
                 raise RuntimeError(f"fine-tuning moved pruned weights of {name} away from zero")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+# What changes how a run is logged, loaded or checkpointed, not what it computes: a change of
+# these resumes the work folder instead of wiping it (days of checkpoints at full size).
+RESUME_NEUTRAL_TRAIN_KEYS = ("log_interval", "num_workers", "checkpoint_interval", "threads")
+_RESUME_NEUTRAL_CFG = (
+    ("default_hooks", "logger", "interval"),
+    ("default_hooks", "checkpoint", "interval"),
+    ("train_dataloader", "num_workers"),
+    ("train_dataloader", "persistent_workers"),
+    ("val_dataloader", "num_workers"),
+    ("val_dataloader", "persistent_workers"),
+    ("test_dataloader", "num_workers"),
+    ("test_dataloader", "persistent_workers"),
+    ("work_dir",),
+    ("log_level",),
+)
+# Config values naming a file whose content, not its path, decides the result (the train/val
+# JSON, a fine-tuned input model, the pretrained starts of model.init).
+_CONTENT_KEYS = ("ann_file", "checkpoint", "backbone", "detector")
+
+
+def resume_stamp(settings: Mapping[str, Any], files: Any = ()) -> str:
+    """A digest of what decides a run's result, so that a work folder is resumed only by the
+    run it belongs to: ``settings`` (JSON), the content of every file in ``files`` and of every
+    file a :data:`_CONTENT_KEYS` value in ``settings`` names (its path does not count), and this
+    package's version."""
+    from detrprune import __version__
+
+    def content(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {
+                key: (
+                    _file_digest(item)
+                    if key in _CONTENT_KEYS and isinstance(item, str | Path)
+                    else content(item)
+                )
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [content(item) for item in value]
+        return value
+
+    digest = hashlib.sha256(__version__.encode())
+    digest.update(json.dumps(content(settings), sort_keys=True, default=str).encode())
+    for path in files:
+        digest.update(_file_digest(path).encode())
     return digest.hexdigest()
 
 
-def _prepare_work_dir(work_dir: Path, cfg_text: str) -> str | None:
-    """The latest checkpoint to resume from, or None; a work dir of another config is wiped."""
+def _file_digest(value: str | Path) -> str:
+    """sha256 of the file a config value names (a checkpoint scheme prefix removed), or the
+    value itself where it names no file."""
+    path = Path(str(value).split("://", 1)[-1])
+    return f"sha256:{sha256_file(path)}" if str(value) and path.is_file() else str(value)
+
+
+def training_stamp(cfg, processes: int = 1) -> str:
+    """:func:`resume_stamp` of an mmengine training config, resume-neutral values removed;
+    ``processes`` (data-parallel ranks) sets the total batch, so it is part of it."""
+    settings = {**cfg.to_dict(), "data_parallel_processes": processes}
+    for path in _RESUME_NEUTRAL_CFG:
+        parent = settings
+        for key in path[:-1]:
+            parent = parent.get(key) or {}
+        parent.pop(path[-1], None)
+    return resume_stamp(settings)
+
+
+def _prepare_work_dir(work_dir: Path, stamp: str) -> str | None:
+    """The latest checkpoint to resume from, or None; a work dir of another run is wiped."""
     from mmengine.runner import find_latest_checkpoint
 
-    stamp = hashlib.sha256(cfg_text.encode()).hexdigest()
     stamp_file = work_dir / CONFIG_STAMP
     if work_dir.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
-        log.info("%s holds checkpoints of another configuration: starting afresh", work_dir)
+        log.info(
+            "%s holds checkpoints of another configuration or input: starting afresh", work_dir
+        )
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     stamp_file.write_text(stamp)
@@ -169,7 +246,17 @@ def train_baseline(
         work_dir=work_dir,
         seed=seed,
     )
-    detector, _ = _run(cfg, Path(work_dir))
+    if init_files(model.get("init")):
+        hook = _register_hook("DetrprunePretrainedStart", PretrainedStart)
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type=hook, **model["init"])]
+    processes = int(train.get("gpus", 1))
+    if processes > 1 and not in_worker():
+        _prepare_work_dir(Path(work_dir), training_stamp(cfg, processes))
+        launch("detrprune.training:train_baseline", processes, _call_arguments(locals()))
+        return
+    detector, _ = _run(cfg, Path(work_dir), processes)
+    if not is_main_process():
+        return
     save_detector(
         detector,
         out_model,
@@ -225,16 +312,33 @@ def _register_hook(name: str, behaviour: type) -> str:
     return name
 
 
-def _run(cfg, work_dir: Path, stamp_extra: str = "") -> tuple[torch.nn.Module, list[dict]]:
-    """Train with the Runner, resuming from ``work_dir``; returns the model and val results."""
-    from mmengine.runner import Runner
+def _call_arguments(frame_locals: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments a public training function was called with, for its data-parallel
+    workers (the function's own locals, taken at its start)."""
+    names = (
+        "pruned model train finetune train_json val_json data_root work_dir out_model "
+        "out_config seed validate variant"
+    ).split()
+    return {name: frame_locals[name] for name in names if name in frame_locals}
 
+
+def _run(cfg, work_dir: Path, processes: int = 1) -> tuple[torch.nn.Module, list[dict]]:
+    """Train with the Runner, resuming from ``work_dir``; returns the model and val results.
+
+    In a data-parallel worker (:mod:`detrprune.distributed`) the launching process has already
+    prepared the work folder; the worker only finds the checkpoint to resume from.
+    """
+    from mmengine.runner import Runner, find_latest_checkpoint
+
+    if in_worker():
+        configure_runner(cfg)
+        latest = find_latest_checkpoint(str(work_dir))
+    else:
+        latest = _prepare_work_dir(work_dir, training_stamp(cfg, processes))
     cfg.custom_hooks = [
         *cfg.get("custom_hooks", []),
         dict(type=_register_hook("DetrpruneRngStateKeeper", _RngStateKeeper)),
     ]
-    cfg_text = json.dumps(cfg.to_dict(), sort_keys=True, default=str) + stamp_extra
-    latest = _prepare_work_dir(work_dir, cfg_text)
     if latest is not None:
         _register_work_dir_loader()
         cfg.resume = True
@@ -248,19 +352,34 @@ def _run(cfg, work_dir: Path, stamp_extra: str = "") -> tuple[torch.nn.Module, l
 
 
 class _ValRecorder:
-    """Hook: validate once before the first iteration, and keep every validation's metrics.
+    """Hook: validate before the first iteration and after the last; keep every validation.
 
     mmengine's loop validates only after iterations; the "before" number shows what the Runner
     starts from, so a model reset by the Runner (see the module docstring) shows up at once.
+    The records travel with the Runner's checkpoints, so a run killed mid-way still reports the
+    validation before its first iteration; and a run resumed at its last iteration (killed
+    during the final validation, after the last checkpoint) validates once more at the end,
+    which mmengine's loop does not do when no iteration is left.
     """
 
     priority = "LOW"
+    KEY = "detrprune_validations"
 
     def __init__(self) -> None:
         self.records: list[dict] = []
 
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self.records = list(checkpoint.get(self.KEY, []))
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[self.KEY] = list(self.records)
+
     def before_train(self, runner) -> None:
         if runner.iter == 0:
+            runner.val_loop.run()
+
+    def after_train(self, runner) -> None:
+        if not self.records or self.records[-1]["iter"] != runner.iter:
             runner.val_loop.run()
 
     def after_val_epoch(self, runner, metrics=None) -> None:
@@ -290,6 +409,7 @@ def finetune_checkpoint(
     """
     from detrprune.checkpoint import read_checkpoint
 
+    arguments = _call_arguments(locals())
     register_mmdet()
     torch.set_num_threads(int(train["threads"]))
     _, pruned_model_cfg, meta = read_checkpoint(Path(pruned))
@@ -320,8 +440,12 @@ def finetune_checkpoint(
         cfg.custom_hooks = [dict(type=_register_hook("DetrpruneValRecorder", _ValRecorder))]
     else:
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    # The input checkpoint's content is part of the stamp: a re-pruned input restarts.
-    detector, validations = _run(cfg, Path(work_dir), stamp_extra=_sha256(Path(pruned)))
+    processes = int(train.get("gpus", 1))
+    if processes > 1 and not in_worker():
+        # The input checkpoint's content is part of the stamp: a re-pruned input restarts.
+        _prepare_work_dir(Path(work_dir), training_stamp(cfg, processes))
+        return launch("detrprune.training:finetune_checkpoint", processes, arguments)
+    detector, validations = _run(cfg, Path(work_dir), processes)
     check_zeros_kept(detector)
     detector.eval()
     meta = {
@@ -330,6 +454,8 @@ def finetune_checkpoint(
         "finetuned": True,
         "finetune": {key: finetune[key] for key in ("iters", "lr", "warmup_iters")},
     }
+    if not is_main_process():
+        return {"meta": meta, "validations": validations}
     save_detector(detector, out_model, pruned_model_cfg, meta)
     log.info("fine-tuned model written to %s", out_model)
     return {"meta": meta, "validations": validations}

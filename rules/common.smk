@@ -29,6 +29,10 @@ KITTI_ROOT = "data/kitti"
 KITTI_TRAINING = f"{KITTI_ROOT}/training"
 COCO_JSON = {"train": "data/coco/train.json", "val": "data/coco/val.json"}
 BASELINE_MODEL = "results/baseline/model.pth"
+# The pretrained starts of model.init: inputs of train_baseline, so a changed file retrains.
+INIT_FILES = [
+    path for path in config["model"]["init"].values() if isinstance(path, str)
+]
 ITERATIVE_STEPS = "results/iterative/steps.csv"
 
 

@@ -20,6 +20,9 @@ rule evaluate:
     resources:
         mem_mb=config["resources"]["evaluate"]["mem_mb"],
         runtime=config["resources"]["evaluate"]["runtime"],
+        # COCO inference and GPU latency use CUDA where there is one: profiles/local-gpu caps
+        # the GPUs in use, and profiles/slurm sends it to the GPU partition.
+        gpu=1,
     params:
         evaluate=config["evaluate"],
         input_scale=config["model"]["input_scale"],

@@ -41,6 +41,9 @@ rule finetune:
     resources:
         mem_mb=config["resources"]["finetune"]["mem_mb"],
         runtime=config["resources"]["finetune"]["runtime"],
+        # Uses CUDA where there is one, data-parallel on train.gpus: profiles/local-gpu caps the
+        # GPUs in use, and profiles/slurm sends them to the GPU partition.
+        gpu=config["train"]["gpus"],
     params:
         model=config["model"],
         train=config["train"],
@@ -74,6 +77,9 @@ rule iterative:
     resources:
         mem_mb=config["resources"]["iterative"]["mem_mb"],
         runtime=config["resources"]["iterative"]["runtime"],
+        # Uses CUDA where there is one, data-parallel on train.gpus: profiles/local-gpu caps the
+        # GPUs in use, and profiles/slurm sends them to the GPU partition.
+        gpu=config["train"]["gpus"],
     params:
         iterative=ITERATIVE,
         spec=spec_of(ITERATIVE["method"]) if ITERATIVE["enabled"] else None,

@@ -6,6 +6,7 @@ rule train_baseline:
         train=COCO_JSON["train"],
         val=COCO_JSON["val"],
         images=KITTI_TRAINING,
+        init=INIT_FILES,
     output:
         model=BASELINE_MODEL,
         config="results/baseline/config.py",
@@ -19,6 +20,9 @@ rule train_baseline:
     resources:
         mem_mb=config["resources"]["train_baseline"]["mem_mb"],
         runtime=config["resources"]["train_baseline"]["runtime"],
+        # Uses CUDA where there is one, data-parallel on train.gpus: profiles/local-gpu caps the
+        # GPUs in use, and profiles/slurm sends them to the GPU partition.
+        gpu=config["train"]["gpus"],
     params:
         model=config["model"],
         train=config["train"],

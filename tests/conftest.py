@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,20 @@ def run_snakemake(
         timeout=timeout,
         env=env or dict(os.environ),
     )
+
+
+def kill_at_first_checkpoint(command: list[str], marker: Path, timeout: float = 600) -> None:
+    """Start ``command`` in a session of its own and SIGKILL the whole session (as when a node
+    dies) once ``marker`` (a Runner's ``last_checkpoint``) exists."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + timeout
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), f"{marker} never appeared: no checkpoint was written"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
 
 
 def planned_jobs(run: subprocess.CompletedProcess) -> dict[str, int]:

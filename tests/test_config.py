@@ -104,3 +104,44 @@ def test_provenance_names_versions_commit_and_device():
     assert record["device"] == "cpu (test, 2 threads)" and record["threads"] == 2
     commit = record["git_commit"]
     assert commit is None or len(commit.removesuffix("-dirty")) == 40
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"frozen_stages": 1},
+            "config: model.frozen_stages: 1 freezes layers that would keep their random "
+            "initialisation: give model.init.backbone or model.init.detector, or set it to -1",
+        ),
+        (
+            {"frozen_stages": 0},  # mmdet's ResNet freezes the stem from 0 on
+            "config: model.frozen_stages: 0 freezes layers",
+        ),
+        ({"norm_eval": True}, "config: model.norm_eval: true keeps BatchNorm's initial statistics"),
+        (
+            {"init": {"backbone": "no/such/r18.pth", "detector": None, "sha256": {}}},
+            "config: model.init.backbone: no/such/r18.pth: no such file",
+        ),
+        (
+            {"init": {"backbone": None, "detector": None, "sha256": {"detector": "abc"}}},
+            "config: model.init.sha256.detector: 'abc' does not match",
+        ),
+    ],
+)
+def test_frozen_layers_need_a_pretrained_start_that_exists(change, message):
+    config = default_config()
+    config["model"].update(change)
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_frozen_layers_with_a_pretrained_start_are_valid(tmp_path):
+    config = default_config()
+    checkpoint = tmp_path / "resnet18.pth"
+    checkpoint.write_bytes(b"")
+    config["model"].update(frozen_stages=1, norm_eval=True)
+    config["model"]["init"]["backbone"] = str(checkpoint)
+    validate_config(config)

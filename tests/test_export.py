@@ -25,7 +25,8 @@ pytest.importorskip("onnxruntime")
 FRAMES = sorted(
     (Path(__file__).parent / "data" / "kitti_sample" / "training" / "image_2").glob("*.png")
 )
-# Both frame sizes in the sample (1242x375 and 1224x370) resize to 256x77, padded to 256x96.
+# Both frame sizes in the sample (1242x375 and 1224x370) resize to 256x77; the recipe's data
+# preprocessor pads to a multiple of 1 (none), so the graph's input is 256x77.
 TOLERANCE = 1e-4
 
 
@@ -53,14 +54,14 @@ def test_exported_graph_matches_pytorch_on_real_frames(tiny_detector, kitti_batc
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     (graph_input,) = model.graph.input
-    assert [d.dim_value for d in graph_input.type.tensor_type.shape.dim] == [1, 3, 96, 256]
+    assert [d.dim_value for d in graph_input.type.tensor_type.shape.dim] == [1, 3, 77, 256]
     assert tuple(o.name for o in model.graph.output) == OUTPUT_NAMES
     # Deformable attention went through mmcv's pure-PyTorch path: standard ONNX ops only.
     ops = {(n.domain, n.op_type) for n in model.graph.node}
     assert ("", "GridSample") in ops and {d for d, _ in ops} <= {""}
     props = {p.key: p.value for p in model.metadata_props}
     assert props["detrprune.img_shape"] == "[77, 256]"
-    assert props["detrprune.batch_input_shape"] == "[96, 256]"
+    assert props["detrprune.batch_input_shape"] == "[77, 256]"
 
 
 def test_filter_pruned_detector_exports_and_matches(tiny_detector, kitti_batches, tmp_path):
@@ -94,9 +95,9 @@ def test_frames_that_do_not_fit_the_graph_are_refused(tiny_detector, kitti_batch
     detector, _ = tiny_detector
     path = export_onnx(detector, kitti_batches[0], tmp_path / "model.onnx")
     other_scale = inference_batch([FRAMES[1]], (W + 64, H + 32))
-    with pytest.raises(ValueError, match=r"input shape \[1, 3, 128, 320\] differs"):
+    with pytest.raises(ValueError, match=r"input shape \[1, 3, 97, 320\] differs"):
         onnx_parity(detector, path, [other_scale])
-    # Same padded size, different image inside it: the baked padding mask would be wrong.
+    # Same input size, another image size claimed for it: the baked padding mask would be wrong.
     other_image = inference_batch([FRAMES[1]], (W, H))
     other_image["data_samples"][0].set_metainfo({"img_shape": (78, 256)})
     with pytest.raises(ValueError, match=r"img_shape \[78, 256\] differs"):

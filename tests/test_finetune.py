@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from detrprune import CLASSES
 from detrprune.checkpoint import load_detector, read_checkpoint, save_detector
 from detrprune.evaluation import coco_accuracy
+from detrprune.model import build_detector, model_config
 from detrprune.pruning import apply_pruning, verify_reload
-from detrprune.training import finetune_checkpoint
+from detrprune.training import ZERO_MASK_SUFFIX, attach_zero_masks, finetune_checkpoint
 
 from .conftest import PRUNING_SPECS, spec_id
 
@@ -70,6 +73,48 @@ def test_weight_pruned_zeros_stay_zero_while_the_rest_trains(
     assert changed > 10, "fine-tuning did not train the remaining weights"
 
 
+def test_weight_pruned_model_with_frozen_stages_finetunes_and_keeps_frozen_zeros(
+    micro, micro_data, tmp_path
+):
+    """frozen_stages freezes the stem and layer1 (as the full study does): their pruned
+    weights get no gradient, so no hook, and must still be zero (and unchanged) afterwards."""
+    micro["model"]["frozen_stages"] = 1
+    torch.manual_seed(0)
+    cfg = model_config(micro["model"])
+    detector = build_detector(cfg)
+    detector.init_weights()
+    detector.eval()
+    width, height = micro["model"]["input_scale"]
+    apply_pruning(detector, {"kind": "weight", "scope": "layerwise"}, 0.5, (height, width))
+    pruned = tmp_path / "pruned.pth"
+    save_detector(detector, pruned, cfg, {"variant": "prune/x/r50", "kind": "weight"})
+    _finetune(pruned, micro, micro_data, tmp_path)
+    before, _, _ = read_checkpoint(pruned)
+    after, _, _ = read_checkpoint(tmp_path / "finetuned.pth")
+    frozen = [k for k in before if k.startswith(("backbone.conv1.", "backbone.layer1."))]
+    assert any(k.endswith("conv1.weight") for k in frozen)
+    for key in frozen:
+        assert torch.equal(before[key], after[key]), f"{key}: a frozen weight moved"
+    for key in (k for k in before if k.endswith("weight") and before[k].dim() >= 2):
+        zeros = before[key] == 0
+        assert (after[key][zeros] == 0).all(), f"{key}: a pruned weight moved"
+    trained = [k for k in before if k.startswith("backbone.layer2.") and k.endswith("weight")]
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+
+
+def test_zero_masks_follow_the_model_to_its_device(tiny_detector, micro):
+    """What the CUDA fine-tune needs: masks move with the model (here to the meta device;
+    only a GPU shows the CUDA case itself, see `make gpu-smoke`)."""
+    detector, _ = tiny_detector
+    width, height = micro["model"]["input_scale"]
+    apply_pruning(detector, {"kind": "weight", "scope": "layerwise"}, 0.5, (height, width))
+    assert attach_zero_masks(detector) > 0
+    detector.to("meta")
+    masks = [b for n, b in detector.named_buffers() if n.endswith(ZERO_MASK_SUFFIX)]
+    assert masks and all(mask.device.type == "meta" for mask in masks)
+    assert not any(key.endswith(ZERO_MASK_SUFFIX) for key in detector.state_dict())
+
+
 def test_runner_starts_from_the_pruned_weights_not_a_fresh_init(
     tiny_detector, micro, micro_data, tmp_path
 ):
@@ -126,3 +171,51 @@ def test_a_rerun_with_another_input_does_not_resume_the_old_work_dir(
     weights = [t for k, t in after.items() if k.endswith("weight") and t.dim() >= 2]
     sparsity = sum(int((t == 0).sum()) for t in weights) / sum(t.numel() for t in weights)
     assert sparsity > 0.55
+
+
+class _Killed(Exception):
+    """Stands in for SIGKILL: the run stops where it is, its work folder stays."""
+
+
+@pytest.mark.parametrize("kill_at", ["training", "final validation"])
+def test_validations_survive_a_kill(tiny_detector, micro, micro_data, tmp_path, kill_at):
+    """A fine-tune killed mid-way, or during its final validation (after its last checkpoint),
+    still reports the validation before its first iteration and the one after its last."""
+    from mmengine.runner import IterBasedTrainLoop, ValLoop
+
+    spec = {"kind": "weight", "scope": "layerwise"}
+    pruned = _pruned_checkpoint(tiny_detector, micro, tmp_path, spec, 0.5)
+    micro["train"]["checkpoint_interval"] = 1
+    finetune = dict(FINETUNE, iters=2)
+    expected = _finetune(pruned, micro, micro_data, tmp_path / "uninterrupted", finetune, True)
+    assert [r["iter"] for r in expected["validations"]] == [0, 2]
+
+    run_iter, run_val = IterBasedTrainLoop.run_iter, ValLoop.run
+
+    def iteration_killed_at_the_second(loop, data_batch):
+        if loop.iter == 1:  # after the checkpoint of iteration 1
+            raise _Killed
+        return run_iter(loop, data_batch)
+
+    def final_validation_killed(loop):
+        if loop.runner.iter == 2:
+            raise _Killed
+        return run_val(loop)
+
+    target, patch = {
+        "training": (IterBasedTrainLoop, ("run_iter", iteration_killed_at_the_second)),
+        "final validation": (ValLoop, ("run", final_validation_killed)),
+    }[kill_at]
+    setattr(target, *patch)
+    try:
+        with pytest.raises(_Killed):
+            _finetune(pruned, micro, micro_data, tmp_path, finetune, validate=True)
+    finally:
+        IterBasedTrainLoop.run_iter, ValLoop.run = run_iter, run_val
+    assert not (tmp_path / "finetuned.pth").exists()
+    resumed = _finetune(pruned, micro, micro_data, tmp_path, finetune, validate=True)
+
+    def as_text(validations):  # NaN (no Cyclist in the split) equals NaN here
+        return json.dumps(validations, sort_keys=True)
+
+    assert as_text(resumed["validations"]) == as_text(expected["validations"])

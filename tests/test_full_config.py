@@ -11,7 +11,13 @@ import torch
 import yaml
 
 from detrprune.config import validate_config
-from detrprune.model import build_detector, inference_batch, model_config
+from detrprune.model import (
+    build_detector,
+    build_training_config,
+    inference_batch,
+    load_recipe,
+    model_config,
+)
 
 from .conftest import REPO, default_config, planned_jobs, run_snakemake
 
@@ -35,8 +41,21 @@ def _merge(base: dict, override: dict) -> None:
             base[key] = value
 
 
-def test_full_config_is_valid():
+def place_init_files(workdir: Path) -> list[Path]:
+    """Stand-ins for the pretrained files the full config names (a dry run does not read them;
+    the real files are the model zoo's, which cannot be downloaded here)."""
+    init = full_config()["model"]["init"]
+    paths = [workdir / init[key] for key in ("backbone", "detector") if init[key]]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    return paths
+
+
+def test_full_config_is_valid(tmp_path, monkeypatch):
     config = full_config()
+    monkeypatch.chdir(tmp_path)
+    place_init_files(tmp_path)
     validate_config(config)
     assert config["dataset"]["source"] == "kitti" and config["kitti"]["split"] == "standard"
 
@@ -59,8 +78,10 @@ def test_full_model_runs_on_a_real_kitti_frame():
     assert boxes.shape == (config["max_per_img"], 4) and torch.isfinite(boxes).all()
 
 
-def _dry_run(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+def _dry_run(workdir: Path, *extra: str, init_files: bool = True) -> subprocess.CompletedProcess:
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    if init_files:
+        place_init_files(workdir)
     # The target goes before --configfile/--config: both take several values.
     return run_snakemake(
         workdir,
@@ -93,6 +114,23 @@ def test_full_study_dag_lists_every_job(tmp_path):
     }
 
 
+def test_a_missing_pretrained_file_stops_the_run_at_start_up(tmp_path):
+    run = _dry_run(tmp_path, init_files=False)
+    assert run.returncode != 0
+    detector = full_config()["model"]["init"]["detector"]
+    assert f"Invalid configuration: config: model.init.detector: {detector}: no such file" in (
+        run.stderr
+    )
+
+
+def test_the_pretrained_files_are_inputs_of_the_baseline(tmp_path):
+    (detector,) = place_init_files(tmp_path)
+    run = _dry_run(tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    baseline_job = next(j for j in run.stdout.split("\nrule ") if j.startswith("train_baseline:"))
+    assert str(detector.relative_to(tmp_path)) in baseline_job.split("output:", 1)[0]
+
+
 def test_archives_dir_skips_the_download(tmp_path):
     archives = tmp_path / "archives"
     archives.mkdir()
@@ -115,3 +153,78 @@ def test_rules_declare_memory_and_time_from_config(tmp_path):
         resources = job.split("resources:", 1)[1].splitlines()[0]
         assert f"mem_mb={full[rule]['mem_mb']}" in resources, (rule, resources)
         assert f"runtime={full[rule]['runtime']}" in resources, (rule, resources)
+        # The rules that use CUDA declare it, so a GPU profile can schedule and place them.
+        uses_cuda = rule in ("train_baseline", "finetune", "iterative", "evaluate")
+        assert ("gpu=1" in resources.split(", ")) == uses_cuda, (rule, resources)
+
+
+def _differences(recipe, ours, path=""):
+    """(path, recipe value, our value) wherever two nested config dicts differ."""
+    if isinstance(recipe, dict) and isinstance(ours, dict):
+        for key in sorted(set(recipe) | set(ours)):
+            yield from _differences(
+                recipe.get(key, "<absent>"), ours.get(key, "<absent>"), f"{path}.{key}"
+            )
+    elif recipe != ours and not (
+        isinstance(recipe, list | tuple)
+        and isinstance(ours, list | tuple)
+        and list(recipe) == list(ours)
+    ):
+        yield path.lstrip("."), recipe, ours
+
+
+def test_full_model_is_mmdets_recipe_with_three_classes():
+    """Built from mmdet's packaged file, not a transcription: what differs is the class count,
+    our registered subclass (one two-stage call fixed for other widths), no torchvision download,
+    and values the recipe leaves at their defaults, spelled out."""
+    import inspect
+
+    from mmcv.ops import MultiScaleDeformableAttention
+    from mmdet.models.dense_heads import DETRHead  # DeformableDETRHead's base takes embed_dims
+
+    model = full_config()["model"]
+    recipe = load_recipe(model["recipe"]).model.to_dict()
+    differences = {
+        path: (theirs, ours) for path, theirs, ours in _differences(recipe, model_config(model))
+    }
+    assert differences.pop("bbox_head.num_classes") == (80, 3)
+    assert differences.pop("type") == ("DeformableDETR", "DeformableDETRAnyWidth")
+    assert differences.pop("backbone.init_cfg")[1] is None
+    attention = inspect.signature(MultiScaleDeformableAttention).parameters
+    head = inspect.signature(DETRHead).parameters
+    for path, (theirs, ours) in differences.items():
+        assert theirs == "<absent>", (path, theirs, ours)
+        name = path.rsplit(".", 1)[1]
+        default = (head if path.startswith("bbox_head") else attention)[name].default
+        assert ours == default, (path, ours, default)
+
+
+def test_full_training_config_rescales_the_recipe_to_kitti(tmp_path):
+    config = full_config()
+    cfg = build_training_config(
+        config["model"],
+        config["train"],
+        train_json=tmp_path / "train.json",
+        val_json=tmp_path / "val.json",
+        data_root=tmp_path,
+        work_dir=tmp_path / "work",
+        seed=0,
+    )
+    steps = {step["type"]: step for step in cfg.train_dataloader.dataset.pipeline}
+    assert steps["RandomFlip"]["prob"] == 0.5
+    single, cropped = steps["RandomChoice"]["transforms"]
+    # The recipe's (480..800, 1333) at 1333x800 become (225..375, 1242) at 1242x375.
+    assert single[0]["scales"][0] == (225, 1242) and single[0]["scales"][-1] == (375, 1242)
+    assert cropped[1]["type"] == "RandomCrop" and cropped[1]["crop_size"] == (180, 281)
+    test_resize = cfg.val_dataloader.dataset.pipeline[1]
+    assert test_resize == {"type": "Resize", "scale": (1242, 375), "keep_ratio": True}
+    # The recipe's optimizer, lr given at its total batch of 32 and scaled by mmengine.
+    assert cfg.optim_wrapper.optimizer.type == "AdamW"
+    assert cfg.optim_wrapper.optimizer.lr == 2e-4
+    assert cfg.auto_scale_lr == {"enable": True, "base_batch_size": 32}
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys["sampling_offsets"] == {"lr_mult": 0.1}
+    assert cfg.train_cfg == {
+        "type": "IterBasedTrainLoop",
+        "max_iters": 50000,
+        "val_interval": 50000,
+    }

@@ -50,6 +50,29 @@ ITERATIVE = {
 FINETUNE = {"enabled": True, "iters": 1, "lr": 1e-4, "warmup_iters": 0}
 
 
+def _iterate(baseline, spec, micro, micro_data, folder):
+    """The loop on the micro data, outputs and work folder under ``folder``."""
+    return iterative_prune(
+        baseline,
+        # An untrained model scores ~0: against a baseline mAP of 1.0 the first step is
+        # already over budget, so the loop must stop after it.
+        1.0,
+        spec,
+        ITERATIVE,
+        model=micro["model"],
+        train=micro["train"],
+        finetune=FINETUNE,
+        train_json=micro_data["train_json"],
+        val_json=micro_data["val_json"],
+        data_root=micro_data["data_root"],
+        work_dir=folder / "work",
+        out_model=folder / "iterative.pth",
+        out_steps=folder / "steps.csv",
+        seed=0,
+        flops_images=1,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["filter", "weight"])
 def test_loop_stops_early_and_a_rerun_resumes(tiny_detector, micro, micro_data, tmp_path, kind):
@@ -61,25 +84,7 @@ def test_loop_stops_early_and_a_rerun_resumes(tiny_detector, micro, micro_data, 
     spec = {"kind": kind, "scope": "backbone+ffn" if kind == "filter" else "layerwise"}
 
     def run():
-        return iterative_prune(
-            baseline,
-            # An untrained model scores ~0: against a baseline mAP of 1.0 the first step is
-            # already over budget, so the loop must stop after it.
-            1.0,
-            spec,
-            ITERATIVE,
-            model=micro["model"],
-            train=micro["train"],
-            finetune=FINETUNE,
-            train_json=micro_data["train_json"],
-            val_json=micro_data["val_json"],
-            data_root=micro_data["data_root"],
-            work_dir=tmp_path / "work",
-            out_model=tmp_path / "iterative.pth",
-            out_steps=tmp_path / "steps.csv",
-            seed=0,
-            flops_images=1,
-        )
+        return _iterate(baseline, spec, micro, micro_data, tmp_path)
 
     rows = run()
     assert [row["step"] for row in rows] == [1]
@@ -103,3 +108,40 @@ def test_loop_stops_early_and_a_rerun_resumes(tiny_detector, micro, micro_data, 
     stamp = (tmp_path / "work" / "step1" / "step.json").stat().st_mtime_ns
     assert [row["step"] for row in run()] == [1]
     assert (tmp_path / "work" / "step1" / "step.json").stat().st_mtime_ns == stamp
+
+
+class _Killed(Exception):
+    """Stands in for SIGKILL: the run stops where it is, its work folder stays."""
+
+
+@pytest.mark.slow
+def test_loop_resumes_after_a_kill_during_a_final_validation(
+    tiny_detector, micro, micro_data, tmp_path
+):
+    """Killed after a step's last fine-tune checkpoint, during its final validation: the rerun
+    validates again instead of failing (an IndexError at every retry before)."""
+    from mmengine.runner import ValLoop
+
+    detector, cfg = tiny_detector
+    baseline = tmp_path / "baseline.pth"
+    save_detector(detector, baseline, cfg, {"variant": "baseline", "method": "baseline"})
+    spec = {"kind": "weight", "scope": "layerwise"}
+
+    def run(folder):
+        return _iterate(baseline, spec, micro, micro_data, folder)
+
+    expected = run(tmp_path / "uninterrupted")
+    run_val = ValLoop.run
+
+    def final_validation_killed(loop):
+        if loop.runner.iter == ITERATIVE["finetune_iters"]:
+            raise _Killed
+        return run_val(loop)
+
+    ValLoop.run = final_validation_killed
+    try:
+        with pytest.raises(_Killed):
+            run(tmp_path / "killed")
+    finally:
+        ValLoop.run = run_val
+    assert run(tmp_path / "killed") == expected

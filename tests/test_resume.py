@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
+import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +11,10 @@ import torch
 import yaml
 
 from detrprune.checkpoint import read_checkpoint
+from detrprune.model import build_training_config
+from detrprune.training import train_baseline, training_stamp
 
-from .conftest import micro_config, snakemake_command
+from .conftest import kill_at_first_checkpoint, micro_config, snakemake_command
 
 pytestmark = pytest.mark.slow
 
@@ -39,19 +39,8 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
     run = subprocess.run(command(reference), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
 
-    process = subprocess.Popen(
-        command(killed),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     marker = killed / "work" / "train_baseline" / "last_checkpoint"
-    deadline = time.monotonic() + 300
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert marker.exists(), "training never wrote a checkpoint"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_at_first_checkpoint(command(killed), marker)
     resumed_from = Path(marker.read_text().strip()).name
     assert not (killed / "results" / "baseline" / "model.pth").exists()
 
@@ -73,3 +62,71 @@ def test_killed_training_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert expected.keys() == got.keys()
     different = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert different == [], different[:5]
+
+
+def _training_inputs(micro_data, tmp_path: Path) -> dict:
+    """The micro data with its JSON copied, so a test can change their content in place."""
+    folder = tmp_path / "coco"
+    folder.mkdir()
+    inputs = {"data_root": micro_data["data_root"]}
+    for split in ("train", "val"):
+        inputs[f"{split}_json"] = folder / f"{split}.json"
+        inputs[f"{split}_json"].write_bytes(micro_data[f"{split}_json"].read_bytes())
+    return inputs
+
+
+def _shift_boxes(json_path: Path) -> None:
+    """Other labels under the same path (as after a re-conversion): every box one pixel right."""
+    data = json.loads(json_path.read_text())
+    for annotation in data["annotations"]:
+        annotation["bbox"][0] += 1
+    json_path.write_text(json.dumps(data))
+
+
+def test_resume_stamp_follows_what_changes_the_result(micro, micro_data, tmp_path):
+    inputs = _training_inputs(micro_data, tmp_path)
+
+    def stamp(**train) -> str:
+        cfg = build_training_config(
+            micro["model"], {**micro["train"], **train}, work_dir=tmp_path, seed=0, **inputs
+        )
+        return training_stamp(cfg)
+
+    reference = stamp()
+    # How the run is logged, loaded and checkpointed does not change what it computes.
+    assert stamp(log_interval=7, num_workers=2, checkpoint_interval=3, threads=1) == reference
+    assert stamp(lr=1e-3) != reference
+    _shift_boxes(inputs["train_json"])  # same path, other content
+    assert stamp() != reference
+
+
+def test_a_changed_log_interval_resumes_and_changed_data_retrains(micro, micro_data, tmp_path):
+    inputs = _training_inputs(micro_data, tmp_path)
+    micro["train"].update(max_iters=2, checkpoint_interval=1)
+    work_dir, out_model = tmp_path / "work", tmp_path / "model.pth"
+
+    def train(**changes) -> dict:
+        train_baseline(
+            micro["model"],
+            {**micro["train"], **changes},
+            work_dir=work_dir,
+            out_model=out_model,
+            out_config=tmp_path / "config.py",
+            seed=0,
+            **inputs,
+        )
+        return read_checkpoint(out_model)[0]
+
+    first = train()
+    final = work_dir / "iter_2.pth"
+    written = final.stat().st_mtime_ns
+    # Before: any config change wiped the work folder and trained again from iteration 0.
+    resumed = train(log_interval=5, num_workers=1)
+    assert final.stat().st_mtime_ns == written, "the finished run was trained again"
+    assert all(torch.equal(first[key], resumed[key]) for key in first)
+
+    # Before: the same paths with other content "resumed" the finished run's old model.
+    _shift_boxes(inputs["train_json"])
+    retrained = train()
+    assert final.stat().st_mtime_ns != written
+    assert any(not torch.equal(first[key], retrained[key]) for key in first)

@@ -4,8 +4,8 @@ What is checked: the compute rules (train_baseline, prune, evaluate) run as SLUR
 results equal a local run's; a job that fails on SLURM fails the run, Snakemake names its SLURM
 log, and after the fix only the failed job and what depends on it are planned again.
 
-The test cluster has no GPU (no GRES), so train_baseline's `gpu: 1` from the profile is
-overridden to `gpu=0` with --set-resources (it then asks for --cpus-per-task=threads). A
+The test cluster has no GPU (no GRES), so the `gpu` the GPU rules declare is overridden to
+`gpu=0` with --set-resources (it then asks for --cpus-per-task=threads). A
 --set-resources on the command line replaces the profile's whole set-resources table, so the
 test re-sends the profile's own table with that one change (and memory capped to the node).
 """
@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from .conftest import REPO, micro_config, planned_jobs, run_snakemake
-from .slurm_cluster import slurm_cluster
+from .slurm_cluster import NOT_OPTED_IN, opted_in, slurm_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not opted_in(), reason=NOT_OPTED_IN)]
 
 PROFILE = REPO / "profiles" / "slurm"
 COMPUTE_RULES = {"train_baseline": 1, "prune": 4, "evaluate": 5}  # 2 + 2 ratios, zero-shot
@@ -69,9 +69,8 @@ def profile_set_resources(env: dict[str, str], memory_mb: int) -> list[str]:
         os.environ.clear()
         os.environ.update(saved)
     table = profile["set-resources"]
-    for resources in table.values():  # no GRES on the test node (see module docstring)
-        if "gpu" in resources:
-            resources["gpu"] = 0
+    for resources in table.values():  # the GPU rules; no GRES on the test node (docstring)
+        resources["gpu"] = 0
     items = []
     for rule, resources in table.items():
         for name, value in resources.items():
@@ -187,11 +186,13 @@ def test_slurm_results_equal_a_local_run(slurm_study, local_study):
 
 def test_a_failed_slurm_job_fails_the_run_and_only_it_is_redone(cluster, slurm_study):
     workdir, _ = slurm_study
-    # A real failure: the backbone's ImageNet checkpoint does not exist, so train_baseline (and
-    # only it: prune/evaluate never start) fails inside its SLURM job. The config stays valid.
+    # A real failure: the backbone's ImageNet checkpoint is no checkpoint, so train_baseline
+    # (and only it: prune/evaluate never start) fails inside its SLURM job. The config stays
+    # valid (the file exists).
     broken = slurm_config()
-    missing = workdir / "no-such-imagenet-r18.pth"
-    broken["model"]["pretrained"] = str(missing)
+    missing = workdir / "not-an-imagenet-r18.pth"
+    missing.write_bytes(b"not a checkpoint")
+    broken["model"]["init"]["backbone"] = str(missing)
     write_config(workdir, broken)
     run = on_slurm(cluster, workdir, "results/summary.csv")
     text = run.stdout + run.stderr
