@@ -147,6 +147,13 @@ def gpu_latency(
     if runs < 1:
         raise ValueError(f"evaluate.latency.runs must be >= 1, got {runs}")
     model = model.to("cuda").eval()
+    path = deformable_attention_path(model, batches[0])
+    if path != "mmcv_cuda":
+        log.warning(
+            "GPU latency: deformable attention ran %s, not mmcv's CUDA kernel (mmcv built "
+            "without CUDA ops?): the GPU time is not the deployed model's",
+            path,
+        )
     for i in range(warmup):
         model.test_step(batches[i % len(batches)])
     torch.cuda.synchronize()
@@ -164,7 +171,34 @@ def gpu_latency(
         "gpu_latency_ms_median": statistics.median(times_ms),
         "gpu_latency_ms_p90": p90,
         "gpu_latency_device": f"cuda ({torch.cuda.get_device_name()})",
+        "gpu_deformable_attention": path,
     }
+
+
+# mmcv's CUDA deformable-attention kernel (ms_deformable_im2col_gpu_kernel<float>, ...).
+MMCV_DEFORMABLE_ATTENTION_KERNEL = "ms_deformable_im2col"
+
+
+@torch.no_grad()
+def deformable_attention_path(model: nn.Module, batch: Mapping[str, Any]) -> str:
+    """Which deformable attention one ``test_step`` on the model's device runs, from the
+    profiler's kernel and operator names: ``mmcv_cuda`` (mmcv's CUDA kernel), ``pytorch``
+    (mmcv's ``grid_sample`` fallback: always on CPU, and on a GPU with an mmcv built without
+    CUDA ops) or ``unknown`` (neither seen, e.g. no kernel names without CUPTI)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_cuda = next(model.parameters()).is_cuda
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_cuda else [])]
+    with profile(activities=activities) as profiler:
+        model.test_step(batch)
+        if on_cuda:
+            torch.cuda.synchronize()
+    names = {event.key for event in profiler.key_averages()}
+    if any(MMCV_DEFORMABLE_ATTENTION_KERNEL in name for name in names):
+        return "mmcv_cuda"
+    if any(name.startswith("aten::grid_sampler") for name in names):
+        return "pytorch"
+    return "unknown"
 
 
 class _TensorForward(nn.Module):
@@ -330,6 +364,8 @@ def evaluate_checkpoint(
     record.update(kitti_ap(json.loads(Path(val_json).read_text()), detections))
     batches = load_val_batches(val_json, data_root, input_scale, max(flops_images, 5))
     log.info("latency: %d warm-up + %d timed runs, %d threads", warmup, runs, threads)
+    if runs < 30:
+        log.warning("latency over %d < 30 runs: a smoke-run figure, not a study's median", runs)
     record.update(cpu_latency(model, batches, warmup, runs, threads))
     log.info("FLOPs (fvcore) over %d images", min(flops_images, len(batches)))
     record.update(fvcore_gmacs(model, batches[:flops_images]))

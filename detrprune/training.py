@@ -267,11 +267,17 @@ def train_baseline(
             "ratio": 0,
             "seed": seed,
             "iterations": int(train["max_iters"]),
+            "train_device": _device_of(detector),
         },
     )
     Path(out_config).parent.mkdir(parents=True, exist_ok=True)
     cfg.dump(str(out_config))
     log.info("baseline written to %s (config %s)", out_model, out_config)
+
+
+def _device_of(detector: torch.nn.Module) -> str:
+    """Where the Runner trained ``detector`` (e.g. ``cuda:0``): recorded in the checkpoint."""
+    return str(next(detector.parameters()).device)
 
 
 class _RngStateKeeper:
@@ -453,6 +459,7 @@ def finetune_checkpoint(
         "variant": variant or str(meta.get("variant", "")).replace("prune/", "finetune/", 1),
         "finetuned": True,
         "finetune": {key: finetune[key] for key in ("iters", "lr", "warmup_iters")},
+        "train_device": _device_of(detector),
     }
     if not is_main_process():
         return {"meta": meta, "validations": validations}

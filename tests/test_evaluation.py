@@ -119,6 +119,16 @@ def test_gpu_latency_with_cuda_events(tiny_detector):
     result = gpu_latency(detector, [_batch(0), _batch(1)], warmup=2, runs=5)
     assert 0 < result["gpu_latency_ms_median"] <= result["gpu_latency_ms_p90"]
     assert result["gpu_latency_device"].startswith("cuda (")
+    # Only a GPU shows this: the CUDA kernel, not mmcv's grid_sample fallback, ran.
+    assert result["gpu_deformable_attention"] == "mmcv_cuda"
+
+
+def test_deformable_attention_path_on_cpu_is_the_pytorch_fallback(tiny_detector):
+    """The profiler sees mmcv's grid_sample path on CPU; its CUDA kernel is read off the same
+    profile on a GPU (test above, and make gpu-smoke)."""
+    from detrprune.evaluation import deformable_attention_path
+
+    assert deformable_attention_path(tiny_detector[0], _batch(0)) == "pytorch"
 
 
 def test_gpu_latency_refuses_to_run_without_cuda(tiny_detector, monkeypatch):

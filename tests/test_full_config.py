@@ -41,6 +41,23 @@ def _merge(base: dict, override: dict) -> None:
             base[key] = value
 
 
+COCO_CLASSES = 80
+
+
+def save_model_zoo_detector(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A randomly initialised full-size 80-class detector in the model zoo's file layout
+    (``{"meta", "state_dict"}``), as mmdet publishes the recipe's COCO checkpoint; returns its
+    state dict."""
+    torch.manual_seed(seed)
+    coco = build_detector(model_config(full_config()["model"], num_classes=COCO_CLASSES))
+    coco.init_weights()
+    state = coco.state_dict()
+    meta = {"mmengine_version": "0.10.7", "epoch": 50, "dataset_meta": {"classes": ["x"] * 80}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"meta": meta, "state_dict": state}, path)
+    return state
+
+
 def place_init_files(workdir: Path) -> list[Path]:
     """Stand-ins for the pretrained files the full config names (a dry run does not read them;
     the real files are the model zoo's, which cannot be downloaded here)."""

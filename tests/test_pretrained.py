@@ -17,9 +17,7 @@ from detrprune.pretrained import (
 )
 from detrprune.training import train_baseline
 
-from .test_full_config import full_config
-
-COCO_CLASSES = 80
+from .test_full_config import full_config, save_model_zoo_detector
 
 
 def _resnet_state(depth: int) -> dict[str, torch.Tensor]:
@@ -115,14 +113,8 @@ def test_baseline_starts_from_a_full_size_model_zoo_detector(micro, micro_data, 
     Runner's training starts from it, every tensor but the class branches equal to the file's
     (lr 0, BatchNorm frozen as in the recipe, so one iteration changes nothing)."""
     full = full_config()["model"]
-    torch.manual_seed(0)
-    coco = build_detector(model_config(full, num_classes=COCO_CLASSES))
-    coco.init_weights()
-    zoo_state = coco.state_dict()
-    del coco
     zoo = tmp_path / "deformable-detr-refine-twostage_r50_coco.pth"
-    meta = {"mmengine_version": "0.10.7", "epoch": 50, "dataset_meta": {"classes": ["x"] * 80}}
-    torch.save({"meta": meta, "state_dict": zoo_state}, zoo)
+    zoo_state = save_model_zoo_detector(zoo)
 
     model = {**full, "init": {"backbone": None, "detector": str(zoo), "sha256": {}}}
     model["input_scale"] = [320, 96]  # the weights do not depend on it; the test runs faster
