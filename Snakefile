@@ -10,8 +10,12 @@ min_version("9.11")
 configfile: "config.yaml"
 
 
+# `snakemake --report results/report.html` (after the study): every plot and table, captioned.
+report: "report/workflow.rst"
+
+
 sys.path.insert(0, workflow.basedir)
-from detrprune.config import ConfigError, validate_config
+from detrprune.config import ConfigError, train_result_settings, validate_config
 
 try:
     validate_config(config, source="config")

@@ -15,6 +15,16 @@ import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
+# ``train`` values that change how a run is logged, loaded or checkpointed, not what it computes.
+# They are not in any rule's params, so changing one reruns no job (the scripts read them from
+# the config), and a training work folder is resumed, not wiped, when only they differ.
+RUN_ONLY_TRAIN_KEYS = ("log_interval", "num_workers", "checkpoint_interval", "threads")
+
+
+def train_result_settings(train: Mapping[str, Any]) -> dict[str, Any]:
+    """``train`` without :data:`RUN_ONLY_TRAIN_KEYS`: the values that decide a training result."""
+    return {key: value for key, value in train.items() if key not in RUN_ONLY_TRAIN_KEYS}
+
 
 class ConfigError(ValueError):
     """A config value the study cannot run with; the message is one line naming the key."""

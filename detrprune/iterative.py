@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from detrprune.checkpoint import load_detector, save_detector
+from detrprune.config import train_result_settings
 from detrprune.pruning import (
     apply_pruning,
     count_nonzero_parameters,
@@ -91,7 +92,6 @@ def iterative_prune(
     """
     from detrprune.evaluation import fvcore_gmacs, load_val_batches
     from detrprune.training import (
-        RESUME_NEUTRAL_TRAIN_KEYS,
         _prepare_work_dir,
         finetune_checkpoint,
         resume_stamp,
@@ -102,7 +102,7 @@ def iterative_prune(
         "spec": dict(spec),
         "iterative": dict(iterative),
         "model": dict(model),
-        "train": {k: v for k, v in train.items() if k not in RESUME_NEUTRAL_TRAIN_KEYS},
+        "train": train_result_settings(train),
         "finetune": dict(finetune),
         "seed": seed,
     }

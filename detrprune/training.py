@@ -133,9 +133,8 @@ def check_zeros_kept(detector: torch.nn.Module) -> None:
                 raise RuntimeError(f"fine-tuning moved pruned weights of {name} away from zero")
 
 
-# What changes how a run is logged, loaded or checkpointed, not what it computes: a change of
-# these resumes the work folder instead of wiping it (days of checkpoints at full size).
-RESUME_NEUTRAL_TRAIN_KEYS = ("log_interval", "num_workers", "checkpoint_interval", "threads")
+# The mmengine config entries of RUN_ONLY_TRAIN_KEYS (detrprune.config): a change of these
+# resumes the work folder instead of wiping it (days of checkpoints at full size).
 _RESUME_NEUTRAL_CFG = (
     ("default_hooks", "logger", "interval"),
     ("default_hooks", "checkpoint", "interval"),

@@ -12,6 +12,9 @@ PRUNING_METHODS = {
     for name, spec in config["pruning"]["methods"].items()
 }
 FINETUNE = config["pruning"]["finetune"]
+# What decides a training result: the training rules' params (run-only values such as
+# log_interval rerun nothing; the scripts read them from the config).
+TRAIN = train_result_settings(config["train"])
 ITERATIVE = config["pruning"]["iterative"]
 
 # The official archive names; `kitti.archives_dir` points at a folder that already holds them.
@@ -85,3 +88,13 @@ def all_onnx():
     if not config["evaluate"]["onnx"]["enabled"]:
         return []
     return [f"results/onnx/{v}/onnx.json" for v in final_variants()]
+
+
+def captioned_plot(name, category, subcategory):
+    """A plot output flagged for `snakemake --report`, captioned by report/<name>.rst."""
+    return report(
+        f"results/plots/{name}.png",
+        caption=f"../report/{name}.rst",
+        category=category,
+        subcategory=subcategory,
+    )

@@ -24,7 +24,11 @@ rule evaluate:
         # the GPUs in use, and profiles/slurm sends it to the GPU partition.
         gpu=1,
     params:
-        evaluate=config["evaluate"],
+        # Only what this rule uses: a change of evaluate.onnx reruns no evaluation.
+        evaluate={
+            key: config["evaluate"][key]
+            for key in ("threads", "latency", "flops_images")
+        },
         input_scale=config["model"]["input_scale"],
         data_root=lambda wildcards, input: kitti_root(input.images),
     script:
@@ -50,7 +54,10 @@ rule export_onnx:
         mem_mb=config["resources"]["export_onnx"]["mem_mb"],
         runtime=config["resources"]["export_onnx"]["runtime"],
     params:
-        evaluate=config["evaluate"],
+        # Only what this rule uses: a change of evaluate.flops_images reruns no export.
+        evaluate={
+            key: config["evaluate"][key] for key in ("threads", "latency", "onnx")
+        },
         input_scale=config["model"]["input_scale"],
         data_root=lambda wildcards, input: kitti_root(input.images),
     script:

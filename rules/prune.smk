@@ -46,7 +46,7 @@ rule finetune:
         gpu=config["train"]["gpus"],
     params:
         model=config["model"],
-        train=config["train"],
+        train=TRAIN,
         finetune=FINETUNE,
         seed=config["seed"],
         data_root=lambda wildcards, input: kitti_root(input.images),
@@ -66,7 +66,12 @@ rule iterative:
         images=KITTI_TRAINING,
     output:
         model="results/iterative/model.pth",
-        steps=ITERATIVE_STEPS,
+        steps=report(
+            ITERATIVE_STEPS,
+            caption="../report/steps.rst",
+            category="3 Iterative loop",
+            subcategory="steps",
+        ),
     log:
         "logs/iterative.log",
     benchmark:
@@ -84,7 +89,7 @@ rule iterative:
         iterative=ITERATIVE,
         spec=spec_of(ITERATIVE["method"]) if ITERATIVE["enabled"] else None,
         model=config["model"],
-        train=config["train"],
+        train=TRAIN,
         finetune=FINETUNE,
         seed=config["seed"],
         flops_images=config["evaluate"]["flops_images"],

@@ -1,17 +1,21 @@
 # Summary table, plots and the PDF report.
 
-PLOTS = [
-    f"results/plots/{name}.png"
-    for name in (
-        "map_vs_ratio",
-        "gmacs_vs_ratio",
-        "latency_vs_ratio",
-        "accuracy_vs_latency",
-        "size_vs_ratio",
-        "gmacs_by_part",
-        "sparsity_by_part",
-    )
-] + (["results/plots/iterative_steps.png"] if ITERATIVE["enabled"] else [])
+# Each plot, and where `snakemake --report` files it (category, subcategory); its caption is
+# report/<name>.rst.
+PLOT_SECTIONS = {
+    "map_vs_ratio": ("1 Accuracy", "against the pruning ratio"),
+    "accuracy_vs_latency": ("1 Accuracy", "trade-off"),
+    "gmacs_vs_ratio": ("2 Cost", "against the pruning ratio"),
+    "latency_vs_ratio": ("2 Cost", "against the pruning ratio"),
+    "size_vs_ratio": ("2 Cost", "against the pruning ratio"),
+    "gmacs_by_part": ("2 Cost", "by model part"),
+    "sparsity_by_part": ("2 Cost", "by model part"),
+}
+if ITERATIVE["enabled"]:
+    PLOT_SECTIONS["iterative_steps"] = ("3 Iterative loop", "steps")
+
+
+PLOTS = [captioned_plot(name, *section) for name, section in PLOT_SECTIONS.items()]
 
 
 localrules:
@@ -24,7 +28,12 @@ rule aggregate:
         metrics=all_metrics(),
         onnx=all_onnx(),
     output:
-        "results/summary.csv",
+        report(
+            "results/summary.csv",
+            caption="../report/summary.rst",
+            category="4 Tables",
+            subcategory="all variants",
+        ),
     log:
         "logs/aggregate.log",
     conda:
@@ -40,7 +49,12 @@ rule report:
         steps=lambda wildcards: ITERATIVE_STEPS if ITERATIVE["enabled"] else [],
     output:
         plots=PLOTS,
-        pdf="results/report.pdf",
+        pdf=report(
+            "results/report.pdf",
+            caption="../report/report_pdf.rst",
+            category="5 Report",
+            subcategory="PDF",
+        ),
     log:
         "logs/report.log",
     conda:
@@ -48,8 +62,11 @@ rule report:
     params:
         # The report prints the study's settings, so it is rebuilt when any of them changes.
         study={
-            key: config[key]
-            for key in ("seed", "dataset", "model", "train", "pruning", "evaluate")
+            **{
+                key: config[key]
+                for key in ("seed", "dataset", "model", "pruning", "evaluate")
+            },
+            "train": TRAIN,
         },
     script:
         "../scripts/report.py"

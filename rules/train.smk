@@ -25,7 +25,7 @@ rule train_baseline:
         gpu=config["train"]["gpus"],
     params:
         model=config["model"],
-        train=config["train"],
+        train=TRAIN,
         seed=config["seed"],
         data_root=lambda wildcards, input: kitti_root(input.images),
         # The Runner's own checkpoints: not an output, so a failed job does not delete them.

@@ -3,11 +3,13 @@
 from detrprune.training import finetune_checkpoint
 from detrprune.workflow import log_to
 
+# params.train holds what decides the result; the config adds the run-only values
+# (log_interval, num_workers, ...), which are kept out of the params so they rerun nothing.
 with log_to(snakemake.log[0]):
     finetune_checkpoint(
         snakemake.input.model,
         snakemake.params.model,
-        snakemake.params.train,
+        {**snakemake.config["train"], **snakemake.params.train},
         snakemake.params.finetune,
         train_json=snakemake.input.train,
         val_json=snakemake.input.val,

@@ -5,6 +5,8 @@ import json
 from detrprune.iterative import iterative_prune
 from detrprune.workflow import log_to
 
+# params.train holds what decides the result; the config adds the run-only values
+# (log_interval, num_workers, ...), which are kept out of the params so they rerun nothing.
 with log_to(snakemake.log[0]):
     baseline_map = json.loads(open(snakemake.input.baseline_metrics).read())["mAP"]
     iterative_prune(
@@ -13,7 +15,7 @@ with log_to(snakemake.log[0]):
         snakemake.params.spec,
         snakemake.params.iterative,
         model=snakemake.params.model,
-        train=snakemake.params.train,
+        train={**snakemake.config["train"], **snakemake.params.train},
         finetune=snakemake.params.finetune,
         train_json=snakemake.input.train,
         val_json=snakemake.input.val,

@@ -3,10 +3,12 @@
 from detrprune.training import train_baseline
 from detrprune.workflow import log_to
 
+# params.train holds what decides the result; the config adds the run-only values
+# (log_interval, num_workers, ...), which are kept out of the params so they rerun nothing.
 with log_to(snakemake.log[0]):
     train_baseline(
         snakemake.params.model,
-        snakemake.params.train,
+        {**snakemake.config["train"], **snakemake.params.train},
         train_json=snakemake.input.train,
         val_json=snakemake.input.val,
         data_root=snakemake.params.data_root,

@@ -169,6 +169,54 @@ def test_changing_one_ratio_rebuilds_only_that_target(study):
         (study / "config.yaml").write_text(yaml.safe_dump(micro_config()))
 
 
+def dry_run_with(study: Path, tmp_path: Path, change: dict) -> dict[str, int]:
+    """The jobs a dry run plans after ``change`` (a config override file, as a user passes)."""
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump(change))
+    run = snakemake(study, "-n", "results/report.pdf", "--configfile", str(override))
+    assert run.returncode == 0, run.stderr[-3000:]
+    return planned_jobs(run)
+
+
+RUN_ONLY = {"log_interval": 3, "num_workers": 1, "checkpoint_interval": 3, "threads": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"train": RUN_ONLY}, {}),
+        ({"evaluate": {"onnx": {"frames": 2}}}, {"export_onnx": 5}),
+        # The iterative loop's GMACs use it too; the exports do not (only the iterative
+        # model's, whose input changes).
+        (
+            {"evaluate": {"flops_images": 2}},
+            {"iterative": 1, "evaluate": 14, "export_onnx": 1},
+        ),
+    ],
+    ids=["train-run-only-values", "onnx-frames", "flops-images"],
+)
+def test_a_value_reruns_only_the_rules_that_use_it(study, tmp_path, change, expected):
+    downstream = {"aggregate": 1, "report": 1} if expected else {}
+    assert dry_run_with(study, tmp_path, change) == {**expected, **downstream}
+
+
+def test_a_value_a_rule_uses_still_reruns_it(study, tmp_path):
+    planned = dry_run_with(study, tmp_path, {"train": {"lr": 1.0e-4}})
+    assert planned["train_baseline"] == 1 and planned["evaluate"] == 14
+
+
+def test_snakemakes_html_report_shows_every_plot_and_table(study):
+    from detrprune.report import ITERATIVE_PLOT, PLOT_NAMES
+
+    run = snakemake(study, "--report", "results/report.html")
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (study / "results" / "report.html").read_text()
+    for name in (*PLOT_NAMES, ITERATIVE_PLOT, "summary.csv", "steps.csv", "report.pdf"):
+        assert name in html, name
+    for category in ("1 Accuracy", "2 Cost", "3 Iterative loop", "4 Tables", "5 Report"):
+        assert category in html, category
+
+
 def test_metrics_record_parts_sparsity_and_provenance(study):
     import json
 
