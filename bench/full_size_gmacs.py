@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 import yaml
 
-from detrprune.evaluation import MODEL_PARTS, fvcore_gmacs
-from detrprune.model import build_detector, inference_batch, model_config
-from detrprune.pruning import FILTER_SCOPES, count_parameters, filter_prune
-from detrprune.workflow import write_json
+from detrprune.evaluate.metrics import MODEL_PARTS, fvcore_gmacs
+from detrprune.jobs import write_json
+from detrprune.prune.methods import FILTER_SCOPES, count_parameters, filter_prune
+from detrprune.train.model import build_detector, inference_batch, model_config
 
 REPO = Path(__file__).resolve().parent.parent
 FRAME = REPO / "tests" / "data" / "kitti_sample" / "training" / "image_2" / "000001.png"

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detrprune.workflow import write_json
+from detrprune.jobs import write_json
 
 # --------------------------------------------------------------------------------------------
 # goal thresholds
@@ -449,7 +449,7 @@ def goal_d(rows: Sequence[Row]) -> dict[str, Any]:
 
 
 def _p90(times_ms: Sequence[float]) -> float:
-    """The p90 as :func:`detrprune.evaluation.cpu_latency` takes it."""
+    """The p90 as :func:`detrprune.evaluate.metrics.cpu_latency` takes it."""
     ordered = sorted(times_ms)
     return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
 
@@ -469,14 +469,14 @@ def retime(
     Each model gets ``warmup`` untimed runs once, then in each of ``rounds`` rounds
     ``switch_warmup`` untimed runs (caches after switching models) and ``runs_per_round`` timed
     runs of ``model.test_step`` (pre- and post-processing included, images cycled, as
-    :func:`detrprune.evaluation.cpu_latency` does). The model order rotates by one each round so
-    no model is always timed right after the same one. Returns per model the median and p90
+    :func:`detrprune.evaluate.metrics.cpu_latency` does). The model order rotates by one each
+    round so no model is always timed right after the same one. Returns per model the median and p90
     over all timed runs, the median of each round (drift shows there) and the run count.
     """
     import torch
     from tqdm import tqdm
 
-    from detrprune.checkpoint import load_detector
+    from detrprune.train.checkpoint import load_detector
 
     if rounds < 1 or runs_per_round < 1:
         raise ValueError("--rounds and the runs per round must be >= 1")
@@ -543,7 +543,7 @@ def run_retime(args: argparse.Namespace, rows: Sequence[Row], base: Row | None) 
     Variants without a model file are listed under ``not_measured``; with none at all nothing is
     timed (``models`` is empty) and the re-timed goal is "not measured".
     """
-    from detrprune.evaluation import cpu_description, load_val_batches
+    from detrprune.evaluate.metrics import cpu_description, load_val_batches
 
     config = _config(args.config)
     if args.input_scale:

@@ -36,7 +36,7 @@ from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from detrprune import __version__  # noqa: E402
-from detrprune.workflow import atomic_output  # noqa: E402
+from detrprune.jobs import atomic_output  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class ReportError(ValueError):
 
 @contextmanager
 def _atomic_path(out: Path) -> Iterator[Path]:
-    """One output written atomically (see :func:`detrprune.workflow.atomic_output`)."""
+    """One output written atomically (see :func:`detrprune.jobs.atomic_output`)."""
     with atomic_output(out) as (tmp,):
         yield tmp
 

@@ -1,7 +1,7 @@
 """Rule download_kitti: one official KITTI archive, resumable, verified when a sha256 is set."""
 
-from detrprune.download import download
-from detrprune.workflow import log_to
+from detrprune.data.download import download
+from detrprune.jobs import log_to
 
 with log_to(snakemake.log[0]):
     download(

@@ -1,8 +1,8 @@
 """Rule evaluate: COCO AP, latency, FLOPs, parameters and size of one variant -> metrics.json."""
 
 from detrprune import CLASSES
-from detrprune.evaluation import evaluate_checkpoint
-from detrprune.workflow import log_to, provenance, write_json
+from detrprune.evaluate.metrics import evaluate_checkpoint
+from detrprune.jobs import log_to, provenance, write_json
 
 with log_to(snakemake.log[0]):
     settings = snakemake.params.evaluate

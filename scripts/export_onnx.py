@@ -1,7 +1,7 @@
 """Rule export_onnx: ONNX graph of one variant, onnxruntime parity and latency -> onnx.json."""
 
-from detrprune.export import export_checkpoint
-from detrprune.workflow import log_to, provenance, write_json
+from detrprune.evaluate.onnx_export import export_checkpoint
+from detrprune.jobs import log_to, provenance, write_json
 
 with log_to(snakemake.log[0]):
     settings = snakemake.params.evaluate

@@ -1,7 +1,7 @@
 """Rule finetune: the fine-tuned twin of one pruned checkpoint (zeros of weight pruning kept)."""
 
-from detrprune.training import finetune_checkpoint
-from detrprune.workflow import log_to
+from detrprune.jobs import log_to
+from detrprune.train.runner import finetune_checkpoint
 
 # params.train holds what decides the result; the config adds the run-only values
 # (log_interval, num_workers, ...), which are kept out of the params so they rerun nothing.

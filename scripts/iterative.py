@@ -2,8 +2,8 @@
 
 import json
 
-from detrprune.iterative import iterative_prune
-from detrprune.workflow import log_to
+from detrprune.jobs import log_to
+from detrprune.prune.iterative import iterative_prune
 
 # params.train holds what decides the result; the config adds the run-only values
 # (log_interval, num_workers, ...), which are kept out of the params so they rerun nothing.

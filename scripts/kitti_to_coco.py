@@ -1,7 +1,7 @@
 """Rule kitti_to_coco: KITTI labels -> COCO JSON (Car, Pedestrian, Cyclist), seeded split."""
 
-from detrprune.coco import kitti_to_coco
-from detrprune.workflow import log_to
+from detrprune.data.coco import kitti_to_coco
+from detrprune.jobs import log_to
 
 with log_to(snakemake.log[0]):
     kitti_to_coco(

@@ -1,7 +1,7 @@
 """Rule prune: one pruned, reloadable checkpoint per named method and ratio."""
 
-from detrprune.pruning import prune_checkpoint
-from detrprune.workflow import log_to
+from detrprune.jobs import log_to
+from detrprune.prune.methods import prune_checkpoint
 
 with log_to(snakemake.log[0]):
     width, height = snakemake.params.input_scale

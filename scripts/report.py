@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from detrprune.jobs import log_to
 from detrprune.report import make_plots, summarize_config, write_report
-from detrprune.workflow import log_to
 
 with log_to(snakemake.log[0]):
     summary = pd.read_csv(snakemake.input.summary)

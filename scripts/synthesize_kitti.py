@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from detrprune.synthetic import synthesize_kitti
-from detrprune.workflow import log_to
+from detrprune.data.synthetic import synthesize_kitti
+from detrprune.jobs import log_to
 
 with log_to(snakemake.log[0]):
     synthetic = snakemake.params.synthetic

@@ -1,7 +1,7 @@
 """Rule train_baseline: mmdet Deformable DETR trained by mmengine's Runner."""
 
-from detrprune.training import train_baseline
-from detrprune.workflow import log_to
+from detrprune.jobs import log_to
+from detrprune.train.runner import train_baseline
 
 # params.train holds what decides the result; the config adds the run-only values
 # (log_interval, num_workers, ...), which are kept out of the params so they rerun nothing.

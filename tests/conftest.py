@@ -141,7 +141,7 @@ def tiny_detector(micro):
     """A real, randomly initialised mmdet DeformableDETR at the micro size (eval mode)."""
     import torch
 
-    from detrprune.model import build_detector, model_config
+    from detrprune.train.model import build_detector, model_config
 
     torch.manual_seed(0)
     cfg = model_config(micro["model"])
@@ -154,9 +154,9 @@ def tiny_detector(micro):
 @pytest.fixture(scope="session")
 def micro_data(tmp_path_factory) -> dict:
     """A real KITTI-format dataset at the micro size, as the DAG's data rules make it."""
-    from detrprune.archive import extract_kitti
-    from detrprune.coco import kitti_to_coco
-    from detrprune.synthetic import synthesize_kitti
+    from detrprune.data.archive import extract_kitti
+    from detrprune.data.coco import kitti_to_coco
+    from detrprune.data.synthetic import synthesize_kitti
 
     config = micro_config()
     folder = tmp_path_factory.mktemp("micro_data")

@@ -1,4 +1,4 @@
-"""Tests of the safe archive extraction (detrprune.archive)."""
+"""Tests of the safe archive extraction (detrprune.data.archive)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from detrprune.archive import ArchiveError, extract_kitti, safe_extract_zip
-from detrprune.synthetic import synthesize_kitti
+from detrprune.data.archive import ArchiveError, extract_kitti, safe_extract_zip
+from detrprune.data.synthetic import synthesize_kitti
 
 NUM_SCENES = 4
 

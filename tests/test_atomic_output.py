@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from detrprune.workflow import atomic_output
+from detrprune.jobs import atomic_output
 
 
 def test_all_outputs_appear_together_with_a_normal_mode(tmp_path):

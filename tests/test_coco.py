@@ -1,4 +1,4 @@
-"""Tests of the KITTI -> COCO conversion and the seeded split (detrprune.coco)."""
+"""Tests of the KITTI -> COCO conversion and the seeded split (detrprune.data.coco)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from detrprune.coco import (
+from detrprune.data.coco import (
     STANDARD_SPLIT_LISTS,
     ConversionError,
     kitti_to_coco,
@@ -17,7 +17,7 @@ from detrprune.coco import (
     split_ids,
     standard_split,
 )
-from detrprune.kitti import KittiLabelError, parse_label_file
+from detrprune.data.kitti import KittiLabelError, parse_label_file
 
 SAMPLE = Path(__file__).parent / "data" / "kitti_sample"
 LABEL_DIR = SAMPLE / "training" / "label_2"

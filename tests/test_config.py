@@ -95,7 +95,7 @@ def test_snakemake_refuses_bad_config_with_one_line(tmp_path):
 
 
 def test_provenance_names_versions_commit_and_device():
-    from detrprune.workflow import provenance
+    from detrprune.jobs import provenance
 
     record = provenance({"evaluate": {"threads": 2}}, device="cpu (test, 2 threads)", threads=2)
     assert record["settings"] == {"evaluate": {"threads": 2}}

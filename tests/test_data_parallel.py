@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from detrprune.checkpoint import read_checkpoint, save_detector
-from detrprune.pruning import apply_pruning
-from detrprune.training import finetune_checkpoint
+from detrprune.prune.methods import apply_pruning
+from detrprune.train.checkpoint import read_checkpoint, save_detector
+from detrprune.train.runner import finetune_checkpoint
 
 from .conftest import kill_at_first_checkpoint, micro_config, snakemake_command
 
@@ -37,7 +37,7 @@ def _command(workdir: Path) -> list[str]:
 def _workers_alive() -> bool:
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if b"detrprune.distributed" in cmdline.read_bytes():
+            if b"detrprune.train.distributed" in cmdline.read_bytes():
                 return True
         except OSError:
             continue
@@ -67,7 +67,7 @@ def test_two_processes_train_resume_after_a_kill_and_write_the_same_kind_of_chec
     run = subprocess.run(_command(parallel), capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     log = (parallel / "logs" / "train_baseline.log").read_text()
-    assert "data-parallel detrprune.training:train_baseline on 2 processes" in log
+    assert "data-parallel detrprune.train.runner:train_baseline on 2 processes" in log
     assert "Distributed launcher: pytorch" in log and "Distributed training: True" in log
     iteration = int(resumed_from.removeprefix("iter_").removesuffix(".pth"))
     assert f"resumed epoch: 0, iter: {iteration}" in log

@@ -1,4 +1,4 @@
-"""Tests of the resumable, verified download (detrprune.download) against a real local server."""
+"""The resumable, verified download (detrprune.data.download) against a real local server."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from detrprune.download import DownloadError, download, sha256_file
+from detrprune.data.download import DownloadError, download, sha256_file
 
 from .http_server import FileServer, serve
 
@@ -45,7 +45,7 @@ def server(archive: bytes) -> Iterator[FileServer]:
 
 @pytest.fixture
 def log_records(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="detrprune.download")
+    caplog.set_level(logging.INFO, logger="detrprune.data.download")
     return caplog
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detrprune.checkpoint import save_detector
-from detrprune.evaluation import cpu_latency, fvcore_gmacs, size_metrics
-from detrprune.pruning import count_parameters, filter_prune, weight_prune
+from detrprune.evaluate.metrics import cpu_latency, fvcore_gmacs, size_metrics
+from detrprune.prune.methods import count_parameters, filter_prune, weight_prune
+from detrprune.train.checkpoint import save_detector
 
 from .test_pruning import H, W, _batch
 
@@ -113,7 +113,7 @@ def test_fvcore_agrees_with_a_count_from_layer_shapes(tiny_detector):
     reason="no CUDA device on this machine: gpu_latency is run where one is (GPU sessions)",
 )
 def test_gpu_latency_with_cuda_events(tiny_detector):
-    from detrprune.evaluation import gpu_latency
+    from detrprune.evaluate.metrics import gpu_latency
 
     detector, _ = tiny_detector
     result = gpu_latency(detector, [_batch(0), _batch(1)], warmup=2, runs=5)
@@ -126,13 +126,13 @@ def test_gpu_latency_with_cuda_events(tiny_detector):
 def test_deformable_attention_path_on_cpu_is_the_pytorch_fallback(tiny_detector):
     """The profiler sees mmcv's grid_sample path on CPU; its CUDA kernel is read off the same
     profile on a GPU (test above, and make gpu-smoke)."""
-    from detrprune.evaluation import deformable_attention_path
+    from detrprune.evaluate.metrics import deformable_attention_path
 
     assert deformable_attention_path(tiny_detector[0], _batch(0)) == "pytorch"
 
 
 def test_gpu_latency_refuses_to_run_without_cuda(tiny_detector, monkeypatch):
-    from detrprune.evaluation import gpu_latency
+    from detrprune.evaluate.metrics import gpu_latency
 
     # The one place a CUDA-less machine is simulated: it checks the guard, not a measurement.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from detrprune.export import (
+from detrprune.evaluate.onnx_export import (
     OUTPUT_NAMES,
     ExportError,
     export_onnx,
     onnx_latency,
     onnx_parity,
 )
-from detrprune.model import inference_batch
-from detrprune.pruning import filter_prune
+from detrprune.prune.methods import filter_prune
+from detrprune.train.model import inference_batch
 
 from .test_pruning import H, W
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from detrprune import CLASSES
-from detrprune.checkpoint import load_detector, read_checkpoint, save_detector
-from detrprune.evaluation import coco_accuracy
-from detrprune.model import build_detector, model_config
-from detrprune.pruning import apply_pruning, verify_reload
-from detrprune.training import ZERO_MASK_SUFFIX, attach_zero_masks, finetune_checkpoint
+from detrprune.evaluate.metrics import coco_accuracy
+from detrprune.prune.methods import apply_pruning, verify_reload
+from detrprune.train.checkpoint import load_detector, read_checkpoint, save_detector
+from detrprune.train.model import build_detector, model_config
+from detrprune.train.runner import ZERO_MASK_SUFFIX, attach_zero_masks, finetune_checkpoint
 
 from .conftest import PRUNING_SPECS, spec_id
 

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from detrprune.config import validate_config
-from detrprune.model import (
+from detrprune.train.model import (
     build_detector,
     build_training_config,
     inference_batch,

@@ -24,8 +24,8 @@ import pytest
 import torch
 import yaml
 
-from detrprune.checkpoint import load_detector, read_checkpoint
-from detrprune.pruning import prunable_weights
+from detrprune.prune.methods import prunable_weights
+from detrprune.train.checkpoint import load_detector, read_checkpoint
 
 from .conftest import REPO, run_snakemake
 from .test_full_config import save_model_zoo_detector

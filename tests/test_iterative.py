@@ -6,9 +6,9 @@ import csv
 
 import pytest
 
-from detrprune.checkpoint import load_detector, save_detector
-from detrprune.iterative import iterative_prune, select_step, step_plan
-from detrprune.pruning import cumulative_ratio, per_step_ratio
+from detrprune.prune.iterative import iterative_prune, select_step, step_plan
+from detrprune.prune.methods import cumulative_ratio, per_step_ratio
+from detrprune.train.checkpoint import load_detector, save_detector
 
 
 @pytest.mark.parametrize(("target", "steps"), [(0.5, 1), (0.5, 3), (0.9, 5), (0.1, 2)])

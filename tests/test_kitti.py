@@ -1,4 +1,4 @@
-"""Tests of the strict KITTI label parser and writer (detrprune.kitti)."""
+"""Tests of the strict KITTI label parser and writer (detrprune.data.kitti)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from detrprune.kitti import (
+from detrprune.data.kitti import (
     KITTI_TYPES,
     KittiLabelError,
     KittiObject,

@@ -1,4 +1,4 @@
-"""Tests of KITTI-style 2D AP (detrprune.kitti_ap) on hand-built scenes whose AP is derived here.
+"""KITTI-style 2D AP (detrprune.evaluate.kitti_ap) on hand-built scenes whose AP is derived here.
 
 The devkit samples its precision at one score threshold per ~1/40 of recall, taken from the TP
 scores (``get_thresholds``). With fewer than 41 TP scores there are fewer thresholds than recall
@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detrprune.kitti_ap import CLASSES, DIFFICULTIES, KittiAPError, get_thresholds, kitti_ap
+from detrprune.evaluate.kitti_ap import (
+    CLASSES,
+    DIFFICULTIES,
+    KittiAPError,
+    get_thresholds,
+    kitti_ap,
+)
 
 CATEGORIES = [
     {"id": 1, "name": "Car"},
@@ -28,7 +34,7 @@ N = 41  # objects per class that make every TP score a threshold
 
 
 class Scene:
-    """Builds the COCO ground truth the workflow writes (detrprune.coco) plus COCO results."""
+    """Builds the COCO ground truth the workflow writes (detrprune.data.coco) plus COCO results."""
 
     def __init__(self, num_images: int = 1) -> None:
         self.images = [{"id": i, "width": 5000, "height": 1000} for i in range(num_images)]

@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detrprune.checkpoint import read_checkpoint
-from detrprune.download import sha256_file
-from detrprune.model import build_detector, model_config
-from detrprune.pretrained import (
+from detrprune.data.download import sha256_file
+from detrprune.train.checkpoint import read_checkpoint
+from detrprune.train.model import build_detector, model_config
+from detrprune.train.pretrained import (
     CLASS_BRANCHES,
     PretrainedError,
     load_pretrained,
     read_state_dict,
 )
-from detrprune.training import train_baseline
+from detrprune.train.runner import train_baseline
 
 from .test_full_config import full_config, save_model_zoo_detector
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detrprune.checkpoint import CheckpointError, load_detector, save_detector
-from detrprune.model import DETECTOR_TYPE
-from detrprune.pruning import (
+from detrprune.prune.methods import (
     count_nonzero_parameters,
     count_parameters,
     filter_prune,
     prunable_weights,
     weight_prune,
 )
+from detrprune.train.checkpoint import CheckpointError, load_detector, save_detector
+from detrprune.train.model import DETECTOR_TYPE
 
 from .conftest import PRUNING_SPECS, spec_id
 
@@ -44,7 +44,7 @@ def _widths(backbone) -> dict[str, int]:
 
 
 def test_backbone_scope_prunes_inner_convs_and_keeps_the_residual_stream(tiny_detector):
-    from detrprune.pruning import residual_stream_convs
+    from detrprune.prune.methods import residual_stream_convs
 
     detector, _ = tiny_detector
     before = _widths(detector.backbone)
@@ -143,7 +143,7 @@ def test_ratio_outside_range_is_refused(tiny_detector):
 
 
 def test_sparsity_by_part_shows_global_pruning_emptying_sampling_offsets(tiny_detector):
-    from detrprune.pruning import sparsity_by_part
+    from detrprune.prune.methods import sparsity_by_part
 
     detector, _ = tiny_detector
     weight_prune(detector, 0.5, "global")
@@ -161,7 +161,7 @@ def test_sparsity_by_part_shows_global_pruning_emptying_sampling_offsets(tiny_de
 
 
 def test_backbone_ffn_scope_prunes_ffn_hidden_rows_by_l1(tiny_detector):
-    from detrprune.pruning import transformer_ffns
+    from detrprune.prune.methods import transformer_ffns
 
     detector, _ = tiny_detector
     ffns = dict(transformer_ffns(detector))
@@ -189,7 +189,7 @@ def test_backbone_ffn_scope_prunes_ffn_hidden_rows_by_l1(tiny_detector):
 
 
 def test_backbone_ffn_scope_removes_more_than_backbone_alone(micro):
-    from detrprune.model import build_detector, model_config
+    from detrprune.train.model import build_detector, model_config
 
     counts = {}
     for scope in ("backbone", "backbone+ffn", "backbone+residual", "backbone+residual+ffn"):
@@ -204,7 +204,7 @@ def test_backbone_ffn_scope_removes_more_than_backbone_alone(micro):
 
 
 def test_weight_pruning_module_choice_touches_only_those_parts(tiny_detector):
-    from detrprune.pruning import sparsity_by_part
+    from detrprune.prune.methods import sparsity_by_part
 
     detector, _ = tiny_detector
     # A fresh model has zeros already (mmcv zero-initialises attention_weights): compare.
@@ -232,8 +232,8 @@ def test_weight_pruning_to_a_higher_ratio_extends_the_masks(tiny_detector):
 @pytest.mark.parametrize("spec", PRUNING_SPECS, ids=spec_id)
 def test_every_method_and_scope_reloads_with_identical_outputs(tmp_path, micro, spec):
     """prune_checkpoint saves, reloads into a fresh model and compares the raw outputs."""
-    from detrprune.model import build_detector, model_config
-    from detrprune.pruning import prune_checkpoint, verify_reload
+    from detrprune.prune.methods import prune_checkpoint, verify_reload
+    from detrprune.train.model import build_detector, model_config
 
     torch.manual_seed(0)
     cfg = model_config(micro["model"])

@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from detrprune.checkpoint import read_checkpoint
-from detrprune.model import build_training_config
-from detrprune.training import train_baseline, training_stamp
+from detrprune.train.checkpoint import read_checkpoint
+from detrprune.train.model import build_training_config
+from detrprune.train.runner import train_baseline, training_stamp
 
 from .conftest import kill_at_first_checkpoint, micro_config, snakemake_command
 

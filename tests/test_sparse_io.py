@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from detrprune.pruning import weight_prune
-from detrprune.sparse_io import (
+from detrprune.prune.methods import weight_prune
+from detrprune.prune.sparse_io import (
     HEADER,
     SparseFormatError,
     load_sparse,

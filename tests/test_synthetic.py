@@ -1,4 +1,4 @@
-"""Tests of the seeded synthetic KITTI-format archives (detrprune.synthetic)."""
+"""Tests of the seeded synthetic KITTI-format archives (detrprune.data.synthetic)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detrprune.kitti import parse_label_line
-from detrprune.synthetic import SynthesisError, _background, render_scene, synthesize_kitti
+from detrprune.data.kitti import parse_label_line
+from detrprune.data.synthetic import SynthesisError, _background, render_scene, synthesize_kitti
 
 NUM_SCENES = 6
 

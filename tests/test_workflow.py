@@ -96,8 +96,8 @@ def test_study_runs_to_the_report(study):
 
 
 def test_iterative_loop_steps_and_kept_model(study):
-    from detrprune.checkpoint import load_detector
-    from detrprune.pruning import per_step_ratio
+    from detrprune.prune.methods import per_step_ratio
+    from detrprune.train.checkpoint import load_detector
 
     steps = pd.read_csv(study / "results" / "iterative" / "steps.csv")
     assert list(steps["step"]) == [1, 2]  # max_map_drop 1.0: never stops early
@@ -129,8 +129,8 @@ def test_every_rule_wrote_a_log(study):
 
 
 def test_pruned_checkpoints_reload_weights_only(study):
-    from detrprune.checkpoint import load_detector
-    from detrprune.pruning import count_parameters
+    from detrprune.prune.methods import count_parameters
+    from detrprune.train.checkpoint import load_detector
 
     for variant in ("prune/filter/r50", "finetune/filter_ffn/r50", "finetune/weight/r30"):
         model, _, meta = load_detector(study / "results" / variant / "model.pth")

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from detrprune.checkpoint import load_detector, save_detector
 from detrprune.config import train_result_settings
-from detrprune.pruning import (
+from detrprune.jobs import atomic_output
+from detrprune.prune.methods import (
     apply_pruning,
     count_nonzero_parameters,
     count_parameters,
@@ -29,7 +29,7 @@ from detrprune.pruning import (
     describe_scope,
     per_step_ratio,
 )
-from detrprune.workflow import atomic_output
+from detrprune.train.checkpoint import load_detector, save_detector
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def iterative_prune(
     Filter pruning removes ``step_ratio`` of the current channels at each step; weight pruning
     raises the sparsity to ``cumulative_ratio`` (existing zeros count as pruned).
     """
-    from detrprune.evaluation import fvcore_gmacs, load_val_batches
-    from detrprune.training import (
+    from detrprune.evaluate.metrics import fvcore_gmacs, load_val_batches
+    from detrprune.train.runner import (
         _prepare_work_dir,
         finetune_checkpoint,
         resume_stamp,

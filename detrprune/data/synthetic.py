@@ -42,8 +42,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from detrprune.kitti import KittiObject, format_label_line
-from detrprune.workflow import atomic_output
+from detrprune.data.kitti import KittiObject, format_label_line
+from detrprune.jobs import atomic_output
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """KITTI 2D labels to COCO detection JSON, with a seeded train/val split.
 
-Reads ``training/label_2/*.txt`` (strictly, with :mod:`detrprune.kitti`) and the matching
+Reads ``training/label_2/*.txt`` (strictly, with :mod:`detrprune.data.kitti`) and the matching
 ``training/image_2/*.png`` headers, and writes one COCO file per split. Every object of the
 label files ends up in exactly one of these buckets, all counted in the returned stats:
 
@@ -40,8 +40,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from detrprune import CLASSES
-from detrprune.kitti import KITTI_TYPES, KittiObject, parse_label_file
-from detrprune.workflow import atomic_output
+from detrprune.data.kitti import KITTI_TYPES, KittiObject, parse_label_file
+from detrprune.jobs import atomic_output
 
 log = logging.getLogger(__name__)
 

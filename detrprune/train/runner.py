@@ -5,7 +5,7 @@ that is not a workflow output, so Snakemake does not delete it when a job dies; 
 from the latest one. Those files hold pickled mmengine objects, which ``torch.load`` refuses
 since torch 2.6 (``weights_only=True``). They are loaded through one narrow, registered scheme
 that accepts only the work folder's own checkpoints; everything the DAG passes between rules
-stays weights-only (see :mod:`detrprune.checkpoint`).
+stays weights-only (see :mod:`detrprune.train.checkpoint`).
 
 Fine-tuning hands the Runner a pruned model through a registered builder
 (:data:`PRUNED_MODEL_TYPE`) rather than a config it would initialise: ``Runner.train()`` calls
@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from detrprune.checkpoint import save_detector
-from detrprune.distributed import configure_runner, in_worker, is_main_process, launch
-from detrprune.download import sha256_file
-from detrprune.model import build_training_config, register_mmdet
-from detrprune.pretrained import PretrainedStart, init_files
+from detrprune.data.download import sha256_file
+from detrprune.train.checkpoint import save_detector
+from detrprune.train.distributed import configure_runner, in_worker, is_main_process, launch
+from detrprune.train.model import build_training_config, register_mmdet
+from detrprune.train.pretrained import PretrainedStart, init_files
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _register_checkpoint_model() -> None:
         return
 
     def build_from_checkpoint(checkpoint: str, keep_zeros: bool) -> torch.nn.Module:
-        from detrprune.checkpoint import load_detector
+        from detrprune.train.checkpoint import load_detector
 
         detector, _, _ = load_detector(Path(checkpoint))
         detector.train()
@@ -102,7 +102,7 @@ def attach_zero_masks(detector: torch.nn.Module) -> int:
     ``nn.MultiheadAttention`` reads ``out_proj.weight`` without calling ``out_proj``, so that
     mask would never be re-applied. :func:`check_zeros_kept` verifies the result.
     """
-    from detrprune.pruning import prunable_weights
+    from detrprune.prune.methods import prunable_weights
 
     held = frozen = 0
     for _, module, param in prunable_weights(detector):
@@ -123,7 +123,7 @@ def attach_zero_masks(detector: torch.nn.Module) -> int:
 
 def check_zeros_kept(detector: torch.nn.Module) -> None:
     """Raise if a weight held by :func:`attach_zero_masks` is no longer exactly +0.0."""
-    from detrprune.pruning import prunable_weights
+    from detrprune.prune.methods import prunable_weights
 
     for name, module, param in prunable_weights(detector):
         keep = getattr(module, param + ZERO_MASK_SUFFIX, None)
@@ -232,7 +232,7 @@ def train_baseline(
     """Train the baseline detector and write its checkpoint and resolved mmdet config.
 
     The Runner's own checkpoints stay in ``work_dir`` (not a workflow output); what the DAG
-    passes on is ``out_model``, a weights-only checkpoint (see :mod:`detrprune.checkpoint`).
+    passes on is ``out_model``, a weights-only checkpoint (see :mod:`detrprune.train.checkpoint`).
     """
     register_mmdet()
     torch.set_num_threads(int(train["threads"]))
@@ -251,7 +251,7 @@ def train_baseline(
     processes = int(train.get("gpus", 1))
     if processes > 1 and not in_worker():
         _prepare_work_dir(Path(work_dir), training_stamp(cfg, processes))
-        launch("detrprune.training:train_baseline", processes, _call_arguments(locals()))
+        launch("detrprune.train.runner:train_baseline", processes, _call_arguments(locals()))
         return
     detector, _ = _run(cfg, Path(work_dir), processes)
     if not is_main_process():
@@ -330,7 +330,7 @@ def _call_arguments(frame_locals: Mapping[str, Any]) -> dict[str, Any]:
 def _run(cfg, work_dir: Path, processes: int = 1) -> tuple[torch.nn.Module, list[dict]]:
     """Train with the Runner, resuming from ``work_dir``; returns the model and val results.
 
-    In a data-parallel worker (:mod:`detrprune.distributed`) the launching process has already
+    In a data-parallel worker (:mod:`detrprune.train.distributed`) the launching process has already
     prepared the work folder; the worker only finds the checkpoint to resume from.
     """
     from mmengine.runner import Runner, find_latest_checkpoint
@@ -412,7 +412,7 @@ def finetune_checkpoint(
     evaluates COCO AP before the first iteration and after the last; their metrics are returned
     under ``"validations"`` (empty otherwise: the evaluate rule measures the saved model).
     """
-    from detrprune.checkpoint import read_checkpoint
+    from detrprune.train.checkpoint import read_checkpoint
 
     arguments = _call_arguments(locals())
     register_mmdet()
@@ -449,7 +449,7 @@ def finetune_checkpoint(
     if processes > 1 and not in_worker():
         # The input checkpoint's content is part of the stamp: a re-pruned input restarts.
         _prepare_work_dir(Path(work_dir), training_stamp(cfg, processes))
-        return launch("detrprune.training:finetune_checkpoint", processes, arguments)
+        return launch("detrprune.train.runner:finetune_checkpoint", processes, arguments)
     detector, validations = _run(cfg, Path(work_dir), processes)
     check_zeros_kept(detector)
     detector.eval()

@@ -297,8 +297,8 @@ def prune_checkpoint(
     The saved file is reloaded into a freshly built model and must give the pruned model's
     outputs, so a checkpoint that cannot be rebuilt fails here rather than in evaluation.
     """
-    from detrprune.checkpoint import load_detector, save_detector
-    from detrprune.workflow import percent_to_fraction
+    from detrprune.jobs import percent_to_fraction
+    from detrprune.train.checkpoint import load_detector, save_detector
 
     ratio = percent_to_fraction(ratio_percent)
     detector, model_cfg, meta = load_detector(baseline)
@@ -324,8 +324,8 @@ def verify_reload(detector: nn.Module, path: Path, input_hw: tuple[int, int]) ->
     Compares the raw head outputs (``_forward``) on a fixed random image; raises on any
     difference in shape or value.
     """
-    from detrprune.checkpoint import load_detector
-    from detrprune.model import synthetic_batch
+    from detrprune.train.checkpoint import load_detector
+    from detrprune.train.model import synthetic_batch
 
     reloaded, _, _ = load_detector(path)
     detector.eval()

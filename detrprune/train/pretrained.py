@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from detrprune.download import sha256_file
+from detrprune.data.download import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from detrprune.kitti_ap import kitti_ap
-from detrprune.model import coco_evaluator_config, register_mmdet, test_dataloader_config
-from detrprune.pruning import count_nonzero_parameters, count_parameters, sparsity_by_part
-from detrprune.sparse_io import load_sparse, save_sparse, size_bound_bytes
+from detrprune.evaluate.kitti_ap import kitti_ap
+from detrprune.prune.methods import count_nonzero_parameters, count_parameters, sparsity_by_part
+from detrprune.prune.sparse_io import load_sparse, save_sparse, size_bound_bytes
+from detrprune.train.model import coco_evaluator_config, register_mmdet, test_dataloader_config
 
 log = logging.getLogger(__name__)
 
@@ -298,8 +298,8 @@ def size_metrics(
     """Parameter counts, checkpoint sizes and compression ratio vs the baseline.
 
     ``checkpoint_mb`` is the dense ``torch.save`` file; ``sparse_mb`` the compact sparse format
-    (bitmask + non-zero values, compressed; :mod:`detrprune.sparse_io`), checked to restore the
-    exact tensors, with ``sparse_bound_mb`` its information bound.
+    (bitmask + non-zero values, compressed; :mod:`detrprune.prune.sparse_io`), checked to
+    restore the exact tensors, with ``sparse_bound_mb`` its information bound.
 
     The compression ratio is the baseline's non-zero parameter count over this variant's
     (the usual definition in the pruning literature): it credits both removed channels and
@@ -340,7 +340,7 @@ def evaluate_checkpoint(
     flops_images: int,
 ) -> dict[str, Any]:
     """All metrics of one variant as the flat record ``metrics.json`` holds."""
-    from detrprune.checkpoint import load_detector, read_checkpoint
+    from detrprune.train.checkpoint import load_detector, read_checkpoint
 
     torch.set_num_threads(threads)
     model, _, meta = load_detector(checkpoint)

@@ -36,8 +36,8 @@ from unittest import mock
 import torch
 from torch import nn
 
-from detrprune.evaluation import cpu_description
-from detrprune.workflow import atomic_output
+from detrprune.evaluate.metrics import cpu_description
+from detrprune.jobs import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -332,8 +332,8 @@ def export_checkpoint(
     Returns the record ``onnx.json`` holds: the variant, onnxruntime's largest deviation from
     PyTorch and both latencies (same tensor forward, same threads).
     """
-    from detrprune.checkpoint import load_detector
-    from detrprune.evaluation import load_val_batches
+    from detrprune.evaluate.metrics import load_val_batches
+    from detrprune.train.checkpoint import load_detector
 
     detector, _, meta = load_detector(Path(checkpoint))
     loaded = load_val_batches(val_json, data_root, input_scale, frames)

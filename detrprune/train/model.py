@@ -79,7 +79,7 @@ def model_config(model: Mapping[str, Any], num_classes: int = len(CLASSES)) -> d
     """The mmdet ``model`` dict: the recipe's, with the ``model`` section's sizes and 3 classes.
 
     The recipe's backbone ``init_cfg`` (a torchvision download) is removed: pretrained starts
-    are local files (``model.init``, :mod:`detrprune.pretrained`).
+    are local files (``model.init``, :mod:`detrprune.train.pretrained`).
     """
     depth = int(model["depth"])
     embed_dims = int(model["embed_dims"])

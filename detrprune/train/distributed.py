@@ -1,7 +1,7 @@
 """Data-parallel training on several devices through mmengine's own launcher and torchrun.
 
-``train.gpus: N > 1`` makes :func:`detrprune.training.train_baseline` and
-:func:`detrprune.training.finetune_checkpoint` (and so the iterative loop's fine-tunes) run as N
+``train.gpus: N > 1`` makes :func:`detrprune.train.runner.train_baseline` and
+:func:`detrprune.train.runner.finetune_checkpoint` (and so the iterative loop's fine-tunes) run as N
 processes started by ``torchrun`` on this node, inside the one Snakemake job (on SLURM: one task
 holding N GPUs). Each process runs the same function with ``launcher="pytorch"``, so mmengine's
 Runner initialises the process group, wraps the model in its DistributedDataParallel and gives
@@ -57,7 +57,7 @@ def launch(function: str, processes: int, kwargs: dict[str, Any]) -> Any:
             "--standalone",
             f"--nproc-per-node={processes}",
             "-m",
-            "detrprune.distributed",
+            "detrprune.train.distributed",
             str(call),
         ]
         log.info("data-parallel %s on %d processes: %s", function, processes, " ".join(command))

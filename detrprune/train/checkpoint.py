@@ -19,8 +19,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from detrprune.model import build_detector
-from detrprune.workflow import atomic_output
+from detrprune.jobs import atomic_output
+from detrprune.train.model import build_detector
 
 FORMAT = "detrprune-checkpoint-v1"
 

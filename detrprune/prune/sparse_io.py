@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from detrprune.workflow import atomic_output
+from detrprune.jobs import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def save_sparse(
     """Write ``state_dict`` (and the string pairs ``meta``) as a sparse checkpoint, atomically.
 
     The file is assembled next to ``path`` and renamed over it only when complete
-    (:func:`detrprune.workflow.atomic_output`); on any failure ``path`` is left untouched.
+    (:func:`detrprune.jobs.atomic_output`); on any failure ``path`` is left untouched.
     Returns counts: tensors, mask_tensors, dense_tensors, elements, nonzero, bytes (file size).
     """
     path = Path(path)

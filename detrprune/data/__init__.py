@@ -1,0 +1,1 @@
+"""rules/data.smk: KITTI archives (downloaded or synthesized), their extraction, COCO JSON."""

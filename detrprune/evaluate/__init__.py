@@ -1,0 +1,1 @@
+"""rules/evaluate.smk: COCO and KITTI-style AP, latency, FLOPs, sizes, and the ONNX export."""

@@ -1,0 +1,1 @@
+"""rules/prune.smk: filter and weight pruning, the iterative loop, the compact sparse format."""
