@@ -16,6 +16,7 @@ report: "report/workflow.rst"
 
 sys.path.insert(0, workflow.basedir)
 from detrprune.config import ConfigError, train_result_settings, validate_config
+from detrprune.report import report_plots
 
 try:
     validate_config(config, source="config")

@@ -1,5 +1,3 @@
 """Pruning study of a Deformable DETR detector on KITTI (logic behind the Snakemake workflow)."""
 
-CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
-
 __version__ = "0.1.0"

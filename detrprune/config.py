@@ -13,6 +13,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from detrprune.constants import FILTER_SCOPES, WEIGHT_SCOPES
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
 # ``train`` values that change how a run is logged, loaded or checkpointed, not what it computes.
@@ -78,10 +80,7 @@ def _check_model(model: Mapping[str, Any], source: str) -> None:
 
 
 # Scopes each pruning kind understands (the schema lists their union).
-KIND_SCOPES = {
-    "filter": ("backbone", "backbone+ffn", "backbone+residual", "backbone+residual+ffn"),
-    "weight": ("layerwise", "global"),
-}
+KIND_SCOPES = {"filter": FILTER_SCOPES, "weight": WEIGHT_SCOPES}
 
 
 def _check_pruning(pruning: Mapping[str, Any], source: str) -> None:

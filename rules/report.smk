@@ -1,21 +1,11 @@
 # Summary table, plots and the PDF report.
 
-# Each plot, and where `snakemake --report` files it (category, subcategory); its caption is
-# report/<name>.rst.
-PLOT_SECTIONS = {
-    "map_vs_ratio": ("1 Accuracy", "against the pruning ratio"),
-    "accuracy_vs_latency": ("1 Accuracy", "trade-off"),
-    "gmacs_vs_ratio": ("2 Cost", "against the pruning ratio"),
-    "latency_vs_ratio": ("2 Cost", "against the pruning ratio"),
-    "size_vs_ratio": ("2 Cost", "against the pruning ratio"),
-    "gmacs_by_part": ("2 Cost", "by model part"),
-    "sparsity_by_part": ("2 Cost", "by model part"),
-}
-if ITERATIVE["enabled"]:
-    PLOT_SECTIONS["iterative_steps"] = ("3 Iterative loop", "steps")
-
-
-PLOTS = [captioned_plot(name, *section) for name, section in PLOT_SECTIONS.items()]
+# The plots and where `snakemake --report` files each (detrprune.report holds the list); the
+# caption of each is report/<name>.rst.
+PLOTS = [
+    captioned_plot(name, *section)
+    for name, section in report_plots(ITERATIVE["enabled"]).items()
+]
 
 
 localrules:

@@ -1,7 +1,7 @@
 """Rule aggregate: every variant's metrics.json (and onnx.json) -> results/summary.csv."""
 
 from detrprune.jobs import log_to
-from detrprune.report import aggregate
+from detrprune.report.summary import aggregate
 
 with log_to(snakemake.log[0]):
     aggregate(list(snakemake.input.metrics), snakemake.output[0], list(snakemake.input.onnx))

@@ -1,6 +1,6 @@
 """Rule evaluate: COCO AP, latency, FLOPs, parameters and size of one variant -> metrics.json."""
 
-from detrprune import CLASSES
+from detrprune.constants import CLASSES
 from detrprune.evaluate.metrics import evaluate_checkpoint
 from detrprune.jobs import log_to, provenance, write_json
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 
 from detrprune.jobs import log_to
-from detrprune.report import make_plots, summarize_config, write_report
+from detrprune.report.pdf import summarize_config, write_report
+from detrprune.report.plots import make_plots
 
 with log_to(snakemake.log[0]):
     summary = pd.read_csv(snakemake.input.summary)

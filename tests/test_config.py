@@ -145,3 +145,14 @@ def test_frozen_layers_with_a_pretrained_start_are_valid(tmp_path):
     config["model"].update(frozen_stages=1, norm_eval=True)
     config["model"]["init"]["backbone"] = str(checkpoint)
     validate_config(config)
+
+
+def test_the_schema_offers_the_scopes_and_parts_the_code_knows():
+    """The schema documents the choices for users; detrprune.constants is where they live."""
+    from detrprune.config import load_schema
+    from detrprune.constants import FILTER_SCOPES, SPARSITY_PARTS, WEIGHT_SCOPES
+
+    method = load_schema()["properties"]["pruning"]["properties"]["methods"]
+    properties = method["additionalProperties"]["properties"]
+    assert properties["scope"]["enum"] == [*FILTER_SCOPES, *WEIGHT_SCOPES]
+    assert properties["modules"]["items"]["enum"] == list(SPARSITY_PARTS)

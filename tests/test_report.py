@@ -12,14 +12,9 @@ import pandas as pd
 import pytest
 from pypdf import PdfReader
 
-from detrprune.report import (
-    SUMMARY_COLUMNS,
-    ReportError,
-    aggregate,
-    make_plots,
-    summarize_config,
-    write_report,
-)
+from detrprune.report.pdf import summarize_config, write_report
+from detrprune.report.plots import make_plots
+from detrprune.report.summary import SUMMARY_COLUMNS, ReportError, aggregate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEVICE = "cpu (Intel Xeon Gold 6338, 2 threads)"
@@ -317,7 +312,7 @@ def test_summarize_config_tolerates_missing_keys() -> None:
 
 
 def test_optional_columns_follow_the_required_ones(tmp_path: Path) -> None:
-    from detrprune.report import OPTIONAL_COLUMNS
+    from detrprune.report.summary import OPTIONAL_COLUMNS
 
     runs = [dict(run) for run in FAKE_RUNS]
     runs[0].update(kitti_AP_Car_moderate=0.61, sparse_mb=4.5, kitti_AP_Cyclist_easy=math.nan)
@@ -412,3 +407,14 @@ def test_gpu_latency_columns_and_device_reach_the_report(tmp_path: Path) -> None
     runs[0]["gpu_latency_device"] = 3
     with pytest.raises(ReportError, match="key 'gpu_latency_device' must be a string"):
         aggregate(_write_runs(tmp_path / "bad", runs), tmp_path / "bad.csv")
+
+
+def test_every_plot_has_a_caption_and_the_report_reads_only_step_columns_the_loop_writes():
+    from detrprune.constants import ITERATIVE_STEP_COLUMNS
+    from detrprune.report import report_plots
+    from detrprune.report.summary import REQUIRED_STEP_COLUMNS
+
+    captions = Path(__file__).resolve().parent.parent / "report"
+    for stem in report_plots(iterative=True):
+        assert (captions / f"{stem}.rst").is_file(), stem
+    assert set(REQUIRED_STEP_COLUMNS) <= set(ITERATIVE_STEP_COLUMNS)

@@ -13,7 +13,12 @@ import pytest
 from PIL import Image
 
 from detrprune.data.kitti import parse_label_line
-from detrprune.data.synthetic import SynthesisError, _background, render_scene, synthesize_kitti
+from detrprune.data.synthetic import (
+    SynthesisError,
+    render_background,
+    render_scene,
+    synthesize_kitti,
+)
 
 NUM_SCENES = 6
 
@@ -136,7 +141,7 @@ def test_boxes_are_the_exact_drawn_extent(seed: int):
         replay = copy.deepcopy(rng)
         image, objects, _ = render_scene(rng)
         horizon = round(replay.uniform(150, 200))
-        background = _background(replay, 1242, 375, horizon)
+        background = render_background(replay, 1242, 375, horizon)
         drawn = np.any(np.asarray(image) != np.asarray(background), axis=2)
         for index, obj in enumerate(objects):
             box = tuple(int(v) for v in obj.bbox)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from detrprune.report import SUMMARY_COLUMNS
+from detrprune.report.summary import SUMMARY_COLUMNS
 
 from .conftest import micro_config, planned_jobs, run_snakemake
 
@@ -296,7 +296,8 @@ TIMING_COLUMNS = (
 def test_two_runs_from_scratch_give_identical_numbers_and_report(study, tmp_path_factory):
     """Reproducibility: the same config, run again from nothing, gives byte-identical outputs
     except the timing columns; the report too once those are fixed to one value."""
-    from detrprune.report import make_plots, write_report
+    from detrprune.report.pdf import write_report
+    from detrprune.report.plots import make_plots
 
     again = tmp_path_factory.mktemp("again")
     (again / "config.yaml").write_text(yaml.safe_dump(micro_config()))

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from detrprune import CLASSES
+from detrprune.constants import CLASSES
 from detrprune.data.kitti import KITTI_TYPES, KittiObject, parse_label_file
 from detrprune.jobs import atomic_output
 

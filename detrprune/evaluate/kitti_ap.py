@@ -63,7 +63,8 @@ from typing import Any
 
 import numpy as np
 
-CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
+from detrprune.constants import CLASSES
+
 DIFFICULTIES: tuple[str, ...] = ("easy", "moderate", "hard")
 MIN_HEIGHT: tuple[float, ...] = (40.0, 25.0, 25.0)
 MAX_OCCLUSION: tuple[int, ...] = (0, 1, 2)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from detrprune.config import train_result_settings
+from detrprune.constants import ITERATIVE_STEP_COLUMNS
 from detrprune.jobs import atomic_output
 from detrprune.prune.methods import (
     apply_pruning,
@@ -32,22 +33,6 @@ from detrprune.prune.methods import (
 from detrprune.train.checkpoint import load_detector, save_detector
 
 log = logging.getLogger(__name__)
-
-STEP_COLUMNS = [
-    "step",
-    "step_ratio",
-    "cumulative_ratio",
-    "gmacs",
-    "params_total",
-    "params_nonzero",
-    "mAP_before_finetune",
-    "mAP50_before_finetune",
-    "mAP_after_finetune",
-    "mAP50_after_finetune",
-    "map_drop",
-    "within_budget",
-    "selected",
-]
 
 
 def step_plan(target_percent: int, steps: int) -> list[dict[str, float]]:
@@ -92,8 +77,8 @@ def iterative_prune(
     """
     from detrprune.evaluate.metrics import fvcore_gmacs, load_val_batches
     from detrprune.train.runner import (
-        _prepare_work_dir,
         finetune_checkpoint,
+        prepare_work_dir,
         resume_stamp,
     )
 
@@ -108,7 +93,7 @@ def iterative_prune(
     }
     # A work folder of other settings, another baseline or other data is wiped; a matching one
     # is resumed.
-    _prepare_work_dir(work_dir, resume_stamp(settings, [baseline, train_json, val_json]))
+    prepare_work_dir(work_dir, resume_stamp(settings, [baseline, train_json, val_json]))
     input_scale = (int(model["input_scale"][0]), int(model["input_scale"][1]))
     input_hw = (input_scale[1], input_scale[0])
     batches = load_val_batches(val_json, data_root, input_scale, flops_images)
@@ -250,10 +235,10 @@ def write_steps_csv(rows: list[Mapping[str, Any]], out: Path) -> None:
     """The per-step table, fixed columns, written atomically."""
     with atomic_output(out) as (tmp,):
         with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=STEP_COLUMNS, lineterminator="\n")
+            writer = csv.DictWriter(handle, fieldnames=ITERATIVE_STEP_COLUMNS, lineterminator="\n")
             writer.writeheader()
             for row in rows:
-                writer.writerow({key: _cell(row[key]) for key in STEP_COLUMNS})
+                writer.writerow({key: _cell(row[key]) for key in ITERATIVE_STEP_COLUMNS})
 
 
 def _cell(value: Any) -> Any:

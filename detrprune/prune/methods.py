@@ -33,13 +33,9 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune
 
+from detrprune.constants import FILTER_SCOPES, SPARSITY_PARTS, WEIGHT_SCOPES
+
 log = logging.getLogger(__name__)
-
-# Model parts for weight-pruning scopes and sparsity reporting (see :func:`weight_part`).
-SPARSITY_PARTS = ("backbone", "neck", "encoder", "decoder", "head", "sampling_offsets", "other")
-
-FILTER_SCOPES = ("backbone", "backbone+ffn", "backbone+residual", "backbone+residual+ffn")
-WEIGHT_SCOPES = ("layerwise", "global")
 
 
 class _BackboneNeck(nn.Module):

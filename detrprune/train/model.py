@@ -20,7 +20,7 @@ from typing import Any
 
 from mmengine.config import Config
 
-from detrprune import CLASSES
+from detrprune.constants import CLASSES
 
 # ResNet stage widths for the stages Deformable DETR takes (out_indices 1..3, plus the extra
 # level the neck makes by a stride-2 conv when num_levels == 4).

@@ -199,7 +199,7 @@ def training_stamp(cfg, processes: int = 1) -> str:
     return resume_stamp(settings)
 
 
-def _prepare_work_dir(work_dir: Path, stamp: str) -> str | None:
+def prepare_work_dir(work_dir: Path, stamp: str) -> str | None:
     """The latest checkpoint to resume from, or None; a work dir of another run is wiped."""
     from mmengine.runner import find_latest_checkpoint
 
@@ -250,7 +250,7 @@ def train_baseline(
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type=hook, **model["init"])]
     processes = int(train.get("gpus", 1))
     if processes > 1 and not in_worker():
-        _prepare_work_dir(Path(work_dir), training_stamp(cfg, processes))
+        prepare_work_dir(Path(work_dir), training_stamp(cfg, processes))
         launch("detrprune.train.runner:train_baseline", processes, _call_arguments(locals()))
         return
     detector, _ = _run(cfg, Path(work_dir), processes)
@@ -339,7 +339,7 @@ def _run(cfg, work_dir: Path, processes: int = 1) -> tuple[torch.nn.Module, list
         configure_runner(cfg)
         latest = find_latest_checkpoint(str(work_dir))
     else:
-        latest = _prepare_work_dir(work_dir, training_stamp(cfg, processes))
+        latest = prepare_work_dir(work_dir, training_stamp(cfg, processes))
     cfg.custom_hooks = [
         *cfg.get("custom_hooks", []),
         dict(type=_register_hook("DetrpruneRngStateKeeper", _RngStateKeeper)),
@@ -448,7 +448,7 @@ def finetune_checkpoint(
     processes = int(train.get("gpus", 1))
     if processes > 1 and not in_worker():
         # The input checkpoint's content is part of the stamp: a re-pruned input restarts.
-        _prepare_work_dir(Path(work_dir), training_stamp(cfg, processes))
+        prepare_work_dir(Path(work_dir), training_stamp(cfg, processes))
         return launch("detrprune.train.runner:finetune_checkpoint", processes, arguments)
     detector, validations = _run(cfg, Path(work_dir), processes)
     check_zeros_kept(detector)

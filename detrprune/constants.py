@@ -1,0 +1,51 @@
+"""Names every stage of the study shares: the classes, the model parts, the pruning scopes and
+the iterative loop's step columns. One home each, free of heavy imports, so that the config
+check, the rules and the report can use them without loading torch."""
+
+from __future__ import annotations
+
+# The KITTI classes the detector learns, in category-id order (COCO ids 1, 2, 3).
+CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
+
+# The model parts the compute (GMACs) is broken down into; "other" is what no part claims
+# (a two-stage model's proposal generation from the encoder memory).
+GMACS_PARTS: tuple[str, ...] = ("backbone", "neck", "encoder", "decoder", "head", "other")
+
+# The parts weight pruning can be restricted to and sparsity is reported by; deformable
+# attention's sampling offsets are their own part because pruning them moves where attention
+# looks, not only how much each sample weighs.
+SPARSITY_PARTS: tuple[str, ...] = (
+    "backbone",
+    "neck",
+    "encoder",
+    "decoder",
+    "head",
+    "sampling_offsets",
+    "other",
+)
+
+# The scopes each pruning kind understands.
+FILTER_SCOPES: tuple[str, ...] = (
+    "backbone",
+    "backbone+ffn",
+    "backbone+residual",
+    "backbone+residual+ffn",
+)
+WEIGHT_SCOPES: tuple[str, ...] = ("layerwise", "global")
+
+# Columns of the iterative loop's results/iterative/steps.csv, in file order.
+ITERATIVE_STEP_COLUMNS: tuple[str, ...] = (
+    "step",
+    "step_ratio",
+    "cumulative_ratio",
+    "gmacs",
+    "params_total",
+    "params_nonzero",
+    "mAP_before_finetune",
+    "mAP50_before_finetune",
+    "mAP_after_finetune",
+    "mAP50_after_finetune",
+    "map_drop",
+    "within_budget",
+    "selected",
+)

@@ -1,0 +1,414 @@
+"""The PDF report: a title page (the study's settings, the baseline, how to read the numbers),
+the summary, detail and iterative-step tables, then one page per plot. Byte-identical for
+identical inputs: no creation dates, fixed fonts (TrueType, so the text stays extractable)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+
+from detrprune import __version__
+from detrprune.constants import CLASSES, GMACS_PARTS
+from detrprune.jobs import atomic_output
+from detrprune.report.plots import report_style
+from detrprune.report.summary import (
+    BASELINE_METHOD,
+    ReportError,
+    baseline_row,
+    check_steps,
+    check_summary,
+)
+
+log = logging.getLogger(__name__)
+
+REPORT_TITLE = "Pruning Deformable DETR on KITTI"
+
+_PAGE_PORTRAIT = (8.27, 11.69)  # A4
+_PAGE_LANDSCAPE = (11.69, 8.27)
+_TABLE_ROWS_PER_PAGE = 25
+_TEXT_LINES_PER_PAGE = 58
+
+# Short headers so the 17-column table fits a landscape A4 page.
+_TABLE_HEADERS: dict[str, str] = {
+    "variant": "variant",
+    "scope": "scope",
+    "ratio": "ratio %",
+    "finetuned": "ft",
+    "mAP": "mAP",
+    "mAP50": "mAP50",
+    "mAP75": "mAP75",
+    **{f"AP_{cls}": f"AP {cls[:3]}" for cls in CLASSES},
+    "latency_ms_median": "lat med ms",
+    "latency_ms_p90": "lat p90 ms",
+    "gmacs": "GMACs",
+    "params_total": "params",
+    "params_nonzero": "nonzero",
+    "checkpoint_mb": "ckpt MB",
+    "compression_ratio": "compr x",
+}
+
+_SUMMARY_NOTE = (
+    "ratio % = pruning ratio; ft = fine-tuned; lat = latency per image (batch 1); "
+    "GMACs: fvcore, 1 multiply-add = 1 MAC; compr x = compression ratio; n/a = not available."
+)
+# KITTI-style AP (moderate), where the compute is, and how small the sparse checkpoint gets.
+_DETAIL_HEADERS: dict[str, str] = {
+    "variant": "variant",
+    **{f"kitti_AP_{cls}_moderate": f"KITTI {cls[:3]}" for cls in CLASSES},
+    "kitti_mAP_moderate": "KITTI mAP",
+    **{f"gmacs_{part}": f"G {part}" for part in GMACS_PARTS if part != "other"},
+    "sparsity_sampling_offsets": "sp. offsets",
+    "checkpoint_mb": "dense MB",
+    "sparse_mb": "sparse MB",
+    "sparse_bound_mb": "bound MB",
+    "onnx_max_abs_diff": "ONNX diff",
+    "onnx_latency_ms_median": "ORT ms",
+    "torch_forward_latency_ms_median": "torch ms",
+    "gpu_latency_ms_median": "GPU ms",
+}
+_DETAIL_NOTE = (
+    "KITTI = KITTI-style 2D AP, moderate difficulty, R40 (Car IoU 0.7, Ped/Cyc 0.5); "
+    "G <part> = GMACs of that model part; sp. offsets = sparsity of deformable attention's "
+    "sampling_offsets;\nsparse MB = bitmask + non-zero values format; bound MB = n_weights/8 "
+    "bytes + 4 bytes per non-zero value.\nONNX diff = largest |onnxruntime - PyTorch| over real "
+    "frames; ORT ms / torch ms = the same tensor forward (no pre/post-processing) in onnxruntime "
+    "and PyTorch, CPU; GPU ms = test_step on the GPU named below, CUDA events (n/a: no GPU)."
+)
+_STEP_HEADERS: dict[str, str] = {
+    "step": "step",
+    "step_ratio": "step ratio",
+    "cumulative_ratio": "total ratio",
+    "gmacs": "GMACs",
+    "params_nonzero": "nonzero",
+    "mAP_before_finetune": "mAP pruned",
+    "mAP_after_finetune": "mAP ft",
+    "mAP50_after_finetune": "mAP50 ft",
+    "map_drop": "drop",
+    "within_budget": "in budget",
+    "selected": "kept",
+}
+_STEP_NOTE = (
+    "Each step prunes, evaluates, fine-tunes and evaluates again; drop = baseline mAP - "
+    "fine-tuned mAP; the loop stops after the first step over budget; kept = the model evaluated "
+    "as 'iterative'."
+)
+
+# Parts of config.yaml printed on the title page, as paths into the nested config.
+_CONFIG_PATHS: tuple[tuple[str, ...], ...] = (
+    ("seed",),
+    ("dataset", "source"),
+    ("dataset", "synthetic", "num_scenes"),
+    ("dataset", "val_fraction"),
+    ("model",),
+    ("train", "max_iters"),
+    ("train", "batch_size"),
+    ("evaluate", "threads"),
+    ("evaluate", "latency"),
+)
+
+
+def summarize_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Pick the parts of the workflow config worth printing on the report's title page.
+
+    Keeps seed, dataset source/size/validation split, the model section, training length and
+    batch size, the pruning ratios of every method, and the latency settings (including the
+    evaluation thread count, which latency depends on). Missing or
+    malformed sections are skipped rather than failing: the report must not break because an
+    optional key is absent.
+
+    Args:
+        config: the whole config dict as loaded from config.yaml.
+
+    Returns:
+        A nested dict mirroring the config's structure, holding only the selected keys.
+    """
+    summary: dict[str, Any] = {}
+    if not isinstance(config, Mapping):
+        return summary
+
+    def lookup(path: Sequence[str]) -> tuple[bool, Any]:
+        node: Any = config
+        for key in path:
+            if not isinstance(node, Mapping) or key not in node:
+                return False, None
+            node = node[key]
+        return True, node
+
+    def store(path: Sequence[str], value: Any) -> None:
+        node = summary
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        # Plain containers only, so later mutation of the caller's config cannot leak in.
+        node[path[-1]] = json.loads(json.dumps(value, default=str))
+
+    for path in _CONFIG_PATHS:
+        found, value = lookup(path)
+        if found and value is not None:
+            store(path, value)
+
+    found, methods = lookup(("pruning", "methods"))
+    if found and isinstance(methods, Mapping):
+        for method, settings in methods.items():
+            if isinstance(settings, Mapping):
+                store(("pruning", "methods", str(method)), dict(settings))
+    for section in ("finetune", "iterative"):
+        found, value = lookup(("pruning", section))
+        if found and isinstance(value, Mapping):
+            store(("pruning", section), dict(value))
+    return summary
+
+
+def write_report(
+    summary: pd.DataFrame,
+    plot_paths: Sequence[Path],
+    config_summary: Mapping[str, object],
+    out_pdf: Path,
+    steps: pd.DataFrame | None = None,
+) -> None:
+    """Write the multi-page PDF report, byte-identical for identical inputs.
+
+    Pages: a title page (config summary, baseline numbers, how to read), the summary table
+    and the detail table (KITTI AP, GMACs by part, sparse sizes; split every 25 rows), the
+    iterative loop's step table when ``steps`` is given, then one page per plot.
+
+    Args:
+        summary: the table returned by :func:`~detrprune.report.summary.aggregate`.
+        plot_paths: PNGs of :func:`~detrprune.report.plots.make_plots`, a page each, in order.
+        config_summary: nested dict (e.g. from :func:`summarize_config`), printed with dotted keys.
+        out_pdf: output path, written atomically.
+        steps: the iterative loop's per-step table, when it ran.
+    """
+    check_summary(summary)
+    if steps is not None:
+        check_steps(steps)
+    for plot in plot_paths:
+        if not Path(plot).is_file():
+            raise ReportError(f"{plot}: plot file not found (key 'plot_paths')")
+
+    text_pages = _title_lines(summary, config_summary)
+    metadata = {
+        "CreationDate": None,
+        "ModDate": None,
+        "Producer": f"detrprune {__version__} (matplotlib {matplotlib.__version__})",
+        "Creator": "detrprune",
+        "Title": REPORT_TITLE,
+    }
+    with report_style(), atomic_output(Path(out_pdf)) as (tmp,):
+        with PdfPages(tmp, metadata=metadata) as pdf:
+            for index, lines in enumerate(text_pages):
+                fig = _text_page(lines, first=index == 0)
+                pdf.savefig(fig)
+                plt.close(fig)
+            tables = _table_pages(summary, _TABLE_HEADERS, "Summary table", _SUMMARY_NOTE)
+            tables += _table_pages(summary, _DETAIL_HEADERS, "Detail table", _DETAIL_NOTE)
+            if steps is not None:
+                tables += _table_pages(steps, _STEP_HEADERS, "Iterative steps", _STEP_NOTE)
+            for fig in tables:
+                pdf.savefig(fig)
+                plt.close(fig)
+            for plot in plot_paths:
+                fig = _plot_page(Path(plot))
+                pdf.savefig(fig)
+                plt.close(fig)
+    log.info("wrote %s", out_pdf)
+
+
+# --------------------------------------------------------------------------------------------
+# report pages
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: object, digits: int = 4) -> str:
+    """Format a table / text value: ``digits`` significant digits, SI suffix for big integers."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        magnitude = abs(int(value))
+        if magnitude >= 1_000_000_000:
+            return f"{value / 1e9:.{digits}g}G"
+        if magnitude >= 1_000_000:
+            return f"{value / 1e6:.{digits}g}M"
+        if magnitude >= 10_000:
+            return f"{value / 1e3:.{digits}g}k"
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _flatten(mapping: Mapping[str, object], prefix: str = "") -> list[tuple[str, object]]:
+    """Flatten a nested mapping into (dotted.key, value) pairs, keeping insertion order."""
+    items: list[tuple[str, object]] = []
+    for key, value in mapping.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            items.extend(_flatten(value, dotted))
+        else:
+            items.append((dotted, value))
+    return items
+
+
+def _config_value(value: object) -> str:
+    """Render one config value for the title page (lists comma-joined)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_config_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"  # as config.yaml spells it
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------
+
+
+def _title_lines(summary: pd.DataFrame, config_summary: Mapping[str, object]) -> list[list[str]]:
+    """Body text of the title page(s), split into pages of at most ``_TEXT_LINES_PER_PAGE``."""
+    lines: list[str] = ["Configuration"]
+    flat = _flatten(config_summary) if config_summary else []
+    if flat:
+        lines += [f"  {key}: {_config_value(value)}" for key, value in flat]
+    else:
+        lines.append("  (no configuration given)")
+
+    lines += ["", "Baseline"]
+    baseline = baseline_row(summary)
+    if baseline is None:
+        lines.append("  (no baseline row in the summary)")
+    else:
+        lines += [
+            f"  variant: {baseline['variant']}",
+            f"  mAP: {_fmt(baseline['mAP'])}    mAP50: {_fmt(baseline['mAP50'])}"
+            f"    mAP75: {_fmt(baseline['mAP75'])}",
+            f"  AP {' / '.join(CLASSES)}: "
+            + " / ".join(_fmt(baseline[f"AP_{cls}"]) for cls in CLASSES),
+            f"  compute: {_fmt(baseline['gmacs'])} GMACs",
+            f"  latency: {_fmt(baseline['latency_ms_median'])} ms median, "
+            f"{_fmt(baseline['latency_ms_p90'])} ms p90 per image (batch 1)",
+            f"  params: {_fmt(int(baseline['params_total']))} total, "
+            f"{_fmt(int(baseline['params_nonzero']))} non-zero",
+            f"  checkpoint size: {_fmt(baseline['checkpoint_mb'])} MB",
+        ]
+
+    devices = sorted(str(d) for d in summary["latency_device"].unique())
+    n_variants = int((summary["method"] != BASELINE_METHOD).sum())
+    lines += [
+        "",
+        "How to read",
+        f"  {n_variants} pruned variant(s) plus baseline; one row per evaluated model.",
+        "  GMACs = fvcore count, where one multiply-add counts as one MAC",
+        "    (multiply by 2 for FLOPs).",
+        "  Latency = wall-clock time per image at batch 1, median and 90th percentile, on:",
+        *[f"    {device}" for device in devices],
+        "    On shared or virtual CPUs repeated runs of one model can differ by 20-30 %:",
+        "    read small latency differences as noise, not as a speedup or a slowdown.",
+        "  AP values are COCO AP in [0, 1]; n/a = no ground truth for that class (-1 in COCO).",
+        "  compression_ratio = baseline non-zero parameters / variant's non-zero parameters",
+        "    (credits removed channels and zeroed weights; the dense checkpoint MB only",
+        "    shrinks for removed channels).",
+        "  Fine-tuned variants (ft = yes) are drawn dashed in the plots.",
+    ]
+    return [lines[i : i + _TEXT_LINES_PER_PAGE] for i in range(0, len(lines), _TEXT_LINES_PER_PAGE)]
+
+
+def _text_page(lines: Sequence[str], *, first: bool) -> Figure:
+    """A portrait page of monospace text; the first one carries the report title."""
+    fig = plt.figure(figsize=_PAGE_PORTRAIT)
+    top = 0.95
+    if first:
+        fig.text(0.5, top, REPORT_TITLE, ha="center", va="top", fontsize=18, weight="bold")
+        fig.text(
+            0.5, top - 0.03, f"detrprune {__version__} report", ha="center", va="top", fontsize=10
+        )
+        top -= 0.07
+    else:
+        fig.text(0.08, top, f"{REPORT_TITLE} (continued)", va="top", fontsize=11, weight="bold")
+        top -= 0.04
+    step = 0.0145
+    for i, line in enumerate(lines):
+        # Section headings are the unindented non-empty lines.
+        heading = bool(line) and not line.startswith(" ")
+        fig.text(
+            0.08,
+            top - i * step,
+            line,
+            va="top",
+            fontsize=10 if heading else 8.5,
+            weight="bold" if heading else "normal",
+            family="DejaVu Sans Mono",
+        )
+    return fig
+
+
+def _table_pages(
+    table_rows: pd.DataFrame, headers: Mapping[str, str], heading: str, note: str
+) -> list[Figure]:
+    """A table on landscape pages of at most ``_TABLE_ROWS_PER_PAGE`` rows each.
+
+    Columns of ``headers`` missing from ``table_rows`` (metrics older than the column) show n/a.
+    """
+    columns = list(headers)
+    frame = table_rows.reindex(columns=columns)
+    cells = [[_fmt(value) for value in row] for row in frame.itertuples(index=False)]
+    for column, label in (("latency_device", "Latency device"), ("gpu_latency_device", "GPU")):
+        if column in table_rows:
+            devices = sorted(str(d) for d in table_rows[column].dropna().unique())
+            note = note + f"\n{label}: " + ("; ".join(devices) or "none")
+    n_pages = max(1, math.ceil(len(cells) / _TABLE_ROWS_PER_PAGE))
+    figures: list[Figure] = []
+    for page in range(n_pages):
+        chunk = cells[page * _TABLE_ROWS_PER_PAGE : (page + 1) * _TABLE_ROWS_PER_PAGE]
+        fig = plt.figure(figsize=_PAGE_LANDSCAPE)
+        ax = fig.add_axes((0.03, 0.10, 0.94, 0.80))
+        ax.axis("off")
+        title = heading
+        if n_pages > 1:
+            title += f" ({page + 1}/{n_pages})"
+        ax.set_title(title, fontsize=14, weight="bold", loc="left")
+        table = ax.table(
+            cellText=chunk,
+            colLabels=[headers[c] for c in columns],
+            loc="upper center",
+            cellLoc="right",
+        )
+        table.auto_set_font_size(False)
+        table.set_fontsize(7.5)
+        table.auto_set_column_width(list(range(len(columns))))
+        table.scale(1.0, 1.3)
+        for (row, _col), cell in table.get_celld().items():
+            if row == 0:
+                cell.set_text_props(weight="bold")
+                cell.set_facecolor("#e8e8e8")
+        fig.text(0.03, 0.05, note, fontsize=7, va="bottom")
+        figures.append(fig)
+    return figures
+
+
+def _plot_page(plot: Path) -> Figure:
+    """A landscape page showing one plot PNG, titled with its file stem."""
+    image = mpimg.imread(plot)
+    fig = plt.figure(figsize=_PAGE_LANDSCAPE)
+    ax = fig.add_axes((0.04, 0.04, 0.92, 0.86))
+    # "none" embeds the PNG pixels unresampled instead of re-rasterising at the page dpi.
+    ax.imshow(image, interpolation="none")
+    ax.axis("off")
+    ax.set_title(plot.stem, fontsize=14, weight="bold")
+    return fig

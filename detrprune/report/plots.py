@@ -1,0 +1,403 @@
+"""The study's plots: accuracy and cost against the pruning ratio, the accuracy / latency
+trade-off, where the compute and the zeros are by model part, and the iterative loop's steps.
+
+Each figure is a deterministic PNG (fixed style, no Software metadata), written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+# The workflow runs headless (cluster nodes, CI): never let matplotlib look for a display.
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from detrprune.constants import GMACS_PARTS, SPARSITY_PARTS  # noqa: E402
+from detrprune.jobs import atomic_output  # noqa: E402
+from detrprune.report import report_plots  # noqa: E402
+from detrprune.report.summary import (  # noqa: E402
+    BASELINE_METHOD,
+    baseline_row,
+    check_steps,
+    check_summary,
+)
+
+log = logging.getLogger(__name__)
+
+PLOT_DPI = 120
+_FIGSIZE_PLOT = (8.0, 5.0)
+_FIGSIZE_WIDE = (11.0, 4.5)
+
+# Fixed style, independent of any user matplotlibrc, so outputs do not vary between machines.
+# Type 42 (TrueType) fonts keep the PDF text extractable; Type 3 glyphs are not.
+_RC: dict[str, Any] = {
+    "svg.hashsalt": "detrprune",
+    "pdf.fonttype": 42,
+    "pdf.compression": 6,
+    "font.family": "DejaVu Sans",
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "figure.dpi": PLOT_DPI,
+    "savefig.dpi": PLOT_DPI,
+}
+
+# A figure from (summary table, colour per method, baseline row or None).
+Builder = Callable[[pd.DataFrame, Mapping[str, Any], "pd.Series | None"], Figure]
+
+
+def report_style() -> ExitStack:
+    """A context manager applying the fixed report style on top of matplotlib defaults."""
+    stack = ExitStack()
+    stack.enter_context(plt.style.context("default"))
+    stack.enter_context(matplotlib.rc_context(_RC))
+    return stack
+
+
+def _save_png(fig: Figure, out: Path) -> None:
+    """Save ``fig`` as a deterministic PNG (no Software/timestamp metadata), atomically."""
+    with atomic_output(out) as (tmp,):
+        fig.savefig(tmp, format="png", dpi=PLOT_DPI, metadata={"Software": None})
+
+
+def make_plots(
+    summary: pd.DataFrame, plots_dir: Path, steps: pd.DataFrame | None = None
+) -> list[Path]:
+    """Draw the trade-off plots of the summary table as deterministic PNGs.
+
+    Args:
+        summary: the table of :func:`~detrprune.report.summary.aggregate` (or its CSV).
+        plots_dir: output folder (created if needed).
+        steps: the iterative loop's per-step table, when it ran.
+
+    Returns:
+        The PNGs of :func:`detrprune.report.report_plots`, in its order (the iterative
+        loop's when ``steps`` is given).
+
+    Raises:
+        ReportError: the table lacks a summary column or has no rows.
+    """
+    check_summary(summary)
+    if steps is not None:
+        check_steps(steps)
+    plots_dir = Path(plots_dir)
+    colours = _method_colours(summary)
+    baseline = baseline_row(summary)
+    builders: dict[str, Builder] = {
+        "map_vs_ratio": _fig_map,
+        "gmacs_vs_ratio": _fig_gmacs,
+        "latency_vs_ratio": _fig_latency,
+        "accuracy_vs_latency": _fig_accuracy_vs_latency,
+        "size_vs_ratio": _fig_size,
+        "gmacs_by_part": _fig_gmacs_by_part,
+        "sparsity_by_part": _fig_sparsity_by_part,
+        "iterative_steps": lambda *_: _fig_iterative(steps, baseline),
+    }
+    paths: list[Path] = []
+    with report_style():
+        for stem in report_plots(iterative=steps is not None):
+            fig = builders[stem](summary, colours, baseline)
+            path = plots_dir / f"{stem}.png"
+            try:
+                fig.tight_layout()
+                _save_png(fig, path)
+            finally:
+                plt.close(fig)
+            paths.append(path)
+            log.info("wrote %s", path)
+    return paths
+
+
+def _series(summary: pd.DataFrame) -> list[tuple[str, bool, pd.DataFrame]]:
+    """Split non-baseline rows into (method, finetuned) series, each sorted by ratio."""
+    rows = summary[summary["method"] != BASELINE_METHOD]
+    out: list[tuple[str, bool, pd.DataFrame]] = []
+    for (method, finetuned), group in rows.groupby(["method", "finetuned"], sort=True):
+        out.append((str(method), bool(finetuned), group.sort_values("ratio")))
+    return out
+
+
+def _method_colours(summary: pd.DataFrame) -> dict[str, Any]:
+    """Give each pruning method a fixed colour (fine-tuned twins share their method's colour)."""
+    methods = sorted(m for m in summary["method"].unique() if m != BASELINE_METHOD)
+    cmap = plt.get_cmap("tab10")
+    return {m: cmap(i % 10) for i, m in enumerate(methods)}
+
+
+def _series_label(method: str, finetuned: bool) -> str:
+    """Legend label of a series."""
+    return f"{method} (fine-tuned)" if finetuned else method
+
+
+def _linestyle(finetuned: bool) -> str:
+    """Fine-tuned series are dashed so they read as twins of the solid one-shot series."""
+    return "--" if finetuned else "-"
+
+
+def _plot_metric_vs_ratio(
+    ax: Axes,
+    summary: pd.DataFrame,
+    column: str,
+    colours: Mapping[str, Any],
+    baseline: pd.Series | None,
+) -> None:
+    """Draw ``column`` against pruning ratio: one line per series plus the baseline reference."""
+    for method, finetuned, group in _series(summary):
+        ax.plot(
+            group["ratio"],
+            group[column],
+            marker="o",
+            linestyle=_linestyle(finetuned),
+            color=colours[method],
+            label=_series_label(method, finetuned),
+        )
+    if baseline is not None and not pd.isna(baseline[column]):
+        value = float(baseline[column])
+        ax.axhline(value, color="black", linestyle=":", linewidth=1.0, label="baseline")
+        ax.plot([0], [value], marker="*", markersize=12, color="black", linestyle="none")
+    ax.set_xlabel("pruning ratio (%)")
+    ax.legend(fontsize=8)
+
+
+def _fig_map(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """mAP and mAP50 vs pruning ratio, side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=_FIGSIZE_WIDE, sharex=True)
+    for ax, column, label in zip(axes, ("mAP", "mAP50"), ("mAP@[.5:.95]", "mAP@.5"), strict=True):
+        _plot_metric_vs_ratio(ax, summary, column, colours, baseline)
+        ax.set_ylabel(f"{label} (COCO AP, 0-1)")
+        ax.set_title(f"{label} vs pruning ratio")
+    return fig
+
+
+def _fig_gmacs(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """GMACs vs pruning ratio."""
+    fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
+    _plot_metric_vs_ratio(ax, summary, "gmacs", colours, baseline)
+    ax.set_ylabel("compute (GMACs, fvcore: 1 multiply-add = 1 MAC)")
+    ax.set_title("GMACs vs pruning ratio")
+    return fig
+
+
+def _fig_latency(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Median latency vs pruning ratio, with an upper error bar reaching the p90."""
+    fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
+    for method, finetuned, group in _series(summary):
+        median = group["latency_ms_median"].to_numpy(dtype=float)
+        upper = np.clip(group["latency_ms_p90"].to_numpy(dtype=float) - median, 0.0, None)
+        ax.errorbar(
+            group["ratio"],
+            median,
+            yerr=[np.zeros_like(upper), upper],
+            marker="o",
+            capsize=3,
+            linestyle=_linestyle(finetuned),
+            color=colours[method],
+            label=_series_label(method, finetuned),
+        )
+    if baseline is not None:
+        b_med = float(baseline["latency_ms_median"])
+        b_up = max(float(baseline["latency_ms_p90"]) - b_med, 0.0)
+        ax.axhline(b_med, color="black", linestyle=":", linewidth=1.0, label="baseline")
+        ax.errorbar(
+            [0],
+            [b_med],
+            yerr=[[0.0], [b_up]],
+            marker="*",
+            markersize=12,
+            capsize=3,
+            color="black",
+            linestyle="none",
+        )
+    ax.set_xlabel("pruning ratio (%)")
+    ax.set_ylabel("latency per image, batch 1 (ms)")
+    ax.set_title("Latency (median, bar to p90) vs pruning ratio")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _fig_accuracy_vs_latency(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Scatter of mAP vs median latency, each point labelled with its ratio."""
+    fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
+    for method, finetuned, group in _series(summary):
+        ax.scatter(
+            group["latency_ms_median"],
+            group["mAP"],
+            marker="s" if finetuned else "o",
+            color=colours[method],
+            label=_series_label(method, finetuned),
+            zorder=3,
+        )
+        for _, row in group.iterrows():
+            if pd.isna(row["mAP"]) or pd.isna(row["latency_ms_median"]):
+                continue
+            ax.annotate(
+                f"r{int(row['ratio'])}",
+                (row["latency_ms_median"], row["mAP"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=colours[method],
+            )
+    if baseline is not None and not pd.isna(baseline["mAP"]):
+        ax.scatter(
+            [baseline["latency_ms_median"]],
+            [baseline["mAP"]],
+            marker="*",
+            s=220,
+            color="black",
+            edgecolors="gold",
+            label="baseline",
+            zorder=2,  # under the variants: a near-baseline variant must stay visible
+        )
+    ax.set_xlabel("median latency per image (ms)")
+    ax.set_ylabel("mAP@[.5:.95] (COCO AP, 0-1)")
+    ax.set_title("mAP vs median latency")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _fig_size(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Checkpoint size and non-zero parameter fraction vs pruning ratio, side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=_FIGSIZE_WIDE, sharex=True)
+    _plot_metric_vs_ratio(axes[0], summary, "checkpoint_mb", colours, baseline)
+    axes[0].set_ylabel("checkpoint size (MB)")
+    axes[0].set_title("Checkpoint size vs pruning ratio")
+
+    frac = summary.copy()
+    if baseline is not None and int(baseline["params_nonzero"]) > 0:
+        denominator: Any = float(baseline["params_nonzero"])
+        ylabel = "non-zero params (fraction of baseline)"
+    else:
+        # Without a baseline the best available reference is each variant's own size.
+        denominator = frac["params_total"].astype(float)
+        ylabel = "non-zero params (fraction of own total)"
+    frac["nonzero_fraction"] = frac["params_nonzero"].astype(float) / denominator
+    base_frac = frac.loc[baseline.name] if baseline is not None else None
+    _plot_metric_vs_ratio(axes[1], frac, "nonzero_fraction", colours, base_frac)
+    axes[1].set_ylabel(ylabel)
+    axes[1].set_title("Non-zero parameters vs pruning ratio")
+    return fig
+
+
+def _bar_labels(rows: pd.DataFrame) -> list[str]:
+    return [str(v).replace("/r", " r") for v in rows["variant"]]
+
+
+def _no_data(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _fig_gmacs_by_part(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Stacked GMACs per model part for every structurally different variant.
+
+    Weight pruning and fine-tuning leave the dense count unchanged, so only the baseline, the
+    zero-shot variants of other kinds and the iterative result are drawn: this is where filter
+    pruning removed work, and where it did not.
+    """
+    fig, ax = plt.subplots(figsize=(11.0, 5.5))
+    columns = [f"gmacs_{part}" for part in GMACS_PARTS]
+    structural = summary["kind"] != "weight"
+    rows = summary[
+        structural & (~summary["finetuned"].astype(bool) | (summary["method"] == "iterative"))
+    ]
+    if any(c not in rows.columns for c in columns) or rows.empty:
+        _no_data(ax, "no per-part GMACs in the metrics")
+        return fig
+    positions = np.arange(len(rows))
+    bottom = np.zeros(len(rows))
+    cmap = plt.get_cmap("tab10")
+    for i, (part, column) in enumerate(zip(GMACS_PARTS, columns, strict=True)):
+        values = rows[column].fillna(0.0).to_numpy(dtype=float)
+        ax.bar(positions, values, bottom=bottom, color=cmap(i), label=part)
+        bottom += values
+    ax.set_xticks(positions, _bar_labels(rows), rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("GMACs (fvcore, 1 multiply-add = 1 MAC)")
+    ax.set_title("Where the compute is: GMACs by model part")
+    ax.legend(fontsize=8, ncols=3)
+    return fig
+
+
+def _fig_sparsity_by_part(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Achieved sparsity per model part of every weight-pruned variant (grouped bars)."""
+    fig, ax = plt.subplots(figsize=(11.0, 5.5))
+    columns = [f"sparsity_{part}" for part in SPARSITY_PARTS if f"sparsity_{part}" in summary]
+    rows = summary[summary["kind"] == "weight"]
+    if rows.empty or not columns:
+        _no_data(ax, "no weight-pruned variant")
+        return fig
+    width = 0.8 / len(columns)
+    positions = np.arange(len(rows))
+    cmap = plt.get_cmap("tab10")
+    for i, column in enumerate(columns):
+        ax.bar(
+            positions + (i - (len(columns) - 1) / 2) * width,
+            rows[column].fillna(0.0).to_numpy(dtype=float),
+            width=width,
+            color=cmap(i),
+            label=column.removeprefix("sparsity_"),
+        )
+    ax.set_xticks(positions, _bar_labels(rows), rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("fraction of zero weights (Conv/Linear)")
+    ax.set_title("Achieved sparsity per model part (weight pruning)")
+    ax.legend(fontsize=8, ncols=4)
+    return fig
+
+
+def _fig_iterative(steps: pd.DataFrame, baseline: pd.Series | None) -> Figure:
+    """mAP before/after each step's fine-tune (left axis) and GMACs (right axis) vs step."""
+    fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
+    step = steps["step"].to_numpy()
+    ax.plot(step, steps["mAP_before_finetune"], marker="o", color="tab:red", label="mAP pruned")
+    ax.plot(step, steps["mAP_after_finetune"], marker="o", color="tab:blue", label="mAP fine-tuned")
+    if baseline is not None:
+        ax.axhline(float(baseline["mAP"]), color="black", linestyle=":", label="baseline mAP")
+    selected = steps[steps["selected"].astype(str).str.lower() == "true"]
+    if not selected.empty:
+        ax.plot(
+            selected["step"],
+            selected["mAP_after_finetune"],
+            marker="*",
+            markersize=16,
+            color="tab:blue",
+            linestyle="none",
+            label="kept",
+        )
+    ax.set_xlabel("step (cumulative pruning ratio)")
+    ratios = steps["cumulative_ratio"].to_numpy(dtype=float)
+    ax.set_xticks(step, [f"{s}\n({100 * r:.0f} %)" for s, r in zip(step, ratios, strict=True)])
+    ax.set_ylabel("mAP@[.5:.95]")
+    macs = ax.twinx()
+    macs.plot(step, steps["gmacs"], marker="s", color="tab:green", label="GMACs")
+    macs.set_ylabel("GMACs", color="tab:green")
+    macs.grid(False)
+    handles = ax.get_legend_handles_labels()[0] + macs.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=8, loc="lower left")
+    ax.set_title("Iterative prune / fine-tune")
+    return fig

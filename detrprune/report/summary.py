@@ -1,0 +1,248 @@
+"""The summary table: every evaluated variant's ``metrics.json`` (and ``onnx.json``) merged
+into ``results/summary.csv``, one row per variant with fixed columns and dtypes, and the checks
+the plots and the PDF apply to it and to the iterative loop's step table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from detrprune.constants import CLASSES, GMACS_PARTS, SPARSITY_PARTS
+from detrprune.jobs import atomic_output
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS: list[str] = [
+    "variant",
+    "method",
+    "kind",
+    "scope",
+    "ratio",
+    "finetuned",
+    "mAP",
+    "mAP50",
+    "mAP75",
+    *[f"AP_{cls}" for cls in CLASSES],
+    "latency_ms_median",
+    "latency_ms_p90",
+    "gmacs",
+    "params_total",
+    "params_nonzero",
+    "checkpoint_mb",
+    "compression_ratio",
+    "latency_device",
+]
+
+BASELINE_METHOD = "baseline"
+
+# Column kinds, used to validate each metrics.json and to give the DataFrame stable dtypes.
+# Numeric columns that follow SUMMARY_COLUMNS whenever a metrics.json carries them (later
+# evaluation stages add them; older files without them still aggregate, as NaN).
+OPTIONAL_COLUMNS: list[str] = [
+    *[f"kitti_AP_{cls}_{level}" for cls in CLASSES for level in ("easy", "moderate", "hard")],
+    "kitti_mAP_moderate",
+    "sparse_mb",
+    "sparse_bound_mb",
+    "gops_elementwise",
+    *[f"gmacs_{part}" for part in GMACS_PARTS],
+    *[f"sparsity_{part}" for part in SPARSITY_PARTS],
+]
+# From results/onnx/<variant>/onnx.json, for the exported (final) variants only.
+ONNX_COLUMNS = (
+    "onnx_max_abs_diff",
+    "onnx_latency_ms_median",
+    "torch_forward_latency_ms_median",
+)
+# Measured only where CUDA is available (CUDA events); the device names the GPU.
+GPU_COLUMNS = ("gpu_latency_ms_median", "gpu_latency_ms_p90")
+OPTIONAL_COLUMNS += [*ONNX_COLUMNS, *GPU_COLUMNS, "gpu_latency_device"]
+_OPTIONAL_STR_COLUMNS = ("gpu_latency_device",)
+
+_STR_COLUMNS = ("variant", "method", "kind", "scope", "latency_device")
+_INT_COLUMNS = ("ratio", "params_total", "params_nonzero")
+_BOOL_COLUMNS = ("finetuned",)
+_FLOAT_COLUMNS = tuple(
+    c for c in SUMMARY_COLUMNS if c not in _STR_COLUMNS + _INT_COLUMNS + _BOOL_COLUMNS
+)
+# pycocotools reports -1 for an AP it cannot compute (no ground truth); that is "missing", not
+# a terrible score, so it becomes NaN before it can drag averages or plots down.
+_AP_COLUMNS = ("mAP", "mAP50", "mAP75", *[f"AP_{cls}" for cls in CLASSES])
+
+_CSV_FLOAT_FORMAT = "%.6g"
+
+# The iterative steps.csv columns the plot and the PDF need (of ITERATIVE_STEP_COLUMNS).
+REQUIRED_STEP_COLUMNS = (
+    "step",
+    "cumulative_ratio",
+    "gmacs",
+    "mAP_before_finetune",
+    "mAP_after_finetune",
+    "map_drop",
+    "selected",
+)
+
+
+class ReportError(ValueError):
+    """Raised when metrics files or the summary table cannot be turned into a report."""
+
+
+def _is_number(value: object) -> bool:
+    """True for int/float JSON values; bool is excluded although it subclasses int."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _validate_record(record: object, path: Path) -> dict[str, Any]:
+    """Check one parsed metrics.json and return its summary columns with normalised types."""
+    if not isinstance(record, dict):
+        raise ReportError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    row: dict[str, Any] = {}
+    for key in SUMMARY_COLUMNS:
+        if key not in record:
+            raise ReportError(f"{path}: missing required key '{key}'")
+        value = record[key]
+        if key in _STR_COLUMNS:
+            if not isinstance(value, str) or not value:
+                raise ReportError(f"{path}: key '{key}' must be a non-empty string, got {value!r}")
+            row[key] = value
+        elif key in _BOOL_COLUMNS:
+            if not isinstance(value, bool):
+                raise ReportError(f"{path}: key '{key}' must be a boolean, got {value!r}")
+            row[key] = value
+        elif key in _INT_COLUMNS:
+            # json.dump of a float that happens to be integral (30.0) is still a valid ratio.
+            if not _is_number(value) or not float(value).is_integer():
+                raise ReportError(f"{path}: key '{key}' must be an integer, got {value!r}")
+            row[key] = int(value)
+        else:
+            if not _is_number(value):
+                raise ReportError(f"{path}: key '{key}' must be a number, got {value!r}")
+            number = float(value)
+            if key in _AP_COLUMNS and number < 0:
+                number = math.nan
+            row[key] = number
+    for key in OPTIONAL_COLUMNS:
+        if key in record and key in _OPTIONAL_STR_COLUMNS:
+            if not isinstance(record[key], str):
+                raise ReportError(f"{path}: key '{key}' must be a string, got {record[key]!r}")
+            row[key] = record[key]
+        elif key in record:
+            value = record[key]
+            if not _is_number(value):
+                raise ReportError(f"{path}: key '{key}' must be a number, got {value!r}")
+            row[key] = float(value)
+    return row
+
+
+def _sort_key(row: Mapping[str, Any]) -> tuple[bool, str, bool, int]:
+    """Baseline first, then by method name, fine-tuned after not, then by ratio."""
+    return (row["method"] != BASELINE_METHOD, row["method"], row["finetuned"], row["ratio"])
+
+
+def check_summary(summary: pd.DataFrame) -> None:
+    """Raise ReportError if ``summary`` is not a non-empty table with all summary columns."""
+    for column in SUMMARY_COLUMNS:
+        if column not in summary.columns:
+            raise ReportError(f"summary table: missing column '{column}'")
+    if summary.empty:
+        raise ReportError("summary table: no rows")
+
+
+def baseline_row(summary: pd.DataFrame) -> pd.Series | None:
+    """Return the (non fine-tuned if possible) baseline row, or None when there is none."""
+    base = summary[summary["method"] == BASELINE_METHOD]
+    if base.empty:
+        return None
+    plain = base[~base["finetuned"].astype(bool)]
+    return (plain if not plain.empty else base).iloc[0]
+
+
+def check_steps(steps: pd.DataFrame) -> None:
+    """Raise ReportError if the iterative steps table lacks a needed column or has no rows."""
+    for column in REQUIRED_STEP_COLUMNS:
+        if column not in steps.columns:
+            raise ReportError(f"iterative steps table: missing column '{column}'")
+    if steps.empty:
+        raise ReportError("iterative steps table: no rows")
+
+
+def aggregate(
+    metrics_paths: Sequence[Path], out_csv: Path, onnx_paths: Sequence[Path] = ()
+) -> pd.DataFrame:
+    """Merge per-variant ``metrics.json`` files into one summary table and write it as CSV.
+
+    Args:
+        metrics_paths: one metrics.json per evaluated variant.
+        out_csv: where the CSV goes (written atomically, byte-stable float format).
+        onnx_paths: ``onnx.json`` records of exported variants; their parity and latency
+            columns (:data:`ONNX_COLUMNS`) join the row of the same ``variant``.
+
+    Returns:
+        The summary table: one row per file, columns :data:`SUMMARY_COLUMNS` in that order,
+        sorted baseline first, then by method, finetuned, ratio. AP values of -1 become NaN.
+
+    Raises:
+        ReportError: unreadable file, missing/mistyped key, or two files describing the same
+            (method, ratio, finetuned) variant.
+    """
+    if not metrics_paths:
+        raise ReportError(f"{out_csv}: no metrics files given")
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple[str, int, bool], Path] = {}
+    for raw_path in metrics_paths:
+        path = Path(raw_path)
+        row = _validate_record(_read_json(path, "metrics"), path)
+        identity = (row["method"], row["ratio"], row["finetuned"])
+        if identity in seen:
+            raise ReportError(
+                f"{path}: duplicate (method, ratio, finetuned) = {identity}, "
+                f"already given by {seen[identity]}"
+            )
+        seen[identity] = path
+        rows.append(row)
+
+    _merge_onnx(rows, onnx_paths)
+    rows.sort(key=_sort_key)
+    optional = [c for c in OPTIONAL_COLUMNS if any(c in row for row in rows)]
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS + optional)
+    summary = summary.astype(
+        {
+            **{c: "int64" for c in _INT_COLUMNS},
+            **{c: "bool" for c in _BOOL_COLUMNS},
+            **{c: "float64" for c in _FLOAT_COLUMNS},
+            **{c: "float64" for c in optional if c not in _OPTIONAL_STR_COLUMNS},
+        }
+    )
+
+    with atomic_output(Path(out_csv)) as (tmp,):
+        summary.to_csv(tmp, index=False, float_format=_CSV_FLOAT_FORMAT, lineterminator="\n")
+    log.info("wrote %s (%d variants)", out_csv, len(summary))
+    return summary
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """Parse one JSON input; a missing or malformed file is a ReportError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read {what} JSON ({exc})") from exc
+
+
+def _merge_onnx(rows: list[dict[str, Any]], onnx_paths: Sequence[Path]) -> None:
+    """Add the ONNX parity and latency columns to the rows of the exported variants."""
+    by_variant = {row["variant"]: row for row in rows}
+    for raw_path in onnx_paths:
+        path = Path(raw_path)
+        record = _read_json(path, "ONNX")
+        variant = record.get("variant") if isinstance(record, dict) else None
+        if variant not in by_variant:
+            raise ReportError(f"{path}: variant {variant!r} has no metrics.json among the inputs")
+        for key in ONNX_COLUMNS:
+            if not _is_number(record.get(key)):
+                raise ReportError(f"{path}: key '{key}' must be a number, got {record.get(key)!r}")
+            by_variant[variant][key] = float(record[key])
