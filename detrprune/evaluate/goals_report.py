@@ -1,0 +1,290 @@
+"""The goal check's results: per-variant entries, the JSON record and the printed report.
+
+:func:`evaluate` joins the summary table's numbers (:mod:`detrprune.evaluate.goals`) and, when
+re-timed, the timings of :mod:`detrprune.evaluate.retime` into one entry per variant plus the
+goals' verdicts; :func:`check_goals` keeps them as a :class:`GoalCheck`, whose ``record()`` is
+what ``bench/pruning_goals.py`` writes as JSON and ``report()`` what it prints (the tables by
+:meth:`pandas.DataFrame.to_string`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from detrprune.evaluate.goals import (
+    THRESHOLDS,
+    baseline_row,
+    derived_numbers,
+    goal_a,
+    goal_b,
+    goal_c,
+    goal_d,
+    size_numbers,
+)
+
+VARIANTS_LEGEND = (
+    "FLOPs chg: change vs baseline; mAP/base: share of the baseline mAP kept;\n"
+    "speedup = baseline latency / latency; GMAC/s = GMACs / latency (s);\n"
+    "/bound = sparse_mb / sparse_bound_mb; dense/sparse = checkpoint_mb / sparse_mb;\n"
+    "n/a = not measured."
+)
+RETIMED_LEGEND = (
+    "round medians: lowest-highest per-round median (drift); "
+    "lat chg: re-timed latency change vs the re-timed baseline."
+)
+
+
+def retimed_latency(summary: pd.DataFrame, timings: Mapping[str, Mapping[str, Any]]) -> pd.Series:
+    """Each row's re-timed median latency in ms (``timings`` by variant), NaN if not re-timed."""
+    medians = {variant: timing["latency_ms_median"] for variant, timing in timings.items()}
+    return summary["variant"].map(medians).astype(float)
+
+
+def evaluate(
+    summary: pd.DataFrame, retimed: Mapping[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-variant numbers and the goals' verdicts (goal b twice when re-timed).
+
+    ``retimed`` is :func:`detrprune.evaluate.retime.retime_summary`'s record (its ``models``:
+    timings by variant). Returns one entry per row (identity, ``summary`` numbers, ``sizes``,
+    ``retimed`` timing and numbers or None) and the goals by key (``a``..``d``, ``b_retimed``).
+    """
+    base = baseline_row(summary)
+    timings = retimed["models"] if retimed else {}
+    latency = retimed_latency(summary, timings)
+    entries = []
+    for row, numbers, sizes, renumbers in zip(
+        summary.to_dict("records"),
+        derived_numbers(summary, base).to_dict("records"),
+        size_numbers(summary).to_dict("records"),
+        derived_numbers(summary, base, latency).to_dict("records"),
+        strict=True,
+    ):
+        timing = timings.get(row["variant"])
+        entries.append(
+            {
+                "variant": row["variant"],
+                "kind": row["kind"],
+                "scope": row["scope"],
+                "ratio": None if pd.isna(row["ratio"]) else int(row["ratio"]),
+                "finetuned": bool(row["finetuned"]),
+                "mAP": float(row["mAP"]),
+                "latency_device": row["latency_device"],
+                "summary": numbers,
+                "sizes": sizes,
+                "retimed": None if timing is None else {**timing, **renumbers},
+            }
+        )
+    goals = {
+        "a": goal_a(summary, base),
+        "b": goal_b(summary, base),
+        "c": goal_c(summary),
+        "d": goal_d(summary),
+    }
+    if retimed is not None:
+        goals["b_retimed"] = goal_b(summary, base, latency, "re-timed")
+    return entries, goals
+
+
+def jsonable(value: Any) -> Any:
+    """NaN -> None (JSON has no NaN), recursively through mappings, lists and tuples."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# the printed report
+# --------------------------------------------------------------------------------------------
+
+
+def _change(value: float) -> str:
+    return f"{100 * value + 0.0:+.1f}%"  # + 0.0 turns -0.0 (an unchanged baseline) into 0.0
+
+
+def _share(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _times(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def _spread(values: Sequence[float]) -> str:
+    return f"{min(values):.4g}-{max(values):.4g}"
+
+
+# Printed column -> entry field ("summary.gmacs": entry["summary"]["gmacs"]) and cell format.
+_VARIANT_NUMBERS: dict[str, tuple[str, Callable[[float], str]]] = {
+    "mAP": ("mAP", "{:.3g}".format),
+    "mAP/base": ("summary.map_retained", _share),
+    "GMACs": ("summary.gmacs", "{:.4g}".format),
+    "FLOPs chg": ("summary.flops_reduction", _change),  # negated: a change, not a reduction
+    "lat ms": ("summary.latency_ms_median", "{:.4g}".format),
+    "speedup": ("summary.speedup", _times),
+    "GMAC/s": ("summary.gmacs_per_s", "{:.4g}".format),
+    "sparse MB": ("sizes.sparse_mb", "{:.3g}".format),
+    "/bound": ("sizes.sparse_over_bound", _times),
+    "dense/sparse": ("sizes.dense_over_sparse", _times),
+}
+_RETIMED_NUMBERS: dict[str, tuple[str, Callable[[float], str]]] = {
+    "summary ms": ("summary.latency_ms_median", "{:.4g}".format),
+    "retimed ms": ("retimed.latency_ms_median", "{:.4g}".format),
+    "p90 ms": ("retimed.latency_ms_p90", "{:.4g}".format),
+    "round medians": ("retimed.round_medians_ms", _spread),
+    "speedup": ("retimed.speedup", _times),
+    "lat chg": ("retimed.latency_reduction", _change),  # negated, as FLOPs chg
+    "GMAC/s": ("retimed.gmacs_per_s", "{:.4g}".format),
+}
+
+
+def _flat(entries: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> pd.DataFrame:
+    """``entries`` as a flat table of ``fields`` (nested ones dotted), NaN where one lacks it."""
+    return pd.json_normalize(list(entries)).reindex(columns=list(fields))
+
+
+def variants_table(entries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The printed per-variant table: its column names, numbers unformatted (NaN: n/a)."""
+    flat = _flat(entries, ["variant", "kind", "scope", "ratio", "finetuned", "mAP"])
+    table = pd.DataFrame(
+        {
+            "variant": flat["variant"],
+            "kind": flat["kind"].replace("", "?"),
+            "scope": flat["scope"].replace("", "-"),
+            "ratio": flat["ratio"].astype(float),
+            "ft": flat["finetuned"].map({True: "yes", False: "no"}),
+        }
+    )
+    numbers = _flat(entries, [field for field, _ in _VARIANT_NUMBERS.values()]).astype(float)
+    table[list(_VARIANT_NUMBERS)] = numbers.to_numpy()
+    table["FLOPs chg"] = -table["FLOPs chg"]
+    return table
+
+
+def retimed_table(entries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The printed re-timing table (baseline and re-timed rows), numbers unformatted."""
+    rows = [e for e in entries if e["kind"] == "baseline" or e["retimed"]]
+    flat = _flat(rows, ["variant", *(field for field, _ in _RETIMED_NUMBERS.values())])
+    table = pd.DataFrame({"variant": flat["variant"]})
+    for column, (field, _) in _RETIMED_NUMBERS.items():
+        table[column] = flat[field] if column == "round medians" else flat[field].astype(float)
+    table["lat chg"] = -table["lat chg"]
+    return table
+
+
+def _to_text(table: pd.DataFrame, numbers: Mapping[str, tuple[str, Callable]]) -> str:
+    """``table`` as text: each number in its column's format, "n/a" where it is missing."""
+    if table.empty:
+        return "(no rows)"
+    cells = table.copy()
+    for column, (_, cell) in {"ratio": ("", "{:.0f}".format), **numbers}.items():
+        if column in cells:
+            text = table[column].map(cell, na_action="ignore").astype(object)
+            cells[column] = text.where(text.notna(), "n/a")
+    if "retimed ms" in cells:
+        cells.loc[table["retimed ms"].isna(), "retimed ms"] = "not measured"
+    return cells.to_string(index=False)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _check_lines(checks: Sequence[Mapping[str, Any]], indent: str) -> list[str]:
+    lines = []
+    for check in checks:
+        measured = ", ".join(f"{k}={_value(v)}" for k, v in check["measured"].items())
+        reason = f" ({check['reason']})" if "reason" in check else ""
+        lines.append(f"{indent}{check['verdict']:<12} {check['subject']}: {measured}{reason}")
+    return lines
+
+
+def goal_lines(key: str, goal: Mapping[str, Any]) -> list[str]:
+    """A goal's verdict, then each check with its measured numbers (by part, if it has parts)."""
+    lines = [f"goal {key}: {goal['verdict'].upper()}  -- {goal['description']}"]
+    if "reason" in goal:
+        lines.append(f"    not measured: {goal['reason']}")
+    if "parts" in goal:
+        for part in goal["parts"].values():
+            lines.append(f"    {part['verdict']}: {part['description']}")
+            if "reason" in part:
+                lines.append(f"        not measured: {part['reason']}")
+            lines += _check_lines(part["checks"], "        ")
+    else:
+        lines += _check_lines(goal["checks"], "    ")
+    if goal.get("unpaired_ratios"):
+        lines.append(f"    ratios with only one of the two scopes: {goal['unpaired_ratios']}")
+    return lines
+
+
+@dataclass(frozen=True)
+class GoalCheck:
+    """One check of the goals on a summary table: what :func:`evaluate` made of it."""
+
+    summary_path: Path
+    summary: pd.DataFrame
+    entries: list[dict[str, Any]]
+    goals: dict[str, Any]
+    retimed: Mapping[str, Any] | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record (NaN as None): inputs, thresholds, numbers, verdicts, timings."""
+        base = baseline_row(self.summary)
+        return jsonable(
+            {
+                "summary": str(self.summary_path),
+                "baseline": None if base is None else base["variant"],
+                "thresholds": THRESHOLDS,
+                "variants": self.entries,
+                "goals": self.goals,
+                "verdicts": {key: goal["verdict"] for key, goal in self.goals.items()},
+                "retime": self.retimed,
+            }
+        )
+
+    def report(self) -> str:
+        """The printed report: the baseline, the tables with their legends, each goal's checks."""
+        base = baseline_row(self.summary)
+        lines = [f"summary: {self.summary_path} ({len(self.summary)} rows)"]
+        if base is None:
+            lines.append(
+                "no baseline row (kind 'baseline'): values relative to it are not measured"
+            )
+        else:
+            device = base["latency_device"] or "n/a"
+            lines.append(f"baseline: {base['variant']}; latency device: {device}")
+        lines += ["", _to_text(variants_table(self.entries), _VARIANT_NUMBERS), VARIANTS_LEGEND]
+        retimed = self.retimed
+        if retimed is not None:
+            lines += [
+                "",
+                f"re-timed in one process: {retimed['rounds']} rounds x "
+                f"{retimed['runs_per_round']} runs per model, {retimed['images']} images, "
+                f"{retimed['latency_device']}",
+                _to_text(retimed_table(self.entries), _RETIMED_NUMBERS),
+                RETIMED_LEGEND,
+            ]
+        lines.append("")
+        for key, goal in self.goals.items():
+            lines += goal_lines(key, goal)
+        return "\n".join(lines)
+
+
+def check_goals(
+    summary_path: Path, summary: pd.DataFrame, retimed: Mapping[str, Any] | None = None
+) -> GoalCheck:
+    """Evaluate ``summary`` (read from ``summary_path``) and, if given, its re-timing."""
+    entries, goals = evaluate(summary, retimed)
+    return GoalCheck(summary_path, summary, entries, goals, retimed)

@@ -1,0 +1,480 @@
+"""detrprune.evaluate.goals / goals_report / retime: the goal checks on small summary tables,
+reading the summary CSV (and its one-line errors), the record and the printed report."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from detrprune.evaluate import goals
+from detrprune.evaluate.goals import (
+    MET,
+    NOT_MEASURED,
+    NOT_MET,
+    SummaryError,
+    baseline_row,
+    derived_numbers,
+    goal_a,
+    goal_b,
+    goal_c,
+    goal_d,
+    read_summary,
+    safe_ratio,
+    size_numbers,
+)
+from detrprune.evaluate.goals_report import (
+    check_goals,
+    evaluate,
+    jsonable,
+    retimed_latency,
+    retimed_table,
+    variants_table,
+)
+from detrprune.evaluate.retime import RetimeSettings, p90, retime_summary
+
+NAN = math.nan
+BASE = {
+    "variant": "baseline",
+    "kind": "baseline",
+    "mAP": 0.6,
+    "gmacs": 10.0,
+    "latency_ms_median": 100.0,
+    "checkpoint_mb": 60.0,
+    "sparse_mb": 58.0,
+    "sparse_bound_mb": 55.0,
+}
+
+
+def table(*rows: dict) -> pd.DataFrame:
+    """A summary table as :func:`read_summary` returns it; unset numbers are NaN."""
+    defaults = {
+        "scope": "",
+        "ratio": 0,
+        "finetuned": False,
+        "latency_device": "cpu (test)",
+        **dict.fromkeys(goals.GOAL_COLUMNS[1:], NAN),
+    }
+    return pd.DataFrame([{**defaults, **row} for row in rows])
+
+
+def filter_row(variant: str, scope: str, ratio: int, finetuned: bool = False, **values) -> dict:
+    return {
+        "variant": variant,
+        "kind": "filter",
+        "scope": scope,
+        "ratio": ratio,
+        "finetuned": finetuned,
+        **values,
+    }
+
+
+def weight_row(variant: str, ratio: int, **values) -> dict:
+    return {"variant": variant, "kind": "weight", "scope": "layerwise", "ratio": ratio, **values}
+
+
+def verdicts(goal: dict) -> list[tuple[str, str]]:
+    return [(check["subject"], check["verdict"]) for check in goal["checks"]]
+
+
+# --------------------------------------------------------------------------------------------
+# reading the summary
+# --------------------------------------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_read_summary_types_and_missing_values(tmp_path):
+    summary = read_summary(
+        write(
+            tmp_path / "summary.csv",
+            "variant,method,kind,scope,ratio,finetuned,mAP,mAP50,gmacs,latency_device,extra\n"
+            "baseline,baseline,baseline,,0,False,0.6,-1,10,cpu (x),note\n"
+            " prune/filter/r50 ,filter,filter,backbone,50.0,True,,0.7,5.5,cpu (x),3\n",
+        )
+    )
+    assert summary["variant"].tolist() == ["baseline", "prune/filter/r50"]  # stripped
+    assert summary["kind"].tolist() == ["baseline", "filter"]
+    assert summary["scope"].tolist() == ["", "backbone"]
+    assert summary["ratio"].dtype == "Int64" and summary["ratio"].tolist() == [0, 50]
+    assert summary["finetuned"].tolist() == [False, True]
+    assert math.isnan(summary.loc[1, "mAP"])  # blank cell
+    assert math.isnan(summary.loc[0, "mAP50"])  # pycocotools' -1: not computed
+    assert summary.loc[1, "mAP50"] == 0.7
+    # A text cell in a column the goals do not read is NaN, as before, not an error.
+    assert math.isnan(summary.loc[0, "extra"]) and summary.loc[1, "extra"] == 3.0
+    # Goal columns the file lacks are there, all NaN.
+    assert summary["sparse_mb"].isna().all() and summary["checkpoint_mb"].isna().all()
+
+
+def test_read_summary_takes_the_kind_from_method_in_old_summaries(tmp_path):
+    summary = read_summary(
+        write(
+            tmp_path / "summary.csv",
+            "variant,method,ratio\nbaseline,baseline,0\nf,filter,50\nw,weight,90\nx,filter_ffn,50\n",
+        )
+    )
+    assert summary["kind"].tolist() == ["baseline", "filter", "weight", ""]
+    assert summary["finetuned"].tolist() == [False] * 4  # no column: not fine-tuned
+    assert baseline_row(summary)["variant"] == "baseline"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file (run the workflow first: make demo)"),
+        ("", "empty file, expected a CSV header"),
+        ("kind,ratio\nfilter,50\n", "missing column 'variant' (is this the summary CSV?)"),
+        ("variant,ratio\na,50\n", "missing column 'kind' (and no 'method' to derive it from)"),
+        ("variant,kind,mAP\n", "no rows"),
+        ("variant,kind\nbaseline,baseline\n,filter\n", "line 3 has an empty 'variant'"),
+        ("variant,kind,gmacs\nb,baseline,10\nf,filter,5 GMACs\n", "line 3, column 'gmacs'"),
+        ("variant,kind\nb,baseline\nf,filter,extra\n", "cannot read the summary (Error"),
+    ],
+)
+def test_read_summary_errors_name_the_file_in_one_line(tmp_path, content, message):
+    path = tmp_path / "summary.csv"
+    if content is not None:
+        write(path, content)
+    with pytest.raises(SummaryError) as error:
+        read_summary(path)
+    text = str(error.value)
+    assert text.startswith(f"{path}: ") and message in text
+    assert "\n" not in text
+
+
+def test_a_bad_number_error_quotes_the_cell(tmp_path):
+    path = write(tmp_path / "s.csv", "variant,kind,ratio\nb,baseline,0\nf,filter,half\n")
+    with pytest.raises(SummaryError, match=r"line 3, column 'ratio': 'half' is not a number"):
+        read_summary(path)
+
+
+def test_a_read_summary_round_trip_gives_the_same_verdicts(tmp_path):
+    rows = table(
+        BASE, filter_row("ft", "backbone", 50, True, mAP=0.55, gmacs=5.0, latency_ms_median=50.0)
+    )
+    path = tmp_path / "summary.csv"
+    rows.to_csv(path, index=False)
+    read = read_summary(path)
+    for check in (goal_a, goal_b):
+        assert check(read, baseline_row(read)) == check(rows, baseline_row(rows))
+
+
+# --------------------------------------------------------------------------------------------
+# baseline and derived numbers
+# --------------------------------------------------------------------------------------------
+
+
+def test_baseline_row_prefers_the_one_not_fine_tuned():
+    rows = table({**BASE, "variant": "ft-base", "finetuned": True}, BASE)
+    assert baseline_row(rows)["variant"] == "baseline"
+    assert baseline_row(rows).name == 1  # its label, for per-row lookups
+    assert baseline_row(table({**BASE, "finetuned": True}))["variant"] == "baseline"
+    assert baseline_row(table(filter_row("f", "backbone", 20))) is None
+
+
+def test_safe_ratio_is_nan_without_a_positive_denominator():
+    assert safe_ratio(3.0, 2.0) == 1.5
+    assert math.isnan(safe_ratio(3.0, 0.0)) and math.isnan(safe_ratio(3.0, NAN))
+    assert math.isnan(safe_ratio(NAN, 2.0))
+    series = safe_ratio(pd.Series([1.0, 1.0, 1.0]), pd.Series([2.0, 0.0, -1.0]))
+    assert series[0] == 0.5 and series[1:].isna().all()
+    assert safe_ratio(10.0, pd.Series([4.0, NAN])).tolist()[0] == 2.5
+
+
+def test_derived_and_size_numbers():
+    rows = table(
+        BASE,
+        filter_row("f", "backbone", 50, mAP=0.3, gmacs=5.0, latency_ms_median=55.0),
+        weight_row("w", 90, checkpoint_mb=60.0, sparse_mb=8.0, sparse_bound_mb=7.5),
+    )
+    numbers = derived_numbers(rows, baseline_row(rows))
+    assert numbers.loc[1, "flops_reduction"] == pytest.approx(0.5)
+    assert numbers.loc[1, "latency_reduction"] == pytest.approx(0.45)
+    assert numbers.loc[1, "speedup"] == pytest.approx(100.0 / 55.0)
+    assert numbers.loc[1, "gmacs_per_s"] == pytest.approx(5.0 / 0.055)
+    assert numbers.loc[1, "map_retained"] == pytest.approx(0.5)
+    assert numbers.loc[0, "speedup"] == 1.0
+    assert numbers.loc[2, ["gmacs", "speedup", "map_retained"]].isna().all()
+    # Another latency (re-timed): the baseline's comes from it too.
+    other = derived_numbers(rows, baseline_row(rows), pd.Series([50.0, 40.0, NAN]))
+    assert other.loc[1, "speedup"] == pytest.approx(50.0 / 40.0)
+    sizes = size_numbers(rows)
+    assert sizes.loc[2, "dense_over_sparse"] == pytest.approx(7.5)
+    assert sizes.loc[2, "sparse_over_bound"] == pytest.approx(8.0 / 7.5)
+    assert math.isnan(sizes.loc[1, "sparse_over_bound"])
+    # Without a baseline nothing relative to it is measured.
+    assert derived_numbers(rows.iloc[1:], None)["flops_reduction"].isna().all()
+
+
+# --------------------------------------------------------------------------------------------
+# the goals
+# --------------------------------------------------------------------------------------------
+
+
+def test_goal_a_verdicts():
+    rows = table(
+        BASE,
+        filter_row("keeps", "backbone", 50, True, mAP=0.55),  # 91.7 %: met
+        filter_row("loses", "backbone+ffn", 50, True, mAP=0.50),  # 83.3 %: not met
+        filter_row("zero-shot", "other", 50, False, mAP=0.59),  # not fine-tuned: no check
+        filter_row("unscored", "blank", 50, True),  # mAP missing
+    )
+    goal = goal_a(rows, baseline_row(rows))
+    assert verdicts(goal) == [
+        ("backbone", MET),
+        ("backbone+ffn", NOT_MET),
+        ("blank", NOT_MEASURED),
+        ("other", NOT_MEASURED),
+    ]
+    assert goal["verdict"] == NOT_MET  # a failed check outweighs the unmeasured ones
+    assert goal["checks"][0]["measured"]["map_retained"] == pytest.approx(0.55 / 0.6)
+    assert goal["checks"][2]["reason"] == "mAP or baseline mAP missing"
+    assert "no fine-tuned filter row at ratio 50" in goal["checks"][3]["reason"]
+    assert goal_a(rows.iloc[[0, 1]], baseline_row(rows))["verdict"] == MET
+
+
+def test_goal_a_is_not_measured_on_an_untrained_baseline_or_without_filter_rows():
+    rows = table({**BASE, "mAP": 0.0}, filter_row("f", "backbone", 50, True, mAP=0.0))
+    goal = goal_a(rows, baseline_row(rows))
+    assert goal["verdict"] == NOT_MEASURED
+    assert goal["checks"][0]["reason"] == "baseline mAP is 0"
+    empty = goal_a(table(BASE), None)
+    assert empty["verdict"] == NOT_MEASURED and empty["checks"] == []
+    assert empty["reason"] == "no filter-pruned rows in the summary"
+
+
+def test_goal_b_verdicts():
+    rows = table(
+        BASE,
+        filter_row("fast", "backbone", 50, gmacs=5.0, latency_ms_median=55.0),  # 45 % >= 40 %
+        filter_row("slow", "backbone", 20, gmacs=8.0, latency_ms_median=90.0),  # 10 % < 16 %
+        filter_row("untimed", "backbone", 30, gmacs=7.0),
+        weight_row("w", 50, gmacs=10.0, latency_ms_median=200.0),  # not a filter row
+    )
+    goal = goal_b(rows, baseline_row(rows))
+    assert verdicts(goal) == [("fast", MET), ("slow", NOT_MET), ("untimed", NOT_MEASURED)]
+    assert goal["verdict"] == NOT_MET
+    measured = goal["checks"][1]["measured"]
+    assert measured["required_latency_reduction"] == pytest.approx(0.16)
+    assert measured["latency_reduction"] == pytest.approx(0.1)
+    assert measured["baseline_latency_ms"] == 100.0
+    assert "summary latency" in goal["description"]
+    assert goal_b(rows.iloc[[0, 1]], baseline_row(rows))["verdict"] == MET
+    assert goal_b(rows.iloc[[0, 1, 3]], baseline_row(rows))["verdict"] == NOT_MEASURED
+
+
+def test_goal_b_on_other_latencies():
+    rows = table(BASE, filter_row("f", "backbone", 20, gmacs=8.0, latency_ms_median=90.0))
+    retimed = pd.Series([100.0, 70.0])  # re-timed: 30 % faster for 20 % fewer FLOPs
+    goal = goal_b(rows, baseline_row(rows), retimed, "re-timed")
+    assert goal["verdict"] == MET and "re-timed latency" in goal["description"]
+    unmeasured = goal_b(rows, baseline_row(rows), pd.Series([NAN, 70.0]), "re-timed")
+    assert unmeasured["verdict"] == NOT_MEASURED
+    assert unmeasured["checks"][0]["reason"] == "GMACs or latency (or baseline) missing"
+
+
+def test_goal_c_compares_zero_shot_scopes_at_equal_ratios():
+    rows = table(
+        filter_row("n20", "backbone", 20, gmacs=8.0),
+        filter_row("w20", "backbone+ffn", 20, gmacs=7.0),  # fewer: met
+        filter_row("n50", "backbone", 50, gmacs=5.0),
+        filter_row("w50", "backbone+ffn", 50, gmacs=5.5),  # more: not met
+        filter_row("w50ft", "backbone+ffn", 50, True, gmacs=1.0),  # fine-tuned: ignored
+        filter_row("n70", "backbone", 70),  # no GMACs
+        filter_row("w70", "backbone+ffn", 70, gmacs=3.0),
+        filter_row("n90", "backbone", 90, gmacs=1.0),  # no wide row at 90
+    )
+    goal = goal_c(rows)
+    assert verdicts(goal) == [("r20", MET), ("r50", NOT_MET), ("r70", NOT_MEASURED)]
+    assert goal["checks"][0]["measured"] == {
+        "ratio": 20,
+        "gmacs_backbone+ffn": 7.0,
+        "gmacs_backbone": 8.0,
+        "variants": ["w20", "n20"],
+    }
+    assert goal["checks"][2]["reason"] == "GMACs missing"
+    assert goal["unpaired_ratios"] == [90]
+    assert goal["verdict"] == NOT_MET
+    assert goal_c(rows.iloc[:2])["verdict"] == MET
+
+
+def test_goal_c_pairs_every_method_and_needs_both_scopes():
+    rows = table(
+        filter_row("w-a", "backbone+ffn", 20, gmacs=7.0),
+        filter_row("w-b", "backbone+ffn", 20, gmacs=7.5),
+        filter_row("n", "backbone", 20, gmacs=8.0),
+    )
+    assert [c["measured"]["variants"] for c in goal_c(rows)["checks"]] == [
+        ["w-a", "n"],
+        ["w-b", "n"],
+    ]
+    alone = goal_c(rows.iloc[:2])
+    assert alone["verdict"] == NOT_MEASURED and alone["checks"] == []
+    assert "no ratio has zero-shot filter rows of both scopes" in alone["reason"]
+
+
+def test_goal_d_verdicts():
+    rows = table(
+        BASE,  # 58 / 55 = 1.05x its bound
+        weight_row("w90", 90, checkpoint_mb=60.0, sparse_mb=8.0, sparse_bound_mb=7.5),  # 7.5x
+        weight_row("w50", 50, checkpoint_mb=60.0, sparse_mb=33.0, sparse_bound_mb=31.0),
+    )
+    goal = goal_d(rows)
+    assert goal["verdict"] == MET
+    assert verdicts(goal["parts"]["bound"]) == [("baseline", MET), ("w90", MET), ("w50", MET)]
+    dense = goal["parts"]["dense_over_sparse"]
+    assert verdicts(dense) == [("w90", MET)]
+    assert dense["checks"][0]["measured"]["ratio"] == 90
+
+    big = rows.copy()
+    big.loc[1, ["sparse_mb", "sparse_bound_mb"]] = [15.0, 10.0]  # 4x smaller, 1.5x its bound
+    goal = goal_d(big)
+    assert goal["verdict"] == NOT_MET
+    assert verdicts(goal["parts"]["bound"])[1] == ("w90", NOT_MET)
+    assert goal["parts"]["dense_over_sparse"]["checks"][0]["measured"]["dense_over_sparse"] == 4.0
+
+
+def test_goal_d_without_a_high_ratio_weight_row():
+    rows = table(BASE, weight_row("w50", 50, checkpoint_mb=60.0, sparse_mb=33.0))
+    goal = goal_d(rows)
+    assert goal["verdict"] == NOT_MEASURED  # w50's bound is missing; the r90 row too
+    assert goal["parts"]["bound"]["checks"][1]["reason"] == "sparse_mb or sparse_bound_mb missing"
+    assert goal["parts"]["dense_over_sparse"]["reason"] == "no weight-pruned row at ratio >= 90"
+    assert goal_d(table(BASE))["verdict"] == NOT_MEASURED  # every bound met, no r90 row
+    assert goal_d(table({**BASE, "sparse_mb": 70.0}))["verdict"] == NOT_MET
+
+
+# --------------------------------------------------------------------------------------------
+# entries, record, printed report
+# --------------------------------------------------------------------------------------------
+
+
+def study() -> pd.DataFrame:
+    """A baseline, a zero-shot filter row at 50 % and a weight row at 90 %: goals b and d met."""
+    sizes = {"checkpoint_mb": 30.0, "sparse_mb": 29.0, "sparse_bound_mb": 27.0}
+    return table(
+        BASE,
+        filter_row(
+            "prune/f50", "backbone", 50, mAP=0.3, gmacs=5.0, latency_ms_median=55.0, **sizes
+        ),
+        weight_row("prune/w90", 90, checkpoint_mb=60.0, sparse_mb=8.0, sparse_bound_mb=7.5),
+    )
+
+
+def test_evaluate_and_record():
+    rows = study()
+    entries, checked = evaluate(rows)
+    assert [e["variant"] for e in entries] == ["baseline", "prune/f50", "prune/w90"]
+    assert entries[1]["ratio"] == 50 and isinstance(entries[1]["ratio"], int)
+    assert entries[1]["summary"]["speedup"] == pytest.approx(100.0 / 55.0)
+    assert entries[2]["sizes"]["dense_over_sparse"] == pytest.approx(7.5)
+    assert all(e["retimed"] is None for e in entries)
+    assert list(checked) == ["a", "b", "c", "d"]
+    record = check_goals(Path("s.csv"), rows).record()
+    assert record["baseline"] == "baseline" and record["summary"] == "s.csv"
+    assert record["thresholds"]["map_keep"] == goals.MAP_KEEP
+    assert record["verdicts"] == {"a": NOT_MEASURED, "b": MET, "c": NOT_MEASURED, "d": MET}
+    assert record["variants"][2]["summary"]["speedup"] is None  # NaN -> null
+    json.dumps(record, allow_nan=False)  # strict JSON
+
+
+def test_evaluate_with_retimed_models():
+    rows = study()
+    timing = {"latency_ms_p90": 1.0, "latency_runs": 4, "round_medians_ms": [1.0, 2.0]}
+    retimed = {
+        "rounds": 2,
+        "runs_per_round": 2,
+        "images": 1,
+        "latency_device": "cpu (test)",
+        "models": {
+            "baseline": {"latency_ms_median": 80.0, **timing},
+            "prune/f50": {"latency_ms_median": 40.0, **timing},
+        },
+    }
+    assert retimed_latency(rows, retimed["models"]).tolist()[:2] == [80.0, 40.0]
+    entries, checked = evaluate(rows, retimed)
+    assert entries[1]["retimed"]["speedup"] == pytest.approx(2.0)
+    assert entries[1]["retimed"]["latency_runs"] == 4
+    assert entries[2]["retimed"] is None
+    assert checked["b_retimed"]["verdict"] == MET
+    assert checked["b_retimed"]["checks"][0]["measured"]["latency_ms"] == 40.0
+    table_ = retimed_table(entries)
+    assert table_["variant"].tolist() == ["baseline", "prune/f50"]
+    assert table_.loc[1, "lat chg"] == pytest.approx(-0.5)
+    text = check_goals(Path("s.csv"), rows, retimed).report()
+    assert "re-timed in one process: 2 rounds x 2 runs per model" in text
+    assert "1-2" in text and "goal b_retimed: MET" in text
+
+
+def test_variants_table_and_report():
+    rows = study()
+    check = check_goals(Path("s.csv"), rows)
+    shown = variants_table(check.entries)
+    assert shown["FLOPs chg"].tolist()[:2] == pytest.approx([0.0, -0.5])  # a change
+    assert shown["ft"].tolist() == ["no", "no", "no"]
+    assert shown["scope"].tolist() == ["-", "backbone", "layerwise"]
+    text = check.report()
+    lines = text.splitlines()
+    assert lines[:2] == [
+        "summary: s.csv (3 rows)",
+        "baseline: baseline; latency device: cpu (test)",
+    ]
+    assert "-50.0%" in text and "1.82x" in text and "n/a" in text
+    assert "goal b: MET  -- latency falls by >= 0.8x" in text
+    assert "    met          prune/f50: gmacs=5, baseline_gmacs=10," in text
+    assert "        met          prune/w90: ratio=90, checkpoint_mb=60" in text
+    assert "re-timed" not in text
+    no_base = check_goals(Path("s.csv"), rows.iloc[1:]).report()
+    assert "no baseline row (kind 'baseline')" in no_base
+
+
+def test_jsonable_replaces_nan_everywhere():
+    assert jsonable({"a": [NAN, (1.0, NAN)], 2: {"b": NAN}}) == {
+        "a": [None, [1.0, None]],
+        "2": {"b": None},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# re-timing (without models) and the import cost
+# --------------------------------------------------------------------------------------------
+
+
+def test_p90_matches_cpu_latency():
+    assert p90([5.0, 1.0, 3.0]) == 5.0
+    assert p90([float(i) for i in range(1, 11)]) == 9.0
+
+
+def test_retime_summary_needs_an_input_scale(tmp_path):
+    with pytest.raises(SummaryError, match="no model.input_scale to re-time with"):
+        retime_summary(study(), RetimeSettings(config=tmp_path / "none.yaml"))
+
+
+def test_retime_summary_without_model_files(tmp_path):
+    settings = RetimeSettings(results=tmp_path, input_scale=(64, 32), threads=1, kinds=("all",))
+    record = retime_summary(study(), settings)
+    assert record["models"] == {} and record["images"] == 0
+    assert set(record["not_measured"]) == {"baseline", "prune/f50", "prune/w90"}
+    assert record["input_scale"] == [64, 32] and record["threads"] == 1
+    assert record["runs_per_round"] == 6  # 30 runs over 5 rounds
+    only_filters = retime_summary(study(), RetimeSettings(results=tmp_path, input_scale=(64, 32)))
+    assert set(only_filters["not_measured"]) == {"baseline", "prune/f50"}
+
+
+def test_goals_import_no_torch():
+    code = (
+        "import sys, detrprune.evaluate.goals, detrprune.evaluate.goals_report, "
+        "detrprune.evaluate.retime; print(sorted({'torch', 'mmdet'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
