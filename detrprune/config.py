@@ -95,6 +95,8 @@ def _check_pruning(pruning: Mapping[str, Any], source: str) -> None:
             )
         if "modules" in spec and spec["kind"] != "weight":
             raise ConfigError(f"{where}.modules: only weight pruning takes a module choice")
+        if "criterion" in spec and spec["kind"] != "filter":
+            raise ConfigError(f"{where}.criterion: only filter pruning takes a criterion")
     iterative = pruning["iterative"]
     if iterative["enabled"] and iterative["method"] not in pruning["methods"]:
         raise ConfigError(

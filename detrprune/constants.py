@@ -32,6 +32,8 @@ FILTER_SCOPES: tuple[str, ...] = (
     "backbone+residual+ffn",
 )
 WEIGHT_SCOPES: tuple[str, ...] = ("layerwise", "global")
+# How filter pruning ranks channels: by L1 norm, or at random (the control for the criterion).
+FILTER_CRITERIA: tuple[str, ...] = ("l1", "random")
 
 # Columns of the iterative loop's results/iterative/steps.csv, in file order.
 ITERATIVE_STEP_COLUMNS: tuple[str, ...] = (

@@ -51,9 +51,12 @@ def kitti_root(training_dir):
 
 
 def spec_of(method):
-    """A named method's kind, scope and module choice (what pruning needs; not its ratios)."""
+    """A named method's kind, scope, criterion and module choice (what pruning needs; not its
+    ratios)."""
     spec = config["pruning"]["methods"][method]
-    return {key: spec[key] for key in ("kind", "scope", "modules") if key in spec}
+    return {
+        key: spec[key] for key in ("kind", "scope", "criterion", "modules") if key in spec
+    }
 
 
 def method_spec(wildcards):

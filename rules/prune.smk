@@ -19,6 +19,8 @@ rule prune:
     params:
         spec=method_spec,
         input_scale=config["model"]["input_scale"],
+        # Draws the channels of a random-criterion method.
+        seed=config["seed"],
     script:
         "../scripts/prune.py"
 

@@ -12,4 +12,5 @@ with log_to(snakemake.log[0]):
         spec=snakemake.params.spec,
         ratio_percent=int(snakemake.wildcards.ratio),
         input_hw=(height, width),
+        seed=snakemake.params.seed,
     )

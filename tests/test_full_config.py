@@ -119,13 +119,13 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "extract_kitti": 1,
         "kitti_to_coco": 1,
         "train_baseline": 1,
-        # filter 5 + filter_ffn 5 + filter_all 2 + weight 9 + weight_global 1
-        # + weight_backbone 1 ratios
-        "prune": 23,
-        "finetune": 23,
+        # filter 5 + filter_random 2 + filter_ffn 5 + filter_all 2 + weight 9
+        # + weight_global 1 + weight_backbone 1 ratios
+        "prune": 25,
+        "finetune": 25,
         "iterative": 1,
-        "evaluate": 48,  # baseline + 23 zero-shot + 23 fine-tuned + iterative
-        "export_onnx": 7,  # the final model of each of the 6 methods + iterative
+        "evaluate": 52,  # baseline + 25 zero-shot + 25 fine-tuned + iterative
+        "export_onnx": 8,  # the final model of each of the 7 methods + iterative
         "aggregate": 1,
         "report": 1,
     }

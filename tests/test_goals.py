@@ -242,6 +242,17 @@ def test_goal_a_verdicts():
     assert goal_a(rows.iloc[[0, 1]], baseline_row(rows))["verdict"] == MET
 
 
+def test_goal_a_leaves_out_the_random_criterion_control():
+    rows = table(
+        BASE,
+        filter_row("l1", "backbone", 50, True, mAP=0.55),
+        filter_row("random", "backbone:random", 50, True, mAP=0.10),
+    )
+    goal = goal_a(rows, baseline_row(rows))
+    assert verdicts(goal) == [("backbone", MET)]
+    assert goal["verdict"] == MET
+
+
 def test_goal_a_is_not_measured_on_an_untrained_baseline_or_without_filter_rows():
     rows = table({**BASE, "mAP": 0.0}, filter_row("f", "backbone", 50, True, mAP=0.0))
     goal = goal_a(rows, baseline_row(rows))

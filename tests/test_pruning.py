@@ -272,3 +272,33 @@ def test_saving_the_same_model_twice_gives_identical_bytes(tiny_detector, tmp_pa
     for path in (first, second):
         save_detector(detector, path, cfg, {"variant": "x"})
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_random_criterion_is_seeded_and_differs_from_l1(micro):
+    """The random-criterion control keeps the L1 method's widths but draws other channels."""
+    from detrprune.train.model import build_detector, model_config
+
+    def pruned(criterion: str, seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        detector = build_detector(model_config(micro["model"]))
+        detector.init_weights()
+        detector.eval()
+        filter_prune(detector, 0.5, (H, W), scope="backbone+ffn", criterion=criterion, seed=seed)
+        return {k: v.clone() for k, v in detector.state_dict().items()}
+
+    l1, random_a, random_a_again, random_b = (
+        pruned("l1", 0),
+        pruned("random", 0),
+        pruned("random", 0),
+        pruned("random", 1),
+    )
+    assert {k: v.shape for k, v in random_a.items()} == {k: v.shape for k, v in l1.items()}
+    assert all(torch.equal(random_a[k], random_a_again[k]) for k in random_a)
+    inner = "backbone.layer1.0.conv1.weight"
+    ffn = "encoder.layers.0.ffn.layers.0.0.weight"
+    assert ffn in l1
+    for name in (inner, ffn):
+        assert not torch.equal(random_a[name], l1[name]), name
+        assert not torch.equal(random_a[name], random_b[name]), name
+    with pytest.raises(ValueError, match="criterion"):
+        pruned("l2", 0)

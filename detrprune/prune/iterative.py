@@ -150,6 +150,7 @@ def iterative_prune(
                 step_dir,
                 fvcore_gmacs,
                 finetune_step,
+                seed + step,
             )
             row["map_drop"] = baseline_map - row["mAP_after_finetune"]
             row["within_budget"] = row["map_drop"] <= max_drop
@@ -179,8 +180,10 @@ def iterative_prune(
     return rows
 
 
-def _run_step(current, spec, planned, input_hw, batches, step_dir, gmacs_of, finetune):
+def _run_step(current, spec, planned, input_hw, batches, step_dir, gmacs_of, finetune, seed):
     """Prune ``current`` by one step, count its MACs, fine-tune it; the step's table row.
+
+    ``seed`` draws the channels when the method's criterion is random.
 
     A step cut short by a kill left its pruned model and its fine-tune work folder: both are
     reused, so the fine-tuning resumes.
@@ -190,7 +193,7 @@ def _run_step(current, spec, planned, input_hw, batches, step_dir, gmacs_of, fin
     if not pruned.exists():
         detector, model_cfg, meta = load_detector(current)
         ratio = planned["step_ratio"] if spec["kind"] == "filter" else planned["cumulative_ratio"]
-        stats = apply_pruning(detector, spec, ratio, input_hw)
+        stats = apply_pruning(detector, spec, ratio, input_hw, seed)
         step_meta = {**meta, "kind": spec["kind"], "scope": describe_scope(spec), "pruning": stats}
         save_detector(detector, pruned, model_cfg, step_meta)
     detector, _, _ = load_detector(pruned)

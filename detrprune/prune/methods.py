@@ -33,7 +33,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune
 
-from detrprune.constants import FILTER_SCOPES, SPARSITY_PARTS, WEIGHT_SCOPES
+from detrprune.constants import FILTER_CRITERIA, FILTER_SCOPES, SPARSITY_PARTS, WEIGHT_SCOPES
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +51,27 @@ class _BackboneNeck(nn.Module):
 
 
 def filter_prune(
-    detector: nn.Module, ratio: float, input_hw: tuple[int, int], scope: str = "backbone"
+    detector: nn.Module,
+    ratio: float,
+    input_hw: tuple[int, int],
+    scope: str = "backbone",
+    criterion: str = "l1",
+    seed: int = 0,
 ) -> dict[str, int]:
-    """Remove ``ratio`` of the channels of every group in ``scope``, ranked by group L1 norm.
+    """Remove ``ratio`` of the channels of every group in ``scope``, ranked by ``criterion``.
 
     ``ratio`` is Torch-Pruning's channel ratio (0.3 removes 30 % of each group's channels, which
-    removes roughly half of the parameters of the layers involved). Returns parameter counts
-    before and after (and the FFN widths when the scope has ``ffn``).
+    removes roughly half of the parameters of the layers involved). ``criterion`` "l1" ranks by
+    group L1 norm; "random" draws the channels (seeded by ``seed``): the control that says
+    whether the L1 ranking beats chance. Returns parameter counts before and after (and the FFN
+    widths when the scope has ``ffn``).
     """
     if scope not in FILTER_SCOPES:
         raise ValueError(f"pruning.filter.scope: unknown scope {scope!r}, expected {FILTER_SCOPES}")
+    if criterion not in FILTER_CRITERIA:
+        raise ValueError(
+            f"pruning.filter.criterion: unknown criterion {criterion!r}, expected {FILTER_CRITERIA}"
+        )
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"filter pruning ratio must be in (0, 1), got {ratio}")
     traced = _BackboneNeck(detector.backbone, detector.neck)
@@ -75,19 +86,24 @@ def filter_prune(
         kept = [m for m in detector.neck.modules() if isinstance(m, nn.Conv2d)]
         if "residual" not in scope.split("+"):
             kept += residual_stream_convs(detector.backbone)
-        pruner = tp.pruner.BasePruner(
-            traced,
-            example_inputs=torch.zeros(1, 3, *input_hw),
-            importance=tp.importance.GroupMagnitudeImportance(p=1),
-            pruning_ratio=ratio,
-            ignored_layers=kept,
-        )
-        pruner.step()
+        # RandomImportance draws from torch's global generator: seed a private copy of it.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            pruner = tp.pruner.BasePruner(
+                traced,
+                example_inputs=torch.zeros(1, 3, *input_hw),
+                importance=_importance(criterion, group_reduction="mean"),
+                pruning_ratio=ratio,
+                ignored_layers=kept,
+            )
+            pruner.step()
+            ffn_hidden = (
+                prune_ffn_hidden(detector, ratio, criterion) if "ffn" in scope.split("+") else {}
+            )
     finally:
         for p, flag in grad_flags.items():
             p.requires_grad_(flag)
         detector.train(was_training)
-    ffn_hidden = prune_ffn_hidden(detector, ratio) if "ffn" in scope.split("+") else {}
     after = count_parameters(detector)
     log.info("filter pruning %.0f%% (%s): params %d -> %d", 100 * ratio, scope, before, after)
     return {"params_before": before, "params_after": after, "ffn_hidden": ffn_hidden}
@@ -123,7 +139,16 @@ def transformer_ffns(detector: nn.Module) -> Iterator[tuple[str, nn.Module]]:
                 yield f"{part}.{name}", module
 
 
-def prune_ffn_hidden(detector: nn.Module, ratio: float) -> dict[str, list[int]]:
+def _importance(criterion: str, group_reduction: str) -> tp.importance.Importance:
+    """Torch-Pruning's channel ranking for a filter ``criterion`` (see :func:`filter_prune`)."""
+    if criterion == "random":
+        return tp.importance.RandomImportance()
+    return tp.importance.GroupMagnitudeImportance(p=1, group_reduction=group_reduction)
+
+
+def prune_ffn_hidden(
+    detector: nn.Module, ratio: float, criterion: str = "l1"
+) -> dict[str, list[int]]:
     """Remove ``ratio`` of every FFN's hidden units, those whose first-Linear rows have least L1.
 
     Each FFN's ``layers`` (Linear, act, dropout, Linear, dropout) is traced on its own; the last
@@ -139,7 +164,7 @@ def prune_ffn_hidden(detector: nn.Module, ratio: float) -> dict[str, list[int]]:
             ffn.layers,
             example_inputs=torch.zeros(1, 2, first.in_features),
             # "first": rank by the root layer alone, i.e. the L1 norm of the first Linear's rows.
-            importance=tp.importance.GroupMagnitudeImportance(p=1, group_reduction="first"),
+            importance=_importance(criterion, group_reduction="first"),
             pruning_ratio=ratio,
             ignored_layers=[last],
         )
@@ -256,7 +281,11 @@ def count_nonzero_parameters(model: nn.Module) -> int:
 
 
 def apply_pruning(
-    detector: nn.Module, spec: Mapping[str, Any], ratio: float, input_hw: tuple[int, int]
+    detector: nn.Module,
+    spec: Mapping[str, Any],
+    ratio: float,
+    input_hw: tuple[int, int],
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Prune ``detector`` in place as the method ``spec`` (config ``pruning.methods.<name>``) says.
 
@@ -266,14 +295,18 @@ def apply_pruning(
     """
     kind = spec["kind"]
     if kind == "filter":
-        return filter_prune(detector, ratio, input_hw, spec["scope"])
+        criterion = spec.get("criterion", "l1")
+        return filter_prune(detector, ratio, input_hw, spec["scope"], criterion, seed)
     if kind == "weight":
         return weight_prune(detector, ratio, spec["scope"], spec.get("modules"))
     raise ValueError(f"unknown pruning kind {kind!r}, expected 'filter' or 'weight'")
 
 
 def describe_scope(spec: Mapping[str, Any]) -> str:
-    """The scope as the summary shows it, e.g. ``backbone+ffn`` or ``layerwise:backbone``."""
+    """The scope as the summary shows it, e.g. ``backbone+ffn``, ``layerwise:backbone`` or
+    ``backbone:random`` (filters drawn at random, not by L1 norm)."""
+    if spec["kind"] == "filter" and spec.get("criterion", "l1") != "l1":
+        return f"{spec['scope']}:{spec['criterion']}"
     modules = spec.get("modules")
     if spec["kind"] == "weight" and modules and tuple(modules) != SPARSITY_PARTS:
         return f"{spec['scope']}:{'+'.join(modules)}"
@@ -287,8 +320,11 @@ def prune_checkpoint(
     spec: Mapping[str, Any],
     ratio_percent: int,
     input_hw: tuple[int, int],
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Prune the baseline checkpoint with the named ``method`` at ``ratio_percent`` and save it.
+
+    ``seed`` draws the channels of a random-criterion method (the study's seed).
 
     The saved file is reloaded into a freshly built model and must give the pruned model's
     outputs, so a checkpoint that cannot be rebuilt fails here rather than in evaluation.
@@ -298,7 +334,7 @@ def prune_checkpoint(
 
     ratio = percent_to_fraction(ratio_percent)
     detector, model_cfg, meta = load_detector(baseline)
-    stats = apply_pruning(detector, spec, ratio, input_hw)
+    stats = apply_pruning(detector, spec, ratio, input_hw, seed)
     meta = {
         **meta,
         "variant": f"prune/{method}/r{ratio_percent}",
