@@ -32,6 +32,7 @@ KITTI_ROOT = "data/kitti"
 KITTI_TRAINING = f"{KITTI_ROOT}/training"
 COCO_JSON = {"train": "data/coco/train.json", "val": "data/coco/val.json"}
 BASELINE_MODEL = "results/baseline/model.pth"
+BASELINE_VALIDATIONS = "results/baseline/validations.csv"
 # The pretrained starts of model.init: inputs of train_baseline, so a changed file retrains.
 INIT_FILES = [
     path for path in config["model"]["init"].values() if isinstance(path, str)
@@ -42,7 +43,7 @@ ITERATIVE_STEPS = "results/iterative/steps.csv"
 wildcard_constraints:
     method=r"[a-z][a-z0-9_]*",
     ratio=r"[1-9][0-9]?",
-    variant=r"baseline|iterative|(prune|finetune)/[a-z][a-z0-9_]*/r[1-9][0-9]?",
+    variant=r"baseline|iterative|finetune/baseline|control/iterative|(prune|finetune)/[a-z][a-z0-9_]*/r[1-9][0-9]?",
 
 
 def kitti_root(training_dir):
@@ -55,7 +56,9 @@ def spec_of(method):
     ratios)."""
     spec = config["pruning"]["methods"][method]
     return {
-        key: spec[key] for key in ("kind", "scope", "criterion", "modules") if key in spec
+        key: spec[key]
+        for key in ("kind", "scope", "criterion", "modules")
+        if key in spec
     }
 
 
@@ -75,8 +78,31 @@ def pruned_variants():
     return variants + (["iterative"] if ITERATIVE["enabled"] else [])
 
 
+def control_variants():
+    """The baseline's fine-tuned twins the fine-tuned models are compared with."""
+    return [FINETUNED_BASELINE] * FINETUNE["enabled"] + [ITERATIVE_CONTROL] * ITERATIVE[
+        "enabled"
+    ]
+
+
 def all_metrics():
-    return [f"results/eval/{v}/metrics.json" for v in ["baseline", *pruned_variants()]]
+    variants = ["baseline", *control_variants(), *pruned_variants()]
+    return [f"results/eval/{v}/metrics.json" for v in variants]
+
+
+def control_file(name):
+    """An input function: the file ``name`` of the variant's control's evaluation."""
+    return lambda wildcards: f"results/eval/{control_of(wildcards.variant)}/{name}"
+
+
+def all_paired():
+    """A paired comparison of every variant that has a control among the evaluated ones."""
+    evaluated = {"baseline", *control_variants(), *pruned_variants()}
+    return [
+        f"results/eval/{v}/paired.json"
+        for v in sorted(evaluated - {"baseline"})
+        if control_of(v) in evaluated
+    ]
 
 
 def final_variants():

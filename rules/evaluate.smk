@@ -8,7 +8,9 @@ rule evaluate:
         val=COCO_JSON["val"],
         images=KITTI_TRAINING,
     output:
-        "results/eval/{variant}/metrics.json",
+        metrics="results/eval/{variant}/metrics.json",
+        # What the compare rule pairs with the control's (the same inference pass).
+        detections="results/eval/{variant}/detections.json",
     log:
         "logs/evaluate/{variant}.log",
     benchmark:
@@ -27,12 +29,40 @@ rule evaluate:
         # Only what this rule uses: a change of evaluate.onnx reruns no evaluation.
         evaluate={
             key: config["evaluate"][key]
-            for key in ("threads", "latency", "flops_images")
+            for key in ("threads", "latency", "flops_images", "bootstrap")
         },
         input_scale=config["model"]["input_scale"],
         data_root=lambda wildcards, input: kitti_root(input.images),
+        # Draws the bootstrap resamples: every variant gets the same ones.
+        seed=config["seed"],
     script:
         "../scripts/evaluate.py"
+
+
+# A variant against its control of equal training, on the same bootstrap resamples.
+rule compare:
+    input:
+        val=COCO_JSON["val"],
+        metrics="results/eval/{variant}/metrics.json",
+        detections="results/eval/{variant}/detections.json",
+        control_metrics=control_file("metrics.json"),
+        control_detections=control_file("detections.json"),
+    output:
+        "results/eval/{variant}/paired.json",
+    log:
+        "logs/compare/{variant}.log",
+    benchmark:
+        "benchmarks/compare/{variant}.tsv"
+    conda:
+        CONDA_ENV
+    resources:
+        mem_mb=config["resources"]["evaluate"]["mem_mb"],
+        runtime=config["resources"]["evaluate"]["runtime"],
+    params:
+        resamples=config["evaluate"]["bootstrap"]["resamples"],
+        seed=config["seed"],
+    script:
+        "../scripts/compare.py"
 
 
 rule export_onnx:

@@ -54,8 +54,32 @@ rule finetune:
         data_root=lambda wildcards, input: kitti_root(input.images),
         # The Runner's own checkpoints: not an output, so a failed job does not delete them.
         work_dir=lambda wildcards: f"work/finetune/{wildcards.method}/r{wildcards.ratio}",
+        variant=lambda wildcards: f"finetune/{wildcards.method}/r{wildcards.ratio}",
     script:
         "../scripts/finetune.py"
+
+
+# The control of every fine-tuned model: the baseline fine-tuned on the same schedule.
+use rule finetune as finetune_baseline with:
+    input:
+        model=BASELINE_MODEL,
+        train=COCO_JSON["train"],
+        val=COCO_JSON["val"],
+        images=KITTI_TRAINING,
+    output:
+        f"results/{FINETUNED_BASELINE}/model.pth",
+    log:
+        f"logs/{FINETUNED_BASELINE}.log",
+    benchmark:
+        f"benchmarks/{FINETUNED_BASELINE}.tsv"
+    params:
+        model=config["model"],
+        train=TRAIN,
+        finetune=FINETUNE,
+        seed=config["seed"],
+        data_root=lambda wildcards, input: kitti_root(input.images),
+        work_dir=f"work/{FINETUNED_BASELINE}",
+        variant=FINETUNED_BASELINE,
 
 
 rule iterative:
@@ -99,3 +123,37 @@ rule iterative:
         work_dir="work/iterative",
     script:
         "../scripts/iterative.py"
+
+
+# The control of the iterative result: the baseline fine-tuned as the loop fine-tuned, up to
+# the step it kept.
+rule iterative_control:
+    input:
+        baseline=BASELINE_MODEL,
+        steps=ITERATIVE_STEPS,
+        train=COCO_JSON["train"],
+        val=COCO_JSON["val"],
+        images=KITTI_TRAINING,
+    output:
+        f"results/{ITERATIVE_CONTROL}/model.pth",
+    log:
+        f"logs/{ITERATIVE_CONTROL}.log",
+    benchmark:
+        f"benchmarks/{ITERATIVE_CONTROL}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=config["resources"]["iterative"]["mem_mb"],
+        runtime=config["resources"]["iterative"]["runtime"],
+        gpu=config["train"]["gpus"],
+    params:
+        iterative=ITERATIVE,
+        model=config["model"],
+        train=TRAIN,
+        finetune=FINETUNE,
+        seed=config["seed"],
+        data_root=lambda wildcards, input: kitti_root(input.images),
+        work_dir=f"work/{ITERATIVE_CONTROL}",
+    script:
+        "../scripts/iterative_control.py"

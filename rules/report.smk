@@ -17,6 +17,7 @@ rule aggregate:
     input:
         metrics=all_metrics(),
         onnx=all_onnx(),
+        paired=all_paired(),
     output:
         report(
             "results/summary.csv",
@@ -35,6 +36,7 @@ rule aggregate:
 rule report:
     input:
         summary="results/summary.csv",
+        validations=BASELINE_VALIDATIONS,
         # The iterative loop's table, when it runs (an empty input otherwise).
         steps=lambda wildcards: ITERATIVE_STEPS if ITERATIVE["enabled"] else [],
     output:

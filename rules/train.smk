@@ -10,6 +10,8 @@ rule train_baseline:
     output:
         model=BASELINE_MODEL,
         config="results/baseline/config.py",
+        # The Runner's validations during training: the curve convergence is judged from.
+        validations=BASELINE_VALIDATIONS,
     log:
         "logs/train_baseline.log",
     benchmark:

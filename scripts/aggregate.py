@@ -4,4 +4,9 @@ from detrprune.jobs import log_to
 from detrprune.report.summary import aggregate
 
 with log_to(snakemake.log[0]):
-    aggregate(list(snakemake.input.metrics), snakemake.output[0], list(snakemake.input.onnx))
+    aggregate(
+        list(snakemake.input.metrics),
+        snakemake.output[0],
+        list(snakemake.input.onnx),
+        list(snakemake.input.paired),
+    )

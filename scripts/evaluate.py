@@ -17,10 +17,13 @@ with log_to(snakemake.log[0]):
         warmup=settings["latency"]["warmup"],
         runs=settings["latency"]["runs"],
         flops_images=settings["flops_images"],
+        bootstrap_resamples=settings["bootstrap"]["resamples"],
+        seed=snakemake.params.seed,
+        out_detections=snakemake.output.detections,
     )
     record["provenance"] = provenance(
         {"evaluate": settings, "input_scale": snakemake.params.input_scale},
         device=record["latency_device"],
         threads=settings["threads"],
     )
-    write_json(record, snakemake.output[0])
+    write_json(record, snakemake.output.metrics)

@@ -17,4 +17,5 @@ with log_to(snakemake.log[0]):
         work_dir=snakemake.params.work_dir,
         out_model=snakemake.output[0],
         seed=snakemake.params.seed,
+        variant=snakemake.params.variant,
     )

@@ -16,4 +16,5 @@ with log_to(snakemake.log[0]):
         out_model=snakemake.output.model,
         out_config=snakemake.output.config,
         seed=snakemake.params.seed,
+        out_validations=snakemake.output.validations,
     )

@@ -114,7 +114,12 @@ def micro_config() -> dict:
         input_scale=[256, 96],
     )
     config["train"].update(
-        max_iters=4, batch_size=2, warmup_iters=1, checkpoint_interval=2, log_interval=1
+        max_iters=4,
+        batch_size=2,
+        warmup_iters=1,
+        checkpoint_interval=2,
+        log_interval=1,
+        val_interval=1,
     )
     config["pruning"]["methods"] = {
         "filter": {"kind": "filter", "scope": "backbone", "ratios": [20, 50]},

@@ -124,7 +124,12 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "prune": 25,
         "finetune": 25,
         "iterative": 1,
-        "evaluate": 52,  # baseline + 25 zero-shot + 25 fine-tuned + iterative
+        # The controls of equal training: the baseline fine-tuned as the fine-tunes and as
+        # the iterative loop were.
+        "finetune_baseline": 1,
+        "iterative_control": 1,
+        "evaluate": 54,  # baseline + 2 controls + 25 zero-shot + 25 fine-tuned + iterative
+        "compare": 53,  # every evaluated model but the baseline, against its control
         "export_onnx": 8,  # the final model of each of the 7 methods + iterative
         "aggregate": 1,
         "report": 1,
@@ -243,5 +248,5 @@ def test_full_training_config_rescales_the_recipe_to_kitti(tmp_path):
     assert cfg.train_cfg == {
         "type": "IterBasedTrainLoop",
         "max_iters": 50000,
-        "val_interval": 50000,
+        "val_interval": 5000,
     }

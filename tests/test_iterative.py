@@ -6,6 +6,7 @@ import csv
 
 import pytest
 
+from detrprune.constants import ITERATIVE_STEP_COLUMNS
 from detrprune.prune.iterative import iterative_prune, select_step, step_plan
 from detrprune.prune.methods import cumulative_ratio, per_step_ratio
 from detrprune.train.checkpoint import load_detector, save_detector
@@ -145,3 +146,18 @@ def test_loop_resumes_after_a_kill_during_a_final_validation(
     finally:
         ValLoop.run = run_val
     assert run(tmp_path / "killed") == expected
+
+
+def test_the_control_reads_the_step_the_loop_kept(tmp_path):
+    from detrprune.prune.iterative import kept_step, write_steps_csv
+
+    rows = [
+        {"step": s, "selected": s == 2, **dict.fromkeys(ITERATIVE_STEP_COLUMNS[1:-1], 0.0)}
+        for s in (1, 2, 3)
+    ]
+    steps = tmp_path / "steps.csv"
+    write_steps_csv(rows, steps)
+    assert kept_step(steps) == 2
+    write_steps_csv([{**row, "selected": False} for row in rows], steps)
+    with pytest.raises(ValueError, match=r"steps\.csv: expected one selected step, found 0"):
+        kept_step(steps)

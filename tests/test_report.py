@@ -228,8 +228,8 @@ def test_plots_are_png_files_in_order(built: tuple[Path, list[Path], Path]) -> N
 def test_pdf_pages_and_text(built: tuple[Path, list[Path], Path]) -> None:
     _, plots, pdf = built
     reader = PdfReader(pdf)
-    # title + summary table + detail table (5 rows each) + one page per plot
-    assert len(reader.pages) == 1 + 2 + len(plots)
+    # title + recovery, summary and detail tables (5 rows each) + one page per plot
+    assert len(reader.pages) == 1 + 3 + len(plots)
     assert reader.metadata is not None
     assert reader.metadata.get("/Creator") == "detrprune"
     assert "/CreationDate" not in reader.metadata
@@ -243,12 +243,16 @@ def test_pdf_pages_and_text(built: tuple[Path, list[Path], Path]) -> None:
     assert "pruning.finetune.iters: 100" in title
     assert DEVICE in title
 
-    table = reader.pages[1].extract_text()
+    recovery = reader.pages[1].extract_text()
+    assert "Recovery table" in recovery and "significant" in recovery
+    for variant in EXPECTED_ORDER[1:]:  # every row but the baseline has a control
+        assert variant in recovery
+    table = reader.pages[2].extract_text()
     for variant in EXPECTED_ORDER:
         assert variant in table
     assert "GMACs" in table
-    assert "Detail table" in reader.pages[2].extract_text()
-    assert "map_vs_ratio" in reader.pages[3].extract_text()
+    assert "Detail table" in reader.pages[3].extract_text()
+    assert "map_vs_ratio" in reader.pages[4].extract_text()
 
 
 def test_outputs_are_byte_identical_across_runs(
@@ -272,7 +276,8 @@ def test_table_splits_over_pages(tmp_path: Path) -> None:
     pdf = tmp_path / "report.pdf"
     write_report(summary, [], {}, pdf)
     reader = PdfReader(pdf)
-    assert len(reader.pages) == 1 + 2 + 2  # title + 31 rows over two pages, twice (2 tables)
+    # title + two pages for each table: recovery (30 rows with a control), summary and detail
+    assert len(reader.pages) == 1 + 2 + 2 + 2
     assert "(2/2)" in reader.pages[2].extract_text()
 
 
@@ -418,3 +423,85 @@ def test_every_plot_has_a_caption_and_the_report_reads_only_step_columns_the_loo
     for stem in report_plots(iterative=True):
         assert (captions / f"{stem}.rst").is_file(), stem
     assert set(REQUIRED_STEP_COLUMNS) <= set(ITERATIVE_STEP_COLUMNS)
+
+
+def test_each_row_is_compared_with_its_control_of_equal_training(tmp_path: Path) -> None:
+    def run(variant: str, method: str, ratio: int, finetuned: bool, mAP: float) -> dict:
+        return dict(_metrics(variant, method, ratio, mAP, 100.0, 50.0, 1.0), finetuned=finetuned)
+
+    runs = [
+        run("baseline", "baseline", 0, False, 0.40),
+        run("finetune/baseline", "baseline", 0, True, 0.50),
+        # Same (method, ratio, finetuned) as finetune/baseline: a control, not a duplicate.
+        run("control/iterative", "baseline", 0, True, 0.45),
+        run("prune/filter/r50", "filter", 50, False, 0.10),
+        run("finetune/filter/r50", "filter", 50, True, 0.40),
+        run("iterative", "iterative", 50, True, 0.36),
+    ]
+    summary = aggregate(_write_runs(tmp_path, runs), tmp_path / "summary.csv").set_index("variant")
+    assert summary["control"].to_dict() == {
+        "baseline": "",
+        "finetune/baseline": "baseline",
+        "control/iterative": "baseline",
+        "prune/filter/r50": "baseline",
+        "finetune/filter/r50": "finetune/baseline",
+        "iterative": "control/iterative",
+    }
+    kept = summary["map_kept"]
+    assert math.isnan(kept["baseline"])
+    assert kept["finetune/filter/r50"] == pytest.approx(0.40 / 0.50)  # not 0.40 / 0.40
+    assert kept["iterative"] == pytest.approx(0.36 / 0.45)
+    assert kept["prune/filter/r50"] == pytest.approx(0.10 / 0.40)
+    assert kept["finetune/baseline"] == pytest.approx(0.50 / 0.40)
+    # A control that was not evaluated leaves the share unknown, not wrong.
+    alone = aggregate(_write_runs(tmp_path / "alone", runs[3:5]), tmp_path / "alone.csv")
+    assert alone["map_kept"].isna().all()
+
+
+def test_paired_comparisons_join_their_rows_and_must_name_the_same_control(tmp_path: Path) -> None:
+    runs = [
+        _metrics("baseline", "baseline", 0, 0.40, 100.0, 50.0, 1.0),
+        _metrics("prune/filter/r50", "filter", 50, 0.30, 80.0, 45.0, 1.0),
+    ]
+    metrics = _write_runs(tmp_path, runs)
+    paired = tmp_path / "paired.json"
+    record = {
+        "variant": "prune/filter/r50",
+        "control": "baseline",
+        "delta_mAP": -0.10,
+        "delta_mAP_ci95_low": -0.14,
+        "delta_mAP_ci95_high": -0.06,
+        "significant": True,
+    }
+    paired.write_text(json.dumps(record))
+    summary = aggregate(metrics, tmp_path / "summary.csv", paired_paths=[paired])
+    row = summary.set_index("variant").loc["prune/filter/r50"]
+    assert row["delta_mAP_ci95_low"] == pytest.approx(-0.14) and bool(row["significant"])
+    # The baseline has no control: its comparison is missing, not "not significant".
+    assert pd.isna(summary.set_index("variant").loc["baseline", "significant"])
+    back = pd.read_csv(tmp_path / "summary.csv").set_index("variant")
+    assert back.loc["prune/filter/r50", "delta_mAP"] == pytest.approx(-0.10)
+
+    paired.write_text(json.dumps({**record, "control": "finetune/baseline"}))
+    with pytest.raises(ReportError, match=r"paired\.json: key 'control'"):
+        aggregate(metrics, tmp_path / "again.csv", paired_paths=[paired])
+    assert not (tmp_path / "again.csv").exists()
+
+
+def test_the_baseline_training_curve_is_drawn_first_and_judged_on_the_title_page(
+    tmp_path: Path,
+) -> None:
+    from detrprune.report.convergence import read_validations
+
+    curve = tmp_path / "validations.csv"
+    curve.write_text(
+        "iter,mAP,mAP50\n0,0,0\n70,0.2,0.4\n140,0.3,0.6\n210,0.3,0.64\n280,0.31,0.65\n"
+    )
+    summary = aggregate(_write_runs(tmp_path / "m", FAKE_RUNS), tmp_path / "summary.csv")
+    validations = read_validations(curve)
+    plots = make_plots(summary, tmp_path / "plots", validations=validations)
+    assert plots[0].name == "baseline_training.png" and len(plots) == 8
+    pdf = tmp_path / "report.pdf"
+    write_report(summary, plots, {}, pdf, validations=validations)
+    title = PdfReader(pdf).pages[0].extract_text()
+    assert "training: converged: mAP50 gained +0.010 from iteration 210 to 280" in title

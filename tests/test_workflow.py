@@ -43,11 +43,30 @@ def test_study_runs_to_the_report(study):
         "prune/weight_global/r50",
     ]
     expected = ["baseline", *zero_shot, *(v.replace("prune/", "finetune/") for v in zero_shot)]
-    assert sorted(summary["variant"]) == sorted([*expected, "iterative"])
+    controls = ["finetune/baseline", "control/iterative"]
+    assert sorted(summary["variant"]) == sorted([*expected, "iterative", *controls])
     assert summary.set_index("variant")["finetuned"].to_dict() == {
-        v: v.startswith("finetune/") or v == "iterative" for v in [*expected, "iterative"]
+        v: v.startswith(("finetune/", "control/")) or v == "iterative"
+        for v in [*expected, "iterative", *controls]
     }
     by_variant = summary.set_index("variant")
+    # Every fine-tuned model is compared with the baseline fine-tuned on its schedule.
+    assert by_variant.loc["finetune/filter/r50", "control"] == "finetune/baseline"
+    assert by_variant.loc["iterative", "control"] == "control/iterative"
+    tuned, control = by_variant.loc["finetune/filter/r50"], by_variant.loc["finetune/baseline"]
+    # The micro models barely train: a control mAP of 0 leaves the share unknown (NaN).
+    kept = tuned["mAP"] / control["mAP"] if control["mAP"] > 0 else float("nan")
+    assert tuned["map_kept"] == pytest.approx(kept, nan_ok=True)
+    assert (by_variant.loc[controls, "method"] == "baseline").all()
+    # Accuracy and latency with 95 % intervals; every model but the baseline paired with its
+    # control on the same resamples.
+    for column in ("mAP", "mAP50", "kitti_mAP_moderate", "latency_ms"):
+        low, high = summary[f"{column}_ci95_low"], summary[f"{column}_ci95_high"]
+        assert (low <= high).all(), column
+    assert (summary["latency_ms_ci95_low"] > 0).all()
+    compared = by_variant.drop(index="baseline")
+    assert compared["significant"].notna().all() and compared["delta_mAP"].notna().all()
+    assert pd.isna(by_variant.loc["baseline", "significant"])
     assert by_variant.loc["prune/filter_ffn/r50", "scope"] == "backbone+ffn"
     assert by_variant.loc["finetune/weight_global/r50", "kind"] == "weight"
     baseline = by_variant.loc["baseline"]
@@ -80,7 +99,15 @@ def test_study_runs_to_the_report(study):
     assert (exported["onnx_max_abs_diff"] < 1e-3).all()
     assert (exported["onnx_latency_ms_median"] > 0).all()
     text = "".join(page.extract_text() for page in PdfReader(study / "results/report.pdf").pages)
-    for heading in ("Summary table", "Detail table", "Iterative steps", "iterative_steps"):
+    for heading in (
+        "Recovery table",
+        "Summary table",
+        "Detail table",
+        "Iterative steps",
+        "iterative_steps",
+        "baseline_training",
+        "training: ",  # the baseline convergence verdict
+    ):
         assert heading in text
     for name in (
         "map_vs_ratio",
@@ -91,6 +118,7 @@ def test_study_runs_to_the_report(study):
         "gmacs_by_part",
         "sparsity_by_part",
         "iterative_steps",
+        "baseline_training",
     ):
         assert (study / "results" / "plots" / f"{name}.png").stat().st_size > 0
 
@@ -122,6 +150,8 @@ def test_every_rule_wrote_a_log(study):
         "prune/weight/r70.log",
         "finetune/filter_ffn/r50.log",
         "iterative.log",
+        "finetune/baseline.log",
+        "control/iterative.log",
         "export_onnx/iterative.log",
         "aggregate.log",
         "report.log",
@@ -157,6 +187,7 @@ def test_changing_one_ratio_rebuilds_only_that_target(study):
             "prune": 1,
             "finetune": 1,
             "evaluate": 2,
+            "compare": 2,
             "export_onnx": 1,
             "aggregate": 1,
             "report": 1,
@@ -190,10 +221,29 @@ RUN_ONLY = {"log_interval": 3, "num_workers": 1, "checkpoint_interval": 3, "thre
         # model's, whose input changes).
         (
             {"evaluate": {"flops_images": 2}},
-            {"iterative": 1, "evaluate": 14, "export_onnx": 1},
+            {
+                "iterative": 1,
+                "evaluate": 16,
+                "compare": 15,
+                "export_onnx": 1,
+                "iterative_control": 1,
+            },
+        ),
+        # Every fine-tuned model and both controls: the schedule is what they share.
+        (
+            {"pruning": {"finetune": {"iters": 3}}},
+            {
+                "finetune": 6,
+                "finetune_baseline": 1,
+                "iterative": 1,
+                "iterative_control": 1,
+                "evaluate": 9,
+                "compare": 9,
+                "export_onnx": 5,
+            },
         ),
     ],
-    ids=["train-run-only-values", "onnx-frames", "flops-images"],
+    ids=["train-run-only-values", "onnx-frames", "flops-images", "finetune-iters"],
 )
 def test_a_value_reruns_only_the_rules_that_use_it(study, tmp_path, change, expected):
     downstream = {"aggregate": 1, "report": 1} if expected else {}
@@ -202,16 +252,17 @@ def test_a_value_reruns_only_the_rules_that_use_it(study, tmp_path, change, expe
 
 def test_a_value_a_rule_uses_still_reruns_it(study, tmp_path):
     planned = dry_run_with(study, tmp_path, {"train": {"lr": 1.0e-4}})
-    assert planned["train_baseline"] == 1 and planned["evaluate"] == 14
+    assert planned["train_baseline"] == 1 and planned["evaluate"] == 16
 
 
 def test_snakemakes_html_report_shows_every_plot_and_table(study):
-    from detrprune.report import ITERATIVE_PLOT, PLOT_NAMES
+    from detrprune.report import report_plots
 
     run = snakemake(study, "--report", "results/report.html")
     assert run.returncode == 0, run.stderr[-3000:]
     html = (study / "results" / "report.html").read_text()
-    for name in (*PLOT_NAMES, ITERATIVE_PLOT, "summary.csv", "steps.csv", "report.pdf"):
+    plots = [f"{stem}.png" for stem in report_plots(iterative=True)]
+    for name in (*plots, "summary.csv", "steps.csv", "report.pdf"):
         assert name in html, name
     for category in ("1 Accuracy", "2 Cost", "3 Iterative loop", "4 Tables", "5 Report"):
         assert category in html, category
@@ -280,6 +331,7 @@ def test_keep_going_a_failing_target_does_not_stop_the_others(study, tmp_path):
         "prune": 1,
         "finetune": 1,
         "evaluate": 2,
+        "compare": 2,
         "aggregate": 1,
         "report": 1,
     }
@@ -287,6 +339,8 @@ def test_keep_going_a_failing_target_does_not_stop_the_others(study, tmp_path):
 
 TIMING_COLUMNS = (
     "latency_ms_median",
+    "latency_ms_ci95_low",
+    "latency_ms_ci95_high",
     "latency_ms_p90",
     "onnx_latency_ms_median",
     "torch_forward_latency_ms_median",
@@ -312,6 +366,8 @@ def test_two_runs_from_scratch_give_identical_numbers_and_report(study, tmp_path
 
     first, second = without_timings(study), without_timings(again)
     assert first.to_csv(index=False) == second.to_csv(index=False)
+    curves = [(w / "results" / "baseline" / "validations.csv").read_bytes() for w in (study, again)]
+    assert curves[0] == curves[1]
     steps = [pd.read_csv(w / "results" / "iterative" / "steps.csv") for w in (study, again)]
     assert steps[0].to_csv(index=False) == steps[1].to_csv(index=False)
     pdfs = []

@@ -83,7 +83,7 @@ class KittiAPError(ValueError):
 
 
 @dataclass
-class _Image:
+class KittiImage:
     """One image's ground truth and detections, with the overlaps every class needs.
 
     ``iou`` is detections x ground truths; ``dc_max`` each detection's largest DontCare
@@ -102,7 +102,7 @@ class _Image:
 
 
 @dataclass
-class _Prepared:
+class PreparedImage:
     """One image reduced, for one class and difficulty, to what can change with the threshold.
 
     Only the detections whose overlap with some considered ground truth is above the class
@@ -187,7 +187,7 @@ def kitti_ap(
     """
     if recall_points not in RECALL_POINTS:
         raise KittiAPError(f"recall_points must be 40 or 11, got {recall_points!r}")
-    images = _read_inputs(coco_gt, detections)
+    images = read_inputs(coco_gt, detections)
     result: dict[str, float] = {}
     for cls in CLASSES:
         for difficulty, name in enumerate(DIFFICULTIES):
@@ -205,14 +205,14 @@ def kitti_ap(
     return result
 
 
-def _class_precision(images: list[_Image], cls: str, difficulty: int) -> np.ndarray | None:
+def _class_precision(images: list[KittiImage], cls: str, difficulty: int) -> np.ndarray | None:
     """The 41 monotone precision samples of one class and difficulty (None: no valid GT)."""
     min_overlap = MIN_OVERLAP[cls]
-    prepared: list[_Prepared] = []
+    prepared: list[PreparedImage] = []
     free_fp_scores: list[np.ndarray] = [np.zeros(0)]
     num_valid = 0
     for image in images:
-        item, free_scores, n_valid = _prepare(image, cls, difficulty, min_overlap)
+        item, free_scores, n_valid = prepare_image(image, cls, difficulty, min_overlap)
         num_valid += n_valid
         free_fp_scores.append(free_scores)
         if item is not None:
@@ -222,7 +222,7 @@ def _class_precision(images: list[_Image], cls: str, difficulty: int) -> np.ndar
 
     tp_scores: list[float] = []
     for item in prepared:
-        tp_scores.extend(_threshold_pass(item))
+        tp_scores.extend(threshold_pass(item))
     thresholds = np.asarray(get_thresholds(tp_scores, num_valid)[:N_SAMPLE_PTS], dtype=np.float64)
 
     # Detections that can never be matched are FPs at every threshold they pass.
@@ -237,7 +237,7 @@ def _class_precision(images: list[_Image], cls: str, difficulty: int) -> np.ndar
         cache: dict[int, tuple[int, int]] = {}
         for t, key in enumerate(passing.tolist()):
             if key not in cache:
-                cache[key] = _counting_pass(item, float(thresholds[t]))
+                cache[key] = counting_pass(item, float(thresholds[t]))
             tp[t] += cache[key][0]
             fp[t] += cache[key][1]
 
@@ -249,9 +249,9 @@ def _class_precision(images: list[_Image], cls: str, difficulty: int) -> np.ndar
     return np.maximum.accumulate(precision[::-1])[::-1]
 
 
-def _prepare(
-    image: _Image, cls: str, difficulty: int, min_overlap: float
-) -> tuple[_Prepared | None, np.ndarray, int]:
+def prepare_image(
+    image: KittiImage, cls: str, difficulty: int, min_overlap: float
+) -> tuple[PreparedImage | None, np.ndarray, int]:
     """``clean_data`` for one image: (matchable part or None, free FP scores, valid GT count)."""
     ign_gt: list[int] = []
     keep_gt: list[int] = []
@@ -289,7 +289,7 @@ def _prepare(
         for i in range(len(keep_gt))
     ]
     cand_scores = scores[candidate]
-    item = _Prepared(
+    item = PreparedImage(
         ign_gt=ign_gt,
         gt_candidates=gt_candidates,
         scores=cand_scores.tolist(),
@@ -300,7 +300,7 @@ def _prepare(
     return item, free_scores, n_valid
 
 
-def _threshold_pass(item: _Prepared) -> list[float]:
+def threshold_pass(item: PreparedImage) -> list[float]:
     """``compute_statistics_jit`` with ``compute_fp=False``: this image's TP scores."""
     assigned = [False] * len(item.scores)
     tp_scores: list[float] = []
@@ -319,7 +319,7 @@ def _threshold_pass(item: _Prepared) -> list[float]:
     return tp_scores
 
 
-def _counting_pass(item: _Prepared, thresh: float) -> tuple[int, int]:
+def counting_pass(item: PreparedImage, thresh: float) -> tuple[int, int]:
     """``compute_statistics_jit`` with ``compute_fp=True`` at ``thresh``: the candidates' (TP, FP).
 
     FNs are not needed: recall never enters the AP.
@@ -364,9 +364,9 @@ def _xyxy(bbox: Any, where: str) -> tuple[float, float, float, float]:
     return x, y, x + w, y + h
 
 
-def _read_inputs(
+def read_inputs(
     coco_gt: Mapping[str, Any], detections: Sequence[Mapping[str, Any]]
-) -> list[_Image]:
+) -> list[KittiImage]:
     """Per-image ground truth and detections, in input order, validated."""
     for key in ("images", "categories", "annotations"):
         if key not in coco_gt:
@@ -425,7 +425,7 @@ def _read_inputs(
         dc_boxes = np.asarray(list(dont_care[i]), dtype=np.float64).reshape(-1, 4)
         dc_overlap = box_overlap(dt_boxes, dc_boxes, criterion=0)
         images.append(
-            _Image(
+            KittiImage(
                 gt_types=[row[1] for row in gt[i]],
                 gt_truncated=np.asarray([row[2] for row in gt[i]], dtype=np.float64),
                 gt_occluded=np.asarray([row[3] for row in gt[i]], dtype=np.float64),

@@ -23,7 +23,14 @@ import torch
 from torch import nn
 
 from detrprune.constants import GMACS_PARTS
+from detrprune.evaluate.bootstrap import (
+    DEFAULT_RESAMPLES,
+    accuracy_intervals,
+    bootstrap_accuracy,
+    median_ci,
+)
 from detrprune.evaluate.kitti_ap import kitti_ap
+from detrprune.jobs import atomic_output
 from detrprune.prune.methods import count_nonzero_parameters, count_parameters, sparsity_by_part
 from detrprune.prune.sparse_io import load_sparse, save_sparse, size_bound_bytes
 from detrprune.train.model import coco_evaluator_config, register_mmdet, test_dataloader_config
@@ -122,10 +129,14 @@ def cpu_latency(
             times_ms.append(1000.0 * (time.perf_counter() - start))
     finally:
         torch.set_num_threads(previous_threads)
+    low, high = median_ci(times_ms)
     times_ms.sort()
     p90 = times_ms[min(len(times_ms) - 1, math.ceil(0.9 * len(times_ms)) - 1)]
     return {
         "latency_ms_median": statistics.median(times_ms),
+        # How far the median can be trusted on this machine (bootstrap over the timed runs).
+        "latency_ms_ci95_low": low,
+        "latency_ms_ci95_high": high,
         "latency_ms_p90": p90,
         "latency_runs": runs,
         "latency_device": cpu_description(threads),
@@ -339,8 +350,17 @@ def evaluate_checkpoint(
     warmup: int,
     runs: int,
     flops_images: int,
+    bootstrap_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    out_detections: Path | None = None,
 ) -> dict[str, Any]:
-    """All metrics of one variant as the flat record ``metrics.json`` holds."""
+    """All metrics of one variant as the flat record ``metrics.json`` holds.
+
+    mAP, mAP50 and the KITTI moderate mAP get percentile-bootstrap 95 % intervals over the
+    validation images (``bootstrap_resamples`` resamples drawn with ``seed``, from the one
+    inference pass). ``out_detections`` gets that pass's detections (COCO results format), from
+    which a variant is compared with its control on the same resamples.
+    """
     from detrprune.train.checkpoint import load_detector, read_checkpoint
 
     torch.set_num_threads(threads)
@@ -362,7 +382,18 @@ def evaluate_checkpoint(
     log.info("evaluating %s: COCO AP on %s", record["variant"], val_json)
     accuracy, detections = coco_accuracy(model, val_json, data_root, input_scale, classes)
     record.update(accuracy)
-    record.update(kitti_ap(json.loads(Path(val_json).read_text()), detections))
+    coco_gt = json.loads(Path(val_json).read_text())
+    record.update(kitti_ap(coco_gt, detections))
+    log.info(
+        "bootstrap: %d resamples of the %d val images", bootstrap_resamples, len(coco_gt["images"])
+    )
+    samples = bootstrap_accuracy(coco_gt, detections, resamples=bootstrap_resamples, seed=seed)
+    record.update(accuracy_intervals(samples))
+    record["bootstrap_resamples"] = bootstrap_resamples
+    if out_detections is not None:
+        # Compact: the full study's val split gives about 400k detections per variant.
+        with atomic_output(Path(out_detections)) as (tmp,):
+            tmp.write_text(json.dumps(detections, separators=(",", ":")))
     batches = load_val_batches(val_json, data_root, input_scale, max(flops_images, 5))
     log.info("latency: %d warm-up + %d timed runs, %d threads", warmup, runs, threads)
     if runs < 30:

@@ -31,6 +31,7 @@ from detrprune.prune.methods import (
     per_step_ratio,
 )
 from detrprune.train.checkpoint import load_detector, save_detector
+from detrprune.variants import ITERATIVE_CONTROL
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,17 @@ def step_plan(target_percent: int, steps: int) -> list[dict[str, float]]:
         {"step": k, "step_ratio": ratio, "cumulative_ratio": cumulative_ratio(ratio, k)}
         for k in range(1, steps + 1)
     ]
+
+
+def step_finetune_settings(
+    iterative: Mapping[str, Any], finetune: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Each step's fine-tune: ``finetune_iters`` iterations at the fine-tune lr and warm-up."""
+    return {
+        "iters": int(iterative["finetune_iters"]),
+        "lr": finetune["lr"],
+        "warmup_iters": finetune["warmup_iters"],
+    }
 
 
 def select_step(rows: list[dict[str, Any]]) -> int:
@@ -97,11 +109,7 @@ def iterative_prune(
     input_scale = (int(model["input_scale"][0]), int(model["input_scale"][1]))
     input_hw = (input_scale[1], input_scale[0])
     batches = load_val_batches(val_json, data_root, input_scale, flops_images)
-    step_finetune = {
-        "iters": int(iterative["finetune_iters"]),
-        "lr": finetune["lr"],
-        "warmup_iters": finetune["warmup_iters"],
-    }
+    step_finetune = step_finetune_settings(iterative, finetune)
     max_drop = float(iterative["max_map_drop"])
     plan = step_plan(int(iterative["target_ratio"]), int(iterative["steps"]))
     log.info(
@@ -214,6 +222,58 @@ def _run_step(current, spec, planned, input_hw, batches, step_dir, gmacs_of, fin
         "mAP_after_finetune": float(last["coco/bbox_mAP"]),
         "mAP50_after_finetune": float(last["coco/bbox_mAP_50"]),
     }
+
+
+def kept_step(steps_csv: Path) -> int:
+    """The step number the loop kept (``selected``) in its ``steps.csv``."""
+    with open(steps_csv, newline="") as handle:
+        kept = [int(row["step"]) for row in csv.DictReader(handle) if row["selected"] == "true"]
+    if len(kept) != 1:
+        raise ValueError(f"{steps_csv}: expected one selected step, found {len(kept)}")
+    return kept[0]
+
+
+def iterative_control(
+    baseline: Path,
+    steps_csv: Path,
+    iterative: Mapping[str, Any],
+    *,
+    model: Mapping[str, Any],
+    train: Mapping[str, Any],
+    finetune: Mapping[str, Any],
+    train_json: Path,
+    val_json: Path,
+    data_root: Path,
+    work_dir: Path,
+    out_model: Path,
+    seed: int,
+) -> int:
+    """The iterative result's control of equal training: the unpruned baseline fine-tuned
+    exactly as the loop fine-tuned up to the step it kept (as many runs of ``finetune_iters``,
+    each with the loop's lr, warm-up and seed). Returns the number of runs."""
+    from detrprune.train.runner import finetune_checkpoint
+
+    steps = kept_step(steps_csv)
+    step_finetune = step_finetune_settings(iterative, finetune)
+    log.info("control of the iterative result: %d fine-tune run(s) of the baseline", steps)
+    current = Path(baseline)
+    for step in range(1, steps + 1):
+        out = Path(out_model) if step == steps else Path(work_dir) / f"step{step}" / "model.pth"
+        finetune_checkpoint(
+            current,
+            model,
+            train,
+            step_finetune,
+            train_json=train_json,
+            val_json=val_json,
+            data_root=data_root,
+            work_dir=Path(work_dir) / f"step{step}" / "runner",
+            out_model=out,
+            seed=seed,
+            variant=ITERATIVE_CONTROL,
+        )
+        current = out
+    return steps
 
 
 def _save_selected(

@@ -24,6 +24,10 @@ PLOT_SECTIONS: dict[str, tuple[str, str]] = {
     "gmacs_by_part": ("2 Cost", "by model part"),
     "sparsity_by_part": ("2 Cost", "by model part"),
 }
+# Drawn first when the baseline's validations during training are given.
+TRAINING_PLOT_SECTION: dict[str, tuple[str, str]] = {
+    "baseline_training": ("1 Accuracy", "baseline convergence"),
+}
 # Drawn after the others when the iterative prune/fine-tune loop ran.
 ITERATIVE_PLOT_SECTION: dict[str, tuple[str, str]] = {
     "iterative_steps": ("3 Iterative loop", "steps"),
@@ -33,6 +37,11 @@ PLOT_NAMES: tuple[str, ...] = tuple(f"{stem}.png" for stem in PLOT_SECTIONS)
 ITERATIVE_PLOT = f"{next(iter(ITERATIVE_PLOT_SECTION))}.png"
 
 
-def report_plots(iterative: bool) -> dict[str, tuple[str, str]]:
-    """The plots a study draws, file stem -> report section, in drawing order."""
-    return {**PLOT_SECTIONS, **(ITERATIVE_PLOT_SECTION if iterative else {})}
+def report_plots(iterative: bool, training: bool = True) -> dict[str, tuple[str, str]]:
+    """The plots a study draws, file stem -> report section, in drawing order: the baseline's
+    training curve (``training``), the trade-offs, the iterative loop's steps (``iterative``)."""
+    return {
+        **(TRAINING_PLOT_SECTION if training else {}),
+        **PLOT_SECTIONS,
+        **(ITERATIVE_PLOT_SECTION if iterative else {}),
+    }

@@ -26,12 +26,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from detrprune.constants import GMACS_PARTS, SPARSITY_PARTS  # noqa: E402
 from detrprune.jobs import atomic_output  # noqa: E402
 from detrprune.report import report_plots  # noqa: E402
+from detrprune.report.convergence import judge_convergence  # noqa: E402
 from detrprune.report.summary import (  # noqa: E402
     BASELINE_METHOD,
     baseline_row,
     check_steps,
     check_summary,
 )
+from detrprune.variants import FINETUNED_BASELINE  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,10 @@ def _save_png(fig: Figure, out: Path) -> None:
 
 
 def make_plots(
-    summary: pd.DataFrame, plots_dir: Path, steps: pd.DataFrame | None = None
+    summary: pd.DataFrame,
+    plots_dir: Path,
+    steps: pd.DataFrame | None = None,
+    validations: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw the trade-off plots of the summary table as deterministic PNGs.
 
@@ -79,6 +84,8 @@ def make_plots(
         summary: the table of :func:`~detrprune.report.summary.aggregate` (or its CSV).
         plots_dir: output folder (created if needed).
         steps: the iterative loop's per-step table, when it ran.
+        validations: the baseline's validations during training
+            (:func:`~detrprune.report.convergence.read_validations`), when recorded.
 
     Returns:
         The PNGs of :func:`detrprune.report.report_plots`, in its order (the iterative
@@ -102,10 +109,12 @@ def make_plots(
         "gmacs_by_part": _fig_gmacs_by_part,
         "sparsity_by_part": _fig_sparsity_by_part,
         "iterative_steps": lambda *_: _fig_iterative(steps, baseline),
+        "baseline_training": lambda *_: _fig_training(validations),
     }
     paths: list[Path] = []
     with report_style():
-        for stem in report_plots(iterative=steps is not None):
+        plots = report_plots(iterative=steps is not None, training=validations is not None)
+        for stem in plots:
             fig = builders[stem](summary, colours, baseline)
             path = plots_dir / f"{stem}.png"
             try:
@@ -151,12 +160,19 @@ def _plot_metric_vs_ratio(
     colours: Mapping[str, Any],
     baseline: pd.Series | None,
 ) -> None:
-    """Draw ``column`` against pruning ratio: one line per series plus the baseline reference."""
+    """Draw ``column`` against pruning ratio: one line per series plus the baseline reference.
+
+    Where the table has the column's 95 % interval (``<column>_ci95_low/high``) every point
+    gets it as an error bar and the baseline as a band; the fine-tuned models' control (the
+    baseline fine-tuned on their schedule) is drawn as a dashed reference.
+    """
     for method, finetuned, group in _series(summary):
-        ax.plot(
+        ax.errorbar(
             group["ratio"],
             group[column],
+            yerr=_error_bars(group, column),
             marker="o",
+            capsize=3,
             linestyle=_linestyle(finetuned),
             color=colours[method],
             label=_series_label(method, finetuned),
@@ -165,8 +181,41 @@ def _plot_metric_vs_ratio(
         value = float(baseline[column])
         ax.axhline(value, color="black", linestyle=":", linewidth=1.0, label="baseline")
         ax.plot([0], [value], marker="*", markersize=12, color="black", linestyle="none")
+        band = _interval(baseline, column)
+        if band is not None:
+            ax.axhspan(*band, color="black", alpha=0.08, linewidth=0)
+    # Training changes accuracy only: the control's cost equals the baseline's.
+    control = summary[summary["variant"] == FINETUNED_BASELINE]
+    if column in ("mAP", "mAP50") and not control.empty and not pd.isna(control[column].iloc[0]):
+        ax.axhline(
+            float(control[column].iloc[0]),
+            color="black",
+            linestyle="--",
+            linewidth=1.0,
+            label="baseline fine-tuned (control)",
+        )
     ax.set_xlabel("pruning ratio (%)")
     ax.legend(fontsize=8)
+
+
+def _interval(row: pd.Series, column: str) -> tuple[float, float] | None:
+    """A row's 95 % interval of ``column``, when the table has it."""
+    low, high = f"{column}_ci95_low", f"{column}_ci95_high"
+    if low not in row.index or pd.isna(row[low]) or pd.isna(row[high]):
+        return None
+    return float(row[low]), float(row[high])
+
+
+def _error_bars(rows: pd.DataFrame, column: str) -> np.ndarray | None:
+    """Matplotlib's (below, above) error lengths from the 95 % interval columns, or None."""
+    low, high = f"{column}_ci95_low", f"{column}_ci95_high"
+    if low not in rows.columns or high not in rows.columns:
+        return None
+    value = rows[column].to_numpy(dtype=float)
+    below = value - rows[low].to_numpy(dtype=float)
+    above = rows[high].to_numpy(dtype=float) - value
+    # A percentile interval need not contain the full-set value; never draw a negative bar.
+    return np.nan_to_num(np.clip(np.vstack([below, above]), 0.0, None))
 
 
 def _fig_map(
@@ -195,8 +244,14 @@ def _fig_gmacs(
 def _fig_latency(
     summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
 ) -> Figure:
-    """Median latency vs pruning ratio, with an upper error bar reaching the p90."""
+    """Median latency vs pruning ratio, with its 95 % interval (older summaries without one:
+    an upper bar reaching the p90)."""
     fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
+    ax.set_ylabel("latency per image, batch 1 (ms)")
+    if "latency_ms_ci95_low" in summary.columns:
+        _plot_metric_vs_ratio(ax, summary, "latency_ms_median", colours, baseline)
+        ax.set_title("Latency (median, bar: its 95 % interval) vs pruning ratio")
+        return fig
     for method, finetuned, group in _series(summary):
         median = group["latency_ms_median"].to_numpy(dtype=float)
         upper = np.clip(group["latency_ms_p90"].to_numpy(dtype=float) - median, 0.0, None)
@@ -225,7 +280,6 @@ def _fig_latency(
             linestyle="none",
         )
     ax.set_xlabel("pruning ratio (%)")
-    ax.set_ylabel("latency per image, batch 1 (ms)")
     ax.set_title("Latency (median, bar to p90) vs pruning ratio")
     ax.legend(fontsize=8)
     return fig
@@ -237,10 +291,14 @@ def _fig_accuracy_vs_latency(
     """Scatter of mAP vs median latency, each point labelled with its ratio."""
     fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
     for method, finetuned, group in _series(summary):
-        ax.scatter(
+        ax.errorbar(
             group["latency_ms_median"],
             group["mAP"],
+            xerr=_error_bars(group, "latency_ms_median"),
+            yerr=_error_bars(group, "mAP"),
             marker="s" if finetuned else "o",
+            linestyle="none",
+            elinewidth=0.8,
             color=colours[method],
             label=_series_label(method, finetuned),
             zorder=3,
@@ -269,7 +327,7 @@ def _fig_accuracy_vs_latency(
         )
     ax.set_xlabel("median latency per image (ms)")
     ax.set_ylabel("mAP@[.5:.95] (COCO AP, 0-1)")
-    ax.set_title("mAP vs median latency")
+    ax.set_title("mAP vs median latency (bars: 95 % intervals, where measured)")
     ax.legend(fontsize=8)
     return fig
 
@@ -400,4 +458,26 @@ def _fig_iterative(steps: pd.DataFrame, baseline: pd.Series | None) -> Figure:
     handles = ax.get_legend_handles_labels()[0] + macs.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=8, loc="lower left")
     ax.set_title("Iterative prune / fine-tune")
+    return fig
+
+
+def _fig_training(validations: pd.DataFrame) -> Figure:
+    """The baseline's validation mAP50 and mAP over its training, the last fifth shaded."""
+    verdict = judge_convergence(validations)
+    fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
+    iters = validations["iter"].to_numpy()
+    ax.plot(iters, validations["mAP50"], marker="o", color="tab:blue", label="mAP@.5")
+    ax.plot(iters, validations["mAP"], marker="s", color="tab:red", label="mAP@[.5:.95]")
+    if verdict.final_iter > 0:
+        ax.axvspan(
+            verdict.window_start,
+            verdict.final_iter,
+            color="grey",
+            alpha=0.15,
+            label="window the convergence is judged on",
+        )
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel("validation AP (COCO, 0-1)")
+    ax.set_title(f"Baseline training: {verdict.sentence().split(':')[0]}")
+    ax.legend(fontsize=8, loc="lower right")
     return fig

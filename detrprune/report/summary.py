@@ -15,10 +15,12 @@ import pandas as pd
 
 from detrprune.constants import CLASSES, GMACS_PARTS, SPARSITY_PARTS
 from detrprune.jobs import atomic_output
+from detrprune.variants import control_of, is_control
 
 log = logging.getLogger(__name__)
 
-SUMMARY_COLUMNS: list[str] = [
+# What every metrics.json must hold.
+RECORD_COLUMNS: list[str] = [
     "variant",
     "method",
     "kind",
@@ -39,12 +41,31 @@ SUMMARY_COLUMNS: list[str] = [
     "latency_device",
 ]
 
+# Each row's control of equal training (detrprune.variants) and the share of the control's
+# mAP the row keeps: the comparison a reviewer accepts, unlike one with the shorter-trained
+# baseline.
+# From results/eval/<variant>/paired.json: the mAP difference to the control with its paired
+# bootstrap interval, and whether that interval excludes 0.
+PAIRED_COLUMNS: list[str] = [
+    "delta_mAP",
+    "delta_mAP_ci95_low",
+    "delta_mAP_ci95_high",
+    "significant",
+]
+COMPARISON_COLUMNS: list[str] = ["control", "map_kept", *PAIRED_COLUMNS]
+SUMMARY_COLUMNS: list[str] = [*RECORD_COLUMNS, *COMPARISON_COLUMNS]
+
 BASELINE_METHOD = "baseline"
 
 # Column kinds, used to validate each metrics.json and to give the DataFrame stable dtypes.
 # Numeric columns that follow SUMMARY_COLUMNS whenever a metrics.json carries them (later
 # evaluation stages add them; older files without them still aggregate, as NaN).
 OPTIONAL_COLUMNS: list[str] = [
+    # Percentile-bootstrap intervals (evaluate.bootstrap): over the val images for accuracy,
+    # over the timed runs for the median latency.
+    *[f"{m}_ci95_{end}" for m in ("mAP", "mAP50", "kitti_mAP_moderate") for end in ("low", "high")],
+    "latency_ms_ci95_low",
+    "latency_ms_ci95_high",
     *[f"kitti_AP_{cls}_{level}" for cls in CLASSES for level in ("easy", "moderate", "hard")],
     "kitti_mAP_moderate",
     "sparse_mb",
@@ -68,7 +89,7 @@ _STR_COLUMNS = ("variant", "method", "kind", "scope", "latency_device")
 _INT_COLUMNS = ("ratio", "params_total", "params_nonzero")
 _BOOL_COLUMNS = ("finetuned",)
 _FLOAT_COLUMNS = tuple(
-    c for c in SUMMARY_COLUMNS if c not in _STR_COLUMNS + _INT_COLUMNS + _BOOL_COLUMNS
+    c for c in RECORD_COLUMNS if c not in _STR_COLUMNS + _INT_COLUMNS + _BOOL_COLUMNS
 )
 # pycocotools reports -1 for an AP it cannot compute (no ground truth); that is "missing", not
 # a terrible score, so it becomes NaN before it can drag averages or plots down.
@@ -102,7 +123,7 @@ def _validate_record(record: object, path: Path) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise ReportError(f"{path}: expected a JSON object, got {type(record).__name__}")
     row: dict[str, Any] = {}
-    for key in SUMMARY_COLUMNS:
+    for key in RECORD_COLUMNS:
         if key not in record:
             raise ReportError(f"{path}: missing required key '{key}'")
         value = record[key]
@@ -172,7 +193,10 @@ def check_steps(steps: pd.DataFrame) -> None:
 
 
 def aggregate(
-    metrics_paths: Sequence[Path], out_csv: Path, onnx_paths: Sequence[Path] = ()
+    metrics_paths: Sequence[Path],
+    out_csv: Path,
+    onnx_paths: Sequence[Path] = (),
+    paired_paths: Sequence[Path] = (),
 ) -> pd.DataFrame:
     """Merge per-variant ``metrics.json`` files into one summary table and write it as CSV.
 
@@ -181,10 +205,16 @@ def aggregate(
         out_csv: where the CSV goes (written atomically, byte-stable float format).
         onnx_paths: ``onnx.json`` records of exported variants; their parity and latency
             columns (:data:`ONNX_COLUMNS`) join the row of the same ``variant``.
+        paired_paths: ``paired.json`` records (:mod:`detrprune.evaluate.paired`); their
+            :data:`PAIRED_COLUMNS` join the row of their ``variant``, and must name the same
+            control.
 
     Returns:
         The summary table: one row per file, columns :data:`SUMMARY_COLUMNS` in that order,
         sorted baseline first, then by method, finetuned, ratio. AP values of -1 become NaN.
+        ``control`` names each row's control of equal training (:mod:`detrprune.variants`),
+        ``map_kept`` is the row's mAP over the control's (NaN when it is not among the inputs
+        or its mAP is not positive).
 
     Raises:
         ReportError: unreadable file, missing/mistyped key, or two files describing the same
@@ -193,11 +223,16 @@ def aggregate(
     if not metrics_paths:
         raise ReportError(f"{out_csv}: no metrics files given")
     rows: list[dict[str, Any]] = []
-    seen: dict[tuple[str, int, bool], Path] = {}
+    seen: dict[tuple[str, int, bool] | str, Path] = {}
     for raw_path in metrics_paths:
         path = Path(raw_path)
         row = _validate_record(_read_json(path, "metrics"), path)
-        identity = (row["method"], row["ratio"], row["finetuned"])
+        # The baseline's fine-tuned twins share (method, ratio, finetuned); their names differ.
+        identity = (
+            row["variant"]
+            if is_control(row["variant"])
+            else (row["method"], row["ratio"], row["finetuned"])
+        )
         if identity in seen:
             raise ReportError(
                 f"{path}: duplicate (method, ratio, finetuned) = {identity}, "
@@ -207,6 +242,8 @@ def aggregate(
         rows.append(row)
 
     _merge_onnx(rows, onnx_paths)
+    _add_comparisons(rows)
+    _merge_paired(rows, paired_paths)
     rows.sort(key=_sort_key)
     optional = [c for c in OPTIONAL_COLUMNS if any(c in row for row in rows)]
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS + optional)
@@ -215,6 +252,9 @@ def aggregate(
             **{c: "int64" for c in _INT_COLUMNS},
             **{c: "bool" for c in _BOOL_COLUMNS},
             **{c: "float64" for c in _FLOAT_COLUMNS},
+            "map_kept": "float64",
+            **{c: "float64" for c in PAIRED_COLUMNS if c != "significant"},
+            "significant": "boolean",
             **{c: "float64" for c in optional if c not in _OPTIONAL_STR_COLUMNS},
         }
     )
@@ -223,6 +263,41 @@ def aggregate(
         summary.to_csv(tmp, index=False, float_format=_CSV_FLOAT_FORMAT, lineterminator="\n")
     log.info("wrote %s (%d variants)", out_csv, len(summary))
     return summary
+
+
+def _add_comparisons(rows: list[dict[str, Any]]) -> None:
+    """Name each row's control and the share of its mAP the row keeps (NaN without one)."""
+    maps = {row["variant"]: row["mAP"] for row in rows}
+    for row in rows:
+        control = control_of(row["variant"])
+        row["control"] = control or ""
+        control_map = maps.get(control, math.nan) if control else math.nan
+        row["map_kept"] = row["mAP"] / control_map if control_map > 0 else math.nan
+
+
+def _merge_paired(rows: list[dict[str, Any]], paired_paths: Sequence[Path]) -> None:
+    """Add each paired comparison to its variant's row (missing ones stay NaN / NA)."""
+    by_variant = {row["variant"]: row for row in rows}
+    for row in rows:
+        row.update({c: math.nan for c in PAIRED_COLUMNS if c != "significant"}, significant=None)
+    for raw_path in paired_paths:
+        path = Path(raw_path)
+        record = _read_json(path, "paired comparison")
+        variant = record.get("variant") if isinstance(record, dict) else None
+        if variant not in by_variant:
+            raise ReportError(f"{path}: variant {variant!r} has no metrics.json among the inputs")
+        row = by_variant[variant]
+        if record.get("control") != row["control"]:
+            raise ReportError(
+                f"{path}: key 'control' is {record.get('control')!r}, but {variant}'s control "
+                f"is {row['control']!r}"
+            )
+        for key in PAIRED_COLUMNS:
+            value = record.get(key)
+            valid = isinstance(value, bool) if key == "significant" else _is_number(value)
+            if not valid:
+                raise ReportError(f"{path}: key '{key}' has an invalid value {value!r}")
+            row[key] = value
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -16,18 +16,20 @@ models the gradients of the zeroed weights are masked, so those weights stay exa
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from detrprune.data.download import sha256_file
+from detrprune.jobs import atomic_output
 from detrprune.train.checkpoint import save_detector
 from detrprune.train.distributed import configure_runner, in_worker, is_main_process, launch
 from detrprune.train.model import build_training_config, register_mmdet
@@ -228,11 +230,15 @@ def train_baseline(
     out_model: Path,
     out_config: Path,
     seed: int,
+    out_validations: Path | None = None,
 ) -> None:
     """Train the baseline detector and write its checkpoint and resolved mmdet config.
 
     The Runner's own checkpoints stay in ``work_dir`` (not a workflow output); what the DAG
     passes on is ``out_model``, a weights-only checkpoint (see :mod:`detrprune.train.checkpoint`).
+    The Runner validates before the first iteration, every ``train.val_interval`` iterations
+    and after the last; ``out_validations`` gets those results (:func:`write_validations`), the
+    training curve the report judges convergence from.
     """
     register_mmdet()
     torch.set_num_threads(int(train["threads"]))
@@ -248,14 +254,19 @@ def train_baseline(
     if init_files(model.get("init")):
         hook = _register_hook("DetrprunePretrainedStart", PretrainedStart)
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type=hook, **model["init"])]
+    if out_validations is not None:
+        recorder = _register_hook("DetrpruneValRecorder", _ValRecorder)
+        cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type=recorder)]
     processes = int(train.get("gpus", 1))
     if processes > 1 and not in_worker():
         prepare_work_dir(Path(work_dir), training_stamp(cfg, processes))
         launch("detrprune.train.runner:train_baseline", processes, _call_arguments(locals()))
         return
-    detector, _ = _run(cfg, Path(work_dir), processes)
+    detector, validations = _run(cfg, Path(work_dir), processes)
     if not is_main_process():
         return
+    if out_validations is not None:
+        write_validations(validations, Path(out_validations))
     save_detector(
         detector,
         out_model,
@@ -272,6 +283,22 @@ def train_baseline(
     Path(out_config).parent.mkdir(parents=True, exist_ok=True)
     cfg.dump(str(out_config))
     log.info("baseline written to %s (config %s)", out_model, out_config)
+
+
+# The Runner's validation keys -> the curve's columns.
+VALIDATION_COLUMNS = {"coco/bbox_mAP": "mAP", "coco/bbox_mAP_50": "mAP50"}
+
+
+def write_validations(records: Sequence[Mapping[str, Any]], out: Path) -> None:
+    """The Runner's validations as a CSV of ``iter``, ``mAP``, ``mAP50``, written atomically."""
+    with atomic_output(out) as (tmp,):
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["iter", *VALIDATION_COLUMNS.values()])
+            for record in records:
+                values = [f"{float(record[key]):.6g}" for key in VALIDATION_COLUMNS]
+                writer.writerow([int(record["iter"]), *values])
+    log.info("%d validations written to %s", len(records), out)
 
 
 def _device_of(detector: torch.nn.Module) -> str:
@@ -322,7 +349,7 @@ def _call_arguments(frame_locals: Mapping[str, Any]) -> dict[str, Any]:
     workers (the function's own locals, taken at its start)."""
     names = (
         "pruned model train finetune train_json val_json data_root work_dir out_model "
-        "out_config seed validate variant"
+        "out_config seed validate variant out_validations"
     ).split()
     return {name: frame_locals[name] for name in names if name in frame_locals}
 

@@ -1,0 +1,56 @@
+"""The baseline's convergence verdict, from its training curve (detrprune.report.convergence)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from detrprune.report.convergence import MAX_GAIN, judge_convergence, read_validations
+from detrprune.report.summary import ReportError
+
+
+def curve(map50: list[float], every: int = 70) -> pd.DataFrame:
+    iters = [every * i for i in range(len(map50))]
+    return pd.DataFrame({"iter": iters, "mAP": [v / 2 for v in map50], "mAP50": map50})
+
+
+def test_a_plateau_has_converged_and_a_rising_curve_has_not():
+    plateau = judge_convergence(curve([0.0, 0.3, 0.5, 0.6, 0.64, 0.65]))
+    assert plateau.converged is True
+    assert (plateau.window_start, plateau.final_iter) == (280, 350)
+    assert plateau.gain == pytest.approx(0.01)
+    assert "converged: mAP50 gained +0.010" in plateau.sentence()
+
+    rising = judge_convergence(curve([0.0, 0.2, 0.3, 0.4, 0.5, 0.5 + MAX_GAIN]))
+    assert rising.converged is False  # a gain of exactly the limit is still a gain
+    assert rising.sentence().startswith("NOT converged")
+
+
+def test_the_window_starts_at_the_last_validation_before_the_last_fifth():
+    # Validations every 100 of 350: the window's start (280) falls between 200 and 300.
+    table = pd.DataFrame(
+        {"iter": [0, 100, 200, 300, 350], "mAP": [0] * 5, "mAP50": [0.0, 0.3, 0.5, 0.55, 0.56]}
+    )
+    verdict = judge_convergence(table)
+    assert verdict.window_start == 200
+    assert verdict.gain == pytest.approx(0.06) and verdict.converged is False
+
+
+def test_too_few_validations_cannot_be_judged():
+    verdict = judge_convergence(curve([0.0, 0.65], every=350))
+    assert verdict.converged is None and math.isnan(verdict.gain)
+    assert "val_interval" in verdict.sentence()
+
+
+def test_read_validations_sorts_and_names_the_file_on_bad_input(tmp_path):
+    good = tmp_path / "validations.csv"
+    good.write_text("iter,mAP,mAP50\n70,0.1,0.2\n0,0,0\n")
+    assert read_validations(good)["iter"].tolist() == [0, 70]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("iter,mAP\n0,0\n")
+    with pytest.raises(ReportError, match=r"bad\.csv: missing column 'mAP50'"):
+        read_validations(bad)
+    with pytest.raises(ReportError, match=r"missing\.csv: cannot read"):
+        read_validations(tmp_path / "missing.csv")
