@@ -301,6 +301,8 @@ def test_retime_interleaves_real_models(tiny_detector, tmp_path):
     ms = retime["models"][variant]["latency_ms_median"]
     retimed = _entry(record, variant)["retimed"]
     assert retimed["speedup"] == pytest.approx(base_ms / ms)
+    assert 0 < retimed["speedup_ci95_low"] <= retimed["speedup_ci95_high"]
+    assert len(retime["models"][variant]["round_times_ms"]) == 2
     assert retimed["gmacs_per_s"] == pytest.approx(5.0 / (ms / 1000))
     assert _entry(record, "prune/weight/r90")["retimed"] is None
 

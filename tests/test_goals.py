@@ -407,14 +407,28 @@ def test_evaluate_with_retimed_models():
         "images": 1,
         "latency_device": "cpu (test)",
         "models": {
-            "baseline": {"latency_ms_median": 80.0, **timing},
-            "prune/f50": {"latency_ms_median": 40.0, **timing},
+            "baseline": {
+                "latency_ms_median": 80.0,
+                **timing,
+                "round_times_ms": [[80.0, 80.0], [84.0, 84.0]],
+            },
+            "prune/f50": {
+                "latency_ms_median": 40.0,
+                **timing,
+                "round_times_ms": [[40.0, 40.0], [40.0, 40.0]],
+            },
         },
     }
     assert retimed_latency(rows, retimed["models"]).tolist()[:2] == [80.0, 40.0]
     entries, checked = evaluate(rows, retimed)
     assert entries[1]["retimed"]["speedup"] == pytest.approx(2.0)
     assert entries[1]["retimed"]["latency_runs"] == 4
+    # Rounds drawn with replacement: both rounds' speedups (2.0 and 2.1) bound the interval.
+    low, high = (
+        entries[1]["retimed"]["speedup_ci95_low"],
+        entries[1]["retimed"]["speedup_ci95_high"],
+    )
+    assert 2.0 <= low <= high <= 2.1 and high > low
     assert entries[2]["retimed"] is None
     assert checked["b_retimed"]["verdict"] == MET
     assert checked["b_retimed"]["checks"][0]["measured"]["latency_ms"] == 40.0
@@ -489,3 +503,17 @@ def test_goals_import_no_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_speedup_interval_pairs_whole_rounds():
+    from detrprune.evaluate.goals import speedup_interval
+
+    rounds = [[10.0, 11.0], [20.0, 22.0], [15.0, 16.0]]  # drift between rounds
+    assert speedup_interval(rounds, rounds) == (1.0, 1.0)
+    half = [[t / 2 for t in chunk] for chunk in rounds]
+    assert speedup_interval(rounds, half) == pytest.approx((2.0, 2.0))
+    # Unpaired, the same drift would look like a wide speedup interval around 1.
+    low, high = speedup_interval(rounds, rounds[::-1])
+    assert low < 1.0 < high
+    with pytest.raises(ValueError, match="pair up"):
+        speedup_interval(rounds, rounds[:2])

@@ -26,6 +26,7 @@ from detrprune.evaluate.goals import (
     goal_c,
     goal_d,
     size_numbers,
+    speedup_interval,
 )
 
 VARIANTS_LEGEND = (
@@ -35,7 +36,8 @@ VARIANTS_LEGEND = (
     "n/a = not measured."
 )
 RETIMED_LEGEND = (
-    "round medians: lowest-highest per-round median (drift); "
+    "round medians: lowest-highest per-round median (drift); 95% low/high: the speedup's "
+    "bootstrap interval over whole rounds (paired across models); "
     "lat chg: re-timed latency change vs the re-timed baseline."
 )
 
@@ -67,6 +69,11 @@ def evaluate(
         strict=True,
     ):
         timing = timings.get(row["variant"])
+        if timing is not None and base is not None and base["variant"] in timings:
+            low, high = speedup_interval(
+                timings[base["variant"]]["round_times_ms"], timing["round_times_ms"]
+            )
+            renumbers = {**renumbers, "speedup_ci95_low": low, "speedup_ci95_high": high}
         entries.append(
             {
                 "variant": row["variant"],
@@ -143,6 +150,8 @@ _RETIMED_NUMBERS: dict[str, tuple[str, Callable[[float], str]]] = {
     "p90 ms": ("retimed.latency_ms_p90", "{:.4g}".format),
     "round medians": ("retimed.round_medians_ms", _spread),
     "speedup": ("retimed.speedup", _times),
+    "95% low": ("retimed.speedup_ci95_low", _times),
+    "95% high": ("retimed.speedup_ci95_high", _times),
     "lat chg": ("retimed.latency_reduction", _change),  # negated, as FLOPs chg
     "GMAC/s": ("retimed.gmacs_per_s", "{:.4g}".format),
 }

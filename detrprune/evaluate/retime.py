@@ -64,7 +64,8 @@ def retime(
     runs of ``model.test_step`` (pre- and post-processing included, images cycled, as
     :func:`detrprune.evaluate.metrics.cpu_latency` does). The model order rotates by one each
     round so no model is always timed right after the same one. Returns per model the median and p90
-    over all timed runs, the median of each round (drift shows there) and the run count.
+    over all timed runs, the median of each round (drift shows there), every run by round and
+    the run count.
     """
     import torch
     from tqdm import tqdm
@@ -81,7 +82,7 @@ def retime(
             loaded[name] = load_detector(path)[0].to("cpu").eval()
         names = list(loaded)
         times: dict[str, list[float]] = {name: [] for name in names}
-        round_medians: dict[str, list[float]] = {name: [] for name in names}
+        round_times: dict[str, list[list[float]]] = {name: [] for name in names}
         runs_done = dict.fromkeys(names, 0)
         with torch.no_grad():
             for name in names:
@@ -104,7 +105,7 @@ def retime(
                             chunk.append(1000.0 * (time.perf_counter() - start))
                             runs_done[name] += 1
                         times[name].extend(chunk)
-                        round_medians[name].append(statistics.median(chunk))
+                        round_times[name].append(chunk)
                         progress.update(1)
     finally:
         torch.set_num_threads(previous_threads)
@@ -113,7 +114,10 @@ def retime(
             "latency_ms_median": statistics.median(times[name]),
             "latency_ms_p90": p90(times[name]),
             "latency_runs": len(times[name]),
-            "round_medians_ms": round_medians[name],
+            "round_medians_ms": [statistics.median(chunk) for chunk in round_times[name]],
+            # Every timed run by round: the rounds pair the models (same drift) for the
+            # speedup's interval.
+            "round_times_ms": round_times[name],
         }
         for name in names
     }
