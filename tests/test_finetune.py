@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from detrprune import CLASSES
+from detrprune.constants import CLASSES
 from detrprune.evaluate.metrics import coco_accuracy
 from detrprune.prune.methods import apply_pruning, verify_reload
 from detrprune.train.checkpoint import load_detector, read_checkpoint, save_detector
