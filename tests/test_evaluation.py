@@ -9,12 +9,12 @@ from detrprune.evaluate.metrics import cpu_latency, fvcore_gmacs, size_metrics
 from detrprune.prune.methods import count_parameters, filter_prune, weight_prune
 from detrprune.train.checkpoint import save_detector
 
-from .test_pruning import H, W, _batch
+from .test_pruning import H, W, random_batch
 
 
 def test_fvcore_counts_the_detector_and_filter_pruning_lowers_it(tiny_detector):
     detector, _ = tiny_detector
-    dense = fvcore_gmacs(detector, [_batch(0), _batch(1)])
+    dense = fvcore_gmacs(detector, [random_batch(0), random_batch(1)])
     assert dense["gmacs"] > 0 and dense["flops_images"] == 2
     # On CPU deformable attention runs through grid_sample, which fvcore counts.
     assert "aten::grid_sampler" not in dense["flops_unsupported_ops"]
@@ -22,20 +22,20 @@ def test_fvcore_counts_the_detector_and_filter_pruning_lowers_it(tiny_detector):
     assert dense["flops_unsupported_ops"]
     assert 0 < dense["gops_elementwise"] < 0.1 * dense["gmacs"]
     filter_prune(detector, 0.5, (H, W))
-    pruned = fvcore_gmacs(detector, [_batch(0)])
+    pruned = fvcore_gmacs(detector, [random_batch(0)])
     assert pruned["gmacs"] < 0.8 * dense["gmacs"]
 
 
 def test_weight_pruning_does_not_change_the_dense_flop_count(tiny_detector):
     detector, _ = tiny_detector
-    dense = fvcore_gmacs(detector, [_batch(0)])["gmacs"]
+    dense = fvcore_gmacs(detector, [random_batch(0)])["gmacs"]
     weight_prune(detector, 0.9)
-    assert fvcore_gmacs(detector, [_batch(0)])["gmacs"] == pytest.approx(dense)
+    assert fvcore_gmacs(detector, [random_batch(0)])["gmacs"] == pytest.approx(dense)
 
 
 def test_latency_statistics(tiny_detector):
     detector, _ = tiny_detector
-    result = cpu_latency(detector, [_batch(0), _batch(1)], warmup=1, runs=20, threads=1)
+    result = cpu_latency(detector, [random_batch(0), random_batch(1)], warmup=1, runs=20, threads=1)
     assert 0 < result["latency_ms_median"] <= result["latency_ms_p90"]
     assert result["latency_runs"] == 20
     assert result["latency_device"].startswith("cpu (") and "1 threads" in result["latency_device"]
@@ -94,10 +94,10 @@ def _layer_shape_macs(detector, batch) -> float:
 
 def test_fvcore_agrees_with_a_count_from_layer_shapes(tiny_detector):
     detector, _ = tiny_detector
-    counted = fvcore_gmacs(detector, [_batch(0)])
+    counted = fvcore_gmacs(detector, [random_batch(0)])
     by_operator = counted["gmacs_by_operator"]
     fvcore_conv_linear = by_operator["conv"] + by_operator.get("linear", 0.0)
-    derived = _layer_shape_macs(detector, _batch(0))
+    derived = _layer_shape_macs(detector, random_batch(0))
     assert derived == pytest.approx(fvcore_conv_linear, rel=0.05)
     # Convs and linears are almost all of the work; norms, grid_sample and bmm are the rest.
     assert fvcore_conv_linear > 0.95 * counted["gmacs"]
@@ -116,7 +116,7 @@ def test_gpu_latency_with_cuda_events(tiny_detector):
     from detrprune.evaluate.metrics import gpu_latency
 
     detector, _ = tiny_detector
-    result = gpu_latency(detector, [_batch(0), _batch(1)], warmup=2, runs=5)
+    result = gpu_latency(detector, [random_batch(0), random_batch(1)], warmup=2, runs=5)
     assert 0 < result["gpu_latency_ms_median"] <= result["gpu_latency_ms_p90"]
     assert result["gpu_latency_device"].startswith("cuda (")
     # Only a GPU shows this: the CUDA kernel, not mmcv's grid_sample fallback, ran.
@@ -128,7 +128,7 @@ def test_deformable_attention_path_on_cpu_is_the_pytorch_fallback(tiny_detector)
     profile on a GPU (test above, and make gpu-smoke)."""
     from detrprune.evaluate.metrics import deformable_attention_path
 
-    assert deformable_attention_path(tiny_detector[0], _batch(0)) == "pytorch"
+    assert deformable_attention_path(tiny_detector[0], random_batch(0)) == "pytorch"
 
 
 def test_gpu_latency_refuses_to_run_without_cuda(tiny_detector, monkeypatch):
@@ -137,4 +137,4 @@ def test_gpu_latency_refuses_to_run_without_cuda(tiny_detector, monkeypatch):
     # The one place a CUDA-less machine is simulated: it checks the guard, not a measurement.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="needs a CUDA device"):
-        gpu_latency(tiny_detector[0], [_batch(0)], warmup=0, runs=1)
+        gpu_latency(tiny_detector[0], [random_batch(0)], warmup=0, runs=1)

@@ -20,7 +20,7 @@ from .conftest import PRUNING_SPECS, spec_id
 H, W = 96, 256
 
 
-def _batch(seed: int = 0) -> dict:
+def random_batch(seed: int = 0) -> dict:
     from mmdet.structures import DetDataSample
 
     generator = torch.Generator().manual_seed(seed)
@@ -33,7 +33,7 @@ def _batch(seed: int = 0) -> dict:
 
 @torch.no_grad()
 def _predict(detector) -> tuple[torch.Tensor, torch.Tensor]:
-    result = detector.test_step(_batch())[0].pred_instances
+    result = detector.test_step(random_batch())[0].pred_instances
     return result.bboxes, result.scores
 
 
