@@ -21,14 +21,15 @@ import pandas as pd
 import torch
 import yaml
 
-from detrprune.evaluate.metrics import MODEL_PARTS, fvcore_gmacs
+from detrprune.constants import GMACS_PARTS
+from detrprune.evaluate.metrics import fvcore_gmacs
 from detrprune.jobs import write_json
 from detrprune.prune.methods import FILTER_SCOPES, count_parameters, filter_prune
 from detrprune.train.model import build_detector, inference_batch, model_config
 
 REPO = Path(__file__).resolve().parent.parent
 FRAME = REPO / "tests" / "data" / "kitti_sample" / "training" / "image_2" / "000001.png"
-PARTS = [*MODEL_PARTS.values(), "other"]
+PARTS = list(GMACS_PARTS)
 
 
 def full_model_settings() -> dict:

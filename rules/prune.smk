@@ -71,7 +71,7 @@ use rule finetune as finetune_baseline with:
     log:
         f"logs/{FINETUNED_BASELINE}.log",
     benchmark:
-        f"benchmarks/{FINETUNED_BASELINE}.tsv"
+        "benchmarks/finetune_baseline.tsv"
     params:
         model=config["model"],
         train=TRAIN,
@@ -139,7 +139,7 @@ rule iterative_control:
     log:
         f"logs/{ITERATIVE_CONTROL}.log",
     benchmark:
-        f"benchmarks/{ITERATIVE_CONTROL}.tsv"
+        "benchmarks/iterative_control.tsv"
     conda:
         CONDA_ENV
     threads: config["train"]["threads"]
