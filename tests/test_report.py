@@ -242,6 +242,7 @@ def test_pdf_pages_and_text(built: tuple[Path, list[Path], Path]) -> None:
     assert "pruning.methods.weight.ratios: [10, 90]" in title
     assert "pruning.finetune.iters: 100" in title
     assert DEVICE in title
+    assert "Findings" in title and "no fine-tuned model has a control" in title
 
     recovery = reader.pages[1].extract_text()
     assert "Recovery table" in recovery and "significant" in recovery

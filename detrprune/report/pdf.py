@@ -23,6 +23,7 @@ from detrprune import __version__
 from detrprune.constants import CLASSES, GMACS_PARTS
 from detrprune.jobs import atomic_output
 from detrprune.report.convergence import judge_convergence
+from detrprune.report.findings import findings
 from detrprune.report.plots import report_style
 from detrprune.report.summary import (
     BASELINE_METHOD,
@@ -357,6 +358,9 @@ def _title_lines(
             )
     if validations is not None:
         lines.append(f"  training: {judge_convergence(validations).sentence()}")
+
+    lines += ["", "Findings (fine-tuned models and controls against their control)"]
+    lines += [f"  {line}" for line in findings(summary)]
 
     devices = sorted(str(d) for d in summary["latency_device"].unique())
     n_variants = int((summary["method"] != BASELINE_METHOD).sum())

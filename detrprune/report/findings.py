@@ -1,0 +1,39 @@
+"""The report's findings in words, each one only as strong as its interval allows.
+
+A change is called a gain or a drop only when the paired 95 % interval of the mAP difference to
+the control of equal training excludes 0 (``significant``); otherwise the words are "no
+significant difference", whatever the point estimate.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from detrprune.variants import is_control
+
+
+def _verdict(row: pd.Series) -> str:
+    if pd.isna(row["significant"]):
+        return "not compared"
+    if not bool(row["significant"]):
+        return "no significant difference"
+    return "significant gain" if row["delta_mAP"] > 0 else "significant drop"
+
+
+def findings(summary: pd.DataFrame) -> list[str]:
+    """Two lines per fine-tuned model and control (the recovery claims), in table order: the
+    share of the control's mAP kept, then the difference with its interval and the verdict."""
+    needed = {"control", "map_kept", "delta_mAP", "delta_mAP_ci95_low", "significant"}
+    if not needed <= set(summary.columns):
+        return ["(no comparisons with controls in this summary)"]
+    rows = summary[summary["finetuned"].astype(bool) | summary["variant"].map(is_control)]
+    rows = rows[rows["control"].fillna("").astype(str) != ""]
+    lines = []
+    for _, row in rows.iterrows():
+        kept = "n/a" if pd.isna(row["map_kept"]) else f"{100 * row['map_kept']:.0f} %"
+        lines += [
+            f"{row['variant']}: {kept} of the mAP of {row['control']}",
+            f"  difference {row['delta_mAP']:+.3f} [{row['delta_mAP_ci95_low']:+.3f}, "
+            f"{row['delta_mAP_ci95_high']:+.3f}]: {_verdict(row)}",
+        ]
+    return lines or ["(no fine-tuned model has a control in this summary)"]
