@@ -51,3 +51,6 @@ ITERATIVE_STEP_COLUMNS: tuple[str, ...] = (
     "within_budget",
     "selected",
 )
+
+# Columns of the baseline's training curve, results/baseline/validations.csv.
+VALIDATION_COLUMNS: tuple[str, ...] = ("iter", "mAP", "mAP50")

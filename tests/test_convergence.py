@@ -54,3 +54,16 @@ def test_read_validations_sorts_and_names_the_file_on_bad_input(tmp_path):
         read_validations(bad)
     with pytest.raises(ReportError, match=r"missing\.csv: cannot read"):
         read_validations(tmp_path / "missing.csv")
+
+
+def test_the_runners_validations_round_trip_through_the_curve_file(tmp_path):
+    from detrprune.train.hooks import write_validations
+
+    records = [
+        {"iter": 0, "coco/bbox_mAP": 0.0, "coco/bbox_mAP_50": 0.0, "coco/bbox_mAP_75": 0.0},
+        {"iter": 70, "coco/bbox_mAP": 0.25, "coco/bbox_mAP_50": 0.5},
+    ]
+    path = tmp_path / "validations.csv"
+    write_validations(records, path)
+    assert path.read_text() == "iter,mAP,mAP50\n0,0,0\n70,0.25,0.5\n"
+    assert read_validations(path)["mAP50"].tolist() == [0.0, 0.5]

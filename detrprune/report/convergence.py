@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from detrprune.constants import VALIDATION_COLUMNS
 from detrprune.report.summary import ReportError
 
 WINDOW = 0.2  # the last fifth of training
 MAX_GAIN = 0.02  # mAP50 gained over that window by a converged baseline
 MIN_POINTS = 5  # validations needed to draw a curve worth judging
-VALIDATION_COLUMNS = ("iter", "mAP", "mAP50")
 
 
 @dataclass(frozen=True)

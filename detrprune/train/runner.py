@@ -16,22 +16,21 @@ models the gradients of the zeroed weights are masked, so those weights stay exa
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from detrprune.data.download import sha256_file
-from detrprune.jobs import atomic_output
 from detrprune.train.checkpoint import save_detector
 from detrprune.train.distributed import configure_runner, in_worker, is_main_process, launch
+from detrprune.train.hooks import RngStateKeeper, ValRecorder, register_hook, write_validations
 from detrprune.train.model import build_training_config, register_mmdet
 from detrprune.train.pretrained import PretrainedStart, init_files
 
@@ -252,10 +251,10 @@ def train_baseline(
         seed=seed,
     )
     if init_files(model.get("init")):
-        hook = _register_hook("DetrprunePretrainedStart", PretrainedStart)
+        hook = register_hook("DetrprunePretrainedStart", PretrainedStart)
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type=hook, **model["init"])]
     if out_validations is not None:
-        recorder = _register_hook("DetrpruneValRecorder", _ValRecorder)
+        recorder = register_hook("DetrpruneValRecorder", ValRecorder)
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type=recorder)]
     processes = int(train.get("gpus", 1))
     if processes > 1 and not in_worker():
@@ -285,63 +284,9 @@ def train_baseline(
     log.info("baseline written to %s (config %s)", out_model, out_config)
 
 
-# The Runner's validation keys -> the curve's columns.
-VALIDATION_COLUMNS = {"coco/bbox_mAP": "mAP", "coco/bbox_mAP_50": "mAP50"}
-
-
-def write_validations(records: Sequence[Mapping[str, Any]], out: Path) -> None:
-    """The Runner's validations as a CSV of ``iter``, ``mAP``, ``mAP50``, written atomically."""
-    with atomic_output(out) as (tmp,):
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["iter", *VALIDATION_COLUMNS.values()])
-            for record in records:
-                values = [f"{float(record[key]):.6g}" for key in VALIDATION_COLUMNS]
-                writer.writerow([int(record["iter"]), *values])
-    log.info("%d validations written to %s", len(records), out)
-
-
 def _device_of(detector: torch.nn.Module) -> str:
     """Where the Runner trained ``detector`` (e.g. ``cuda:0``): recorded in the checkpoint."""
     return str(next(detector.parameters()).device)
-
-
-class _RngStateKeeper:
-    """Hook: save torch's RNG state with each checkpoint and restore it when training resumes.
-
-    mmengine's resume re-seeds every generator and replays the data loader up to the resumed
-    iteration, which brings numpy's and Python's generators (used by the data pipeline) back to
-    where they were. Torch's generator is also drawn by the model's forward (dropout), which the
-    replay does not run; it is restored just before the first resumed iteration so that a
-    resumed run computes exactly what an uninterrupted one does.
-    """
-
-    priority = "VERY_LOW"
-    KEY = "detrprune_torch_rng_state"
-
-    def __init__(self) -> None:
-        self._pending: torch.Tensor | None = None
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint[self.KEY] = torch.get_rng_state()
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        self._pending = checkpoint.get(self.KEY)
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        if self._pending is not None:
-            torch.set_rng_state(self._pending)
-            self._pending = None
-
-
-def _register_hook(name: str, behaviour: type) -> str:
-    """Register ``behaviour`` (a plain class) as an mmengine Hook named ``name``, once."""
-    from mmengine.hooks import Hook
-    from mmengine.registry import HOOKS
-
-    if name not in HOOKS.module_dict:
-        HOOKS.register_module(name=name, module=type(name, (behaviour, Hook), {}))
-    return name
 
 
 def _call_arguments(frame_locals: Mapping[str, Any]) -> dict[str, Any]:
@@ -369,7 +314,7 @@ def _run(cfg, work_dir: Path, processes: int = 1) -> tuple[torch.nn.Module, list
         latest = prepare_work_dir(work_dir, training_stamp(cfg, processes))
     cfg.custom_hooks = [
         *cfg.get("custom_hooks", []),
-        dict(type=_register_hook("DetrpruneRngStateKeeper", _RngStateKeeper)),
+        dict(type=register_hook("DetrpruneRngStateKeeper", RngStateKeeper)),
     ]
     if latest is not None:
         _register_work_dir_loader()
@@ -379,43 +324,8 @@ def _run(cfg, work_dir: Path, processes: int = 1) -> tuple[torch.nn.Module, list
     runner = Runner.from_cfg(cfg)
     runner.train()
     detector = runner.model.module if hasattr(runner.model, "module") else runner.model
-    recorder = next((h for h in runner.hooks if isinstance(h, _ValRecorder)), None)
+    recorder = next((h for h in runner.hooks if isinstance(h, ValRecorder)), None)
     return detector, (recorder.records if recorder else [])
-
-
-class _ValRecorder:
-    """Hook: validate before the first iteration and after the last; keep every validation.
-
-    mmengine's loop validates only after iterations; the "before" number shows what the Runner
-    starts from, so a model reset by the Runner (see the module docstring) shows up at once.
-    The records travel with the Runner's checkpoints, so a run killed mid-way still reports the
-    validation before its first iteration; and a run resumed at its last iteration (killed
-    during the final validation, after the last checkpoint) validates once more at the end,
-    which mmengine's loop does not do when no iteration is left.
-    """
-
-    priority = "LOW"
-    KEY = "detrprune_validations"
-
-    def __init__(self) -> None:
-        self.records: list[dict] = []
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        self.records = list(checkpoint.get(self.KEY, []))
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint[self.KEY] = list(self.records)
-
-    def before_train(self, runner) -> None:
-        if runner.iter == 0:
-            runner.val_loop.run()
-
-    def after_train(self, runner) -> None:
-        if not self.records or self.records[-1]["iter"] != runner.iter:
-            runner.val_loop.run()
-
-    def after_val_epoch(self, runner, metrics=None) -> None:
-        self.records.append({"iter": int(runner.iter), **dict(metrics or {})})
 
 
 def finetune_checkpoint(
@@ -469,7 +379,7 @@ def finetune_checkpoint(
     )
     _register_checkpoint_model()
     if validate:
-        cfg.custom_hooks = [dict(type=_register_hook("DetrpruneValRecorder", _ValRecorder))]
+        cfg.custom_hooks = [dict(type=register_hook("DetrpruneValRecorder", ValRecorder))]
     else:
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     processes = int(train.get("gpus", 1))
