@@ -130,3 +130,21 @@ def test_a_changed_log_interval_resumes_and_changed_data_retrains(micro, micro_d
     retrained = train()
     assert final.stat().st_mtime_ns != written
     assert any(not torch.equal(first[key], retrained[key]) for key in first)
+
+
+def test_each_run_in_one_process_logs_into_its_own_work_folder(micro, micro_data, tmp_path):
+    """mmengine reuses its visualiser by name: a second Runner in the process wrote its config
+    into the first one's folder (deleted in between: the run failed)."""
+    inputs = _training_inputs(micro_data, tmp_path)
+    micro["train"].update(max_iters=1, checkpoint_interval=1, val_interval=0)
+    for name in ("first", "second"):
+        train_baseline(
+            micro["model"],
+            micro["train"],
+            work_dir=tmp_path / name,
+            out_model=tmp_path / f"{name}.pth",
+            out_config=tmp_path / f"{name}.py",
+            seed=0,
+            **inputs,
+        )
+        assert list((tmp_path / name).glob("*/vis_data/config.py")), name

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import shutil
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -316,6 +317,13 @@ def _run(cfg, work_dir: Path, processes: int = 1) -> tuple[torch.nn.Module, list
         *cfg.get("custom_hooks", []),
         dict(type=register_hook("DetrpruneRngStateKeeper", RngStateKeeper)),
     ]
+    # mmengine keeps one logger, MessageHub and visualiser per name, and reuses an existing one:
+    # the recipe names its visualiser "visualizer", the others are named after the second the
+    # Runner started. A second Runner in one process (a resumed finished run, the iterative
+    # loop's steps, the tests) would write into the first one's (possibly deleted) folder.
+    cfg.experiment_name = f"detrprune-{uuid.uuid4().hex[:12]}"
+    if cfg.get("visualizer"):
+        cfg.visualizer["name"] = cfg.experiment_name
     if latest is not None:
         _register_work_dir_loader()
         cfg.resume = True
