@@ -90,19 +90,9 @@ def all_metrics():
     return [f"results/eval/{v}/metrics.json" for v in variants]
 
 
-def control_file(name):
-    """An input function: the file ``name`` of the variant's control's evaluation."""
-    return lambda wildcards: f"results/eval/{control_of(wildcards.variant)}/{name}"
-
-
-def all_paired():
-    """A paired comparison of every variant that has a control among the evaluated ones."""
-    evaluated = {"baseline", *control_variants(), *pruned_variants()}
-    return [
-        f"results/eval/{v}/paired.json"
-        for v in sorted(evaluated - {"baseline"})
-        if control_of(v) in evaluated
-    ]
+def all_resamples():
+    """Every evaluated model's per-resample metrics, which pair it with its control."""
+    return [path.replace("metrics.json", "resamples.npz") for path in all_metrics()]
 
 
 def final_variants():

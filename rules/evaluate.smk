@@ -9,8 +9,8 @@ rule evaluate:
         images=KITTI_TRAINING,
     output:
         metrics="results/eval/{variant}/metrics.json",
-        # What the compare rule pairs with the control's (the same inference pass).
-        detections="results/eval/{variant}/detections.json",
+        # mAP on each bootstrap resample: aggregate pairs it with the control's.
+        resamples="results/eval/{variant}/resamples.npz",
     log:
         "logs/evaluate/{variant}.log",
     benchmark:
@@ -37,32 +37,6 @@ rule evaluate:
         seed=config["seed"],
     script:
         "../scripts/evaluate.py"
-
-
-# A variant against its control of equal training, on the same bootstrap resamples.
-rule compare:
-    input:
-        val=COCO_JSON["val"],
-        metrics="results/eval/{variant}/metrics.json",
-        detections="results/eval/{variant}/detections.json",
-        control_metrics=control_file("metrics.json"),
-        control_detections=control_file("detections.json"),
-    output:
-        "results/eval/{variant}/paired.json",
-    log:
-        "logs/compare/{variant}.log",
-    benchmark:
-        "benchmarks/compare/{variant}.tsv"
-    conda:
-        CONDA_ENV
-    resources:
-        mem_mb=config["resources"]["evaluate"]["mem_mb"],
-        runtime=config["resources"]["evaluate"]["runtime"],
-    params:
-        resamples=config["evaluate"]["bootstrap"]["resamples"],
-        seed=config["seed"],
-    script:
-        "../scripts/compare.py"
 
 
 rule export_onnx:

@@ -17,7 +17,7 @@ rule aggregate:
     input:
         metrics=all_metrics(),
         onnx=all_onnx(),
-        paired=all_paired(),
+        resamples=all_resamples(),
     output:
         report(
             "results/summary.csv",

@@ -1,4 +1,4 @@
-"""Rule aggregate: every variant's metrics.json (and onnx.json) -> results/summary.csv."""
+"""Rule aggregate: every variant's metrics.json, resamples.npz (and onnx.json) -> summary.csv."""
 
 from detrprune.jobs import log_to
 from detrprune.report.summary import aggregate
@@ -8,5 +8,5 @@ with log_to(snakemake.log[0]):
         list(snakemake.input.metrics),
         snakemake.output[0],
         list(snakemake.input.onnx),
-        list(snakemake.input.paired),
+        list(snakemake.input.resamples),
     )

@@ -19,7 +19,7 @@ with log_to(snakemake.log[0]):
         flops_images=settings["flops_images"],
         bootstrap_resamples=settings["bootstrap"]["resamples"],
         seed=snakemake.params.seed,
-        out_detections=snakemake.output.detections,
+        out_resamples=snakemake.output.resamples,
     )
     record["provenance"] = provenance(
         {"evaluate": settings, "input_scale": snakemake.params.input_scale},

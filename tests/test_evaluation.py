@@ -26,6 +26,35 @@ def test_fvcore_counts_the_detector_and_filter_pruning_lowers_it(tiny_detector):
     assert pruned["gmacs"] < 0.8 * dense["gmacs"]
 
 
+def _smaller(batch: dict, height: int) -> dict:
+    """The batch's image cut to ``height`` rows: another input shape, another trace."""
+    from mmdet.structures import DetDataSample
+
+    image = batch["inputs"][0][:, :height]
+    shape = tuple(image.shape[1:])
+    meta = dict(img_shape=shape, ori_shape=shape, scale_factor=(1.0, 1.0))
+    return {"inputs": [image], "data_samples": [DetDataSample(metainfo=meta)]}
+
+
+def test_images_of_one_shape_are_traced_once_and_count_as_each_would_alone(tiny_detector):
+    detector, _ = tiny_detector
+    alone = [fvcore_gmacs(detector, [random_batch(i)]) for i in range(3)]
+    # Other pixels, same shapes: the count is the same (what tracing once per shape rests on).
+    assert alone[0]["gmacs"] == alone[1]["gmacs"] == alone[2]["gmacs"]
+    small = fvcore_gmacs(detector, [_smaller(random_batch(3), H // 2)])
+    assert small["gmacs"] < alone[0]["gmacs"]
+    mixed = fvcore_gmacs(
+        detector, [random_batch(0), _smaller(random_batch(3), H // 2), random_batch(1)]
+    )
+    assert (mixed["flops_images"], mixed["flops_traced"]) == (3, 2)
+    for key in ("gmacs", "gops_elementwise", "gmacs_backbone", "gmacs_encoder", "gmacs_other"):
+        assert mixed[key] == pytest.approx((2 * alone[0][key] + small[key]) / 3, rel=1e-9), key
+    assert mixed["flops_unsupported_ops"] == {
+        op: 2 * n + small["flops_unsupported_ops"][op]
+        for op, n in alone[0]["flops_unsupported_ops"].items()
+    }
+
+
 def test_weight_pruning_does_not_change_the_dense_flop_count(tiny_detector):
     detector, _ = tiny_detector
     dense = fvcore_gmacs(detector, [random_batch(0)])["gmacs"]
@@ -40,6 +69,26 @@ def test_latency_statistics(tiny_detector):
     assert result["latency_runs"] == 20
     assert result["latency_device"].startswith("cpu (") and "1 threads" in result["latency_device"]
     assert torch.get_num_threads() >= 1
+
+
+def test_latency_reuses_the_accuracy_pass_and_times_only_the_missing_runs(tiny_detector):
+    detector, _ = tiny_detector
+    calls = []
+    detector.test_step = lambda batch: calls.append(batch)
+    try:
+        # 2 warm-up calls dropped, 3 reused, 2 more timed here; no new warm-up (the model ran).
+        pass_times = [900.0, 800.0, 10.0, 11.0, 12.0]
+        topped = cpu_latency(detector, [random_batch(0)], 2, 5, 1, timed_ms=pass_times)
+        assert len(calls) == 2 and topped["latency_runs_from_accuracy_pass"] == 3
+        assert topped["latency_ms_p90"] == 12.0 and topped["latency_ms_median"] < 12.0
+        # A long enough pass needs no run of its own; without one, all are timed here.
+        calls.clear()
+        enough = cpu_latency(detector, [random_batch(0)], 1, 3, 1, timed_ms=pass_times)
+        assert not calls and enough["latency_ms_median"] == 11.0
+        alone = cpu_latency(detector, [random_batch(0)], 2, 4, 1)
+        assert len(calls) == 6 and alone["latency_runs_from_accuracy_pass"] == 0
+    finally:
+        del detector.test_step
 
 
 def test_size_metrics_credit_zeroed_weights(tiny_detector, tmp_path):

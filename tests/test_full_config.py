@@ -129,7 +129,6 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "finetune_baseline": 1,
         "iterative_control": 1,
         "evaluate": 54,  # baseline + 2 controls + 25 zero-shot + 25 fine-tuned + iterative
-        "compare": 53,  # every evaluated model but the baseline, against its control
         "export_onnx": 8,  # the final model of each of the 7 methods + iterative
         "aggregate": 1,
         "report": 1,

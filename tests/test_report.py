@@ -8,10 +8,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from pypdf import PdfReader
 
+from detrprune.evaluate.paired import write_resamples
 from detrprune.report.pdf import summarize_config, write_report
 from detrprune.report.plots import make_plots
 from detrprune.report.summary import SUMMARY_COLUMNS, ReportError, aggregate
@@ -459,33 +461,39 @@ def test_each_row_is_compared_with_its_control_of_equal_training(tmp_path: Path)
     assert alone["map_kept"].isna().all()
 
 
-def test_paired_comparisons_join_their_rows_and_must_name_the_same_control(tmp_path: Path) -> None:
+def test_each_row_is_paired_with_its_control_on_their_shared_resamples(tmp_path: Path) -> None:
     runs = [
         _metrics("baseline", "baseline", 0, 0.40, 100.0, 50.0, 1.0),
         _metrics("prune/filter/r50", "filter", 50, 0.30, 80.0, 45.0, 1.0),
     ]
     metrics = _write_runs(tmp_path, runs)
-    paired = tmp_path / "paired.json"
-    record = {
-        "variant": "prune/filter/r50",
-        "control": "baseline",
-        "delta_mAP": -0.10,
-        "delta_mAP_ci95_low": -0.14,
-        "delta_mAP_ci95_high": -0.06,
-        "significant": True,
-    }
-    paired.write_text(json.dumps(record))
-    summary = aggregate(metrics, tmp_path / "summary.csv", paired_paths=[paired])
+    resamples = []
+    for variant, level in (("baseline", 0.40), ("prune/filter/r50", 0.30)):
+        rng = np.random.default_rng(len(variant))
+        # The pruned model loses 0.10 on every resample, within +-0.04 of noise of its own.
+        shared = np.random.default_rng(0).normal(0.0, 0.05, 400)
+        own = rng.uniform(-0.04, 0.04, 400) if variant != "baseline" else 0.0
+        samples = {m: level + shared + own for m in ("mAP", "mAP50", "kitti_mAP_moderate")}
+        path = tmp_path / variant / "resamples.npz"
+        write_resamples(path, variant, samples, seed=3, image_ids=range(40))
+        resamples.append(path)
+    summary = aggregate(metrics, tmp_path / "summary.csv", resample_paths=resamples)
     row = summary.set_index("variant").loc["prune/filter/r50"]
-    assert row["delta_mAP_ci95_low"] == pytest.approx(-0.14) and bool(row["significant"])
+    assert row["delta_mAP"] == pytest.approx(-0.10)
+    assert -0.14 <= row["delta_mAP_ci95_low"] < row["delta_mAP_ci95_high"] <= -0.06
+    assert bool(row["significant"])
     # The baseline has no control: its comparison is missing, not "not significant".
     assert pd.isna(summary.set_index("variant").loc["baseline", "significant"])
     back = pd.read_csv(tmp_path / "summary.csv").set_index("variant")
     assert back.loc["prune/filter/r50", "delta_mAP"] == pytest.approx(-0.10)
+    # Without the control's resamples the comparison is unknown, not made up.
+    alone = aggregate(metrics, tmp_path / "alone.csv", resample_paths=resamples[1:])
+    assert alone["delta_mAP"].isna().all() and alone["significant"].isna().all()
 
-    paired.write_text(json.dumps({**record, "control": "finetune/baseline"}))
-    with pytest.raises(ReportError, match=r"paired\.json: key 'control'"):
-        aggregate(metrics, tmp_path / "again.csv", paired_paths=[paired])
+    samples = {m: np.zeros(400) for m in ("mAP", "mAP50", "kitti_mAP_moderate")}
+    write_resamples(resamples[0], "baseline", samples, seed=4, image_ids=range(40))
+    with pytest.raises(ReportError, match="resampled differently"):
+        aggregate(metrics, tmp_path / "again.csv", resample_paths=resamples)
     assert not (tmp_path / "again.csv").exists()
 
 

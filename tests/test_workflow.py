@@ -187,7 +187,6 @@ def test_changing_one_ratio_rebuilds_only_that_target(study):
             "prune": 1,
             "finetune": 1,
             "evaluate": 2,
-            "compare": 2,
             "export_onnx": 1,
             "aggregate": 1,
             "report": 1,
@@ -224,7 +223,6 @@ RUN_ONLY = {"log_interval": 3, "num_workers": 1, "checkpoint_interval": 3, "thre
             {
                 "iterative": 1,
                 "evaluate": 16,
-                "compare": 15,
                 "export_onnx": 1,
                 "iterative_control": 1,
             },
@@ -238,7 +236,6 @@ RUN_ONLY = {"log_interval": 3, "num_workers": 1, "checkpoint_interval": 3, "thre
                 "iterative": 1,
                 "iterative_control": 1,
                 "evaluate": 9,
-                "compare": 9,
                 "export_onnx": 5,
             },
         ),
@@ -331,7 +328,6 @@ def test_keep_going_a_failing_target_does_not_stop_the_others(study, tmp_path):
         "prune": 1,
         "finetune": 1,
         "evaluate": 2,
-        "compare": 2,
         "aggregate": 1,
         "report": 1,
     }

@@ -8,6 +8,7 @@ can see (on GPU the CUDA kernel is an opaque op counted as zero).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from detrprune.evaluate.bootstrap import (
     median_ci,
 )
 from detrprune.evaluate.kitti_ap import kitti_ap
-from detrprune.jobs import atomic_output
+from detrprune.evaluate.paired import write_resamples
 from detrprune.prune.methods import count_nonzero_parameters, count_parameters, sparsity_by_part
 from detrprune.prune.sparse_io import load_sparse, save_sparse, size_bound_bytes
 from detrprune.train.model import coco_evaluator_config, register_mmdet, test_dataloader_config
@@ -51,16 +52,22 @@ def coco_accuracy(
     data_root: Path,
     input_scale: tuple[int, int],
     classes: Sequence[str],
+    step_times_ms: list[float] | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """COCO mAP, mAP50, mAP75 and per-class AP (``AP_<class>``) on the validation split.
 
     Also returns the detections CocoMetric scored (COCO results format), so that other metrics
-    (KITTI-style AP) are computed from the same inference pass.
+    (KITTI-style AP) are computed from the same inference pass. ``step_times_ms`` gets the wall
+    time of each of the pass's ``model.test_step`` calls (batch 1, in order): the same call
+    :func:`cpu_latency` times, so the pass doubles as latency runs.
     """
     from mmengine.runner import Runner
 
     register_mmdet()
-    with tempfile.TemporaryDirectory(prefix="detrprune-eval-") as work_dir:
+    with (
+        tempfile.TemporaryDirectory(prefix="detrprune-eval-") as work_dir,
+        _timed_test_steps(model, step_times_ms),
+    ):
         prefix = str(Path(work_dir) / "predictions")
         runner = Runner(
             model=model,
@@ -77,6 +84,34 @@ def coco_accuracy(
     for name in classes:
         metrics[f"AP_{name}"] = float(raw.get(f"coco/{name}_precision", math.nan))
     return metrics, detections
+
+
+@contextlib.contextmanager
+def _timed_test_steps(model: nn.Module, times_ms: list[float] | None) -> Iterator[None]:
+    """Append the wall time of each ``model.test_step`` call to ``times_ms`` (None: no timing).
+
+    The loader (num_workers 0) decodes the next image between calls, never during one.
+    """
+    if times_ms is None:
+        yield
+        return
+    own = model.__dict__.get("test_step")
+    test_step = model.test_step
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        outputs = test_step(*args, **kwargs)
+        times_ms.append(1000.0 * (time.perf_counter() - start))
+        return outputs
+
+    model.test_step = timed
+    try:
+        yield
+    finally:
+        if own is None:
+            del model.test_step  # the class's method again
+        else:
+            model.test_step = own
 
 
 def load_val_batches(
@@ -108,22 +143,31 @@ def cpu_description(threads: int) -> str:
 
 @torch.no_grad()
 def cpu_latency(
-    model: nn.Module, batches: Sequence[Mapping[str, Any]], warmup: int, runs: int, threads: int
+    model: nn.Module,
+    batches: Sequence[Mapping[str, Any]],
+    warmup: int,
+    runs: int,
+    threads: int,
+    timed_ms: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Median and p90 wall time of ``model.test_step`` (pre- and post-processing included).
 
     Images are cycled through ``batches``; decoding/resizing is done beforehand and not timed.
+    ``timed_ms`` are calls already timed on this CPU with ``threads`` threads (the accuracy
+    pass of :func:`coco_accuracy`): their first ``warmup`` are dropped, up to ``runs`` of the
+    rest are used, and only the runs still missing are timed here.
     """
     if runs < 1:
         raise ValueError(f"evaluate.latency.runs must be >= 1, got {runs}")
+    reused = list(timed_ms[warmup : warmup + runs])
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     model = model.to("cpu").eval()
     try:
-        for i in range(warmup):
+        for i in range(warmup if len(timed_ms) < warmup else 0):
             model.test_step(batches[i % len(batches)])
-        times_ms = []
-        for i in range(runs):
+        times_ms = list(reused)
+        for i in range(runs - len(reused)):
             start = time.perf_counter()
             model.test_step(batches[i % len(batches)])
             times_ms.append(1000.0 * (time.perf_counter() - start))
@@ -139,6 +183,7 @@ def cpu_latency(
         "latency_ms_ci95_high": high,
         "latency_ms_p90": p90,
         "latency_runs": runs,
+        "latency_runs_from_accuracy_pass": len(reused),
         "latency_device": cpu_description(threads),
     }
 
@@ -244,9 +289,38 @@ def _one_op_per_output_element(inputs: list, outputs: list) -> int:
     return sum(math.prod(shape) for shape in shapes if shape is not None)
 
 
+def traced_shape(data: Mapping[str, Any]) -> tuple:
+    """What fvcore's count of one preprocessed batch depends on: the input tensor's shape and the
+    image and padded shapes mmdet's control flow reads (e.g. whether padding masks are built).
+    The count comes from a trace, which records ops and shapes, never pixel values."""
+    samples = data["data_samples"]
+    return (
+        tuple(data["inputs"].shape),
+        tuple(tuple(s.img_shape) for s in samples),
+        tuple(tuple(s.batch_input_shape) for s in samples),
+    )
+
+
+def _by_traced_shape(
+    model: nn.Module, batches: Sequence[Mapping[str, Any]]
+) -> list[tuple[dict[str, Any], int]]:
+    """One preprocessed batch per distinct :func:`traced_shape`, with how many it stands for:
+    tracing the detector costs seconds, and same-shaped images give the same count."""
+    distinct: dict[tuple, tuple[dict[str, Any], int]] = {}
+    for batch in batches:
+        data = model.data_preprocessor(batch, False)
+        key = traced_shape(data)
+        first, copies = distinct.get(key, (data, 0))
+        distinct[key] = (first, copies + 1)
+    return list(distinct.values())
+
+
 @torch.no_grad()
 def fvcore_gmacs(model: nn.Module, batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Mean fvcore count over ``batches`` in GMACs: total, per model part and per operator.
+
+    Images of one :func:`traced_shape` are traced once (``flops_traced`` traces in all) and
+    weighted by how many they are.
 
     Also returns the ops fvcore could not count (counted as 0 in ``gmacs``): element-wise ops
     such as the attention's softmax, mul and sum. How small they are is measured, not assumed:
@@ -261,28 +335,29 @@ def fvcore_gmacs(model: nn.Module, batches: Sequence[Mapping[str, Any]]) -> dict
     operators: dict[str, float] = {}
     unsupported: dict[str, int] = {}
     elementwise: list[float] = []
-    for batch in batches:
-        data = model.data_preprocessor(batch, False)
+    distinct = _by_traced_shape(model, batches)
+    for data, copies in distinct:
+        share = copies / len(batches)
         analysis = FlopCountAnalysis(_TensorForward(model, data["data_samples"]), data["inputs"])
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
-        totals.append(analysis.total() / 1e9)
+        totals += [analysis.total() / 1e9] * copies
         for name, count in analysis.by_module().items():
             if name.count(".") == 1:  # "detector.<child>"
                 part = MODEL_PARTS.get(name.split(".")[1], "other")
-                parts[f"gmacs_{part}"] += count / 1e9 / len(batches)
+                parts[f"gmacs_{part}"] += count / 1e9 * share
         for op, count in analysis.by_operator().items():
-            operators[op] = operators.get(op, 0.0) + count / 1e9 / len(batches)
+            operators[op] = operators.get(op, 0.0) + count / 1e9 * share
         missing = analysis.unsupported_ops()
         for op, n in missing.items():
-            unsupported[op] = unsupported.get(op, 0) + n
+            unsupported[op] = unsupported.get(op, 0) + n * copies
         if missing:
             per_element = FlopCountAnalysis(
                 _TensorForward(model, data["data_samples"]), data["inputs"]
             ).set_op_handle(**dict.fromkeys(missing, _one_op_per_output_element))
             per_element.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             per_element.tracer_warnings("none")
-            elementwise.append((per_element.total() - analysis.total()) / 1e9)
+            elementwise += [(per_element.total() - analysis.total()) / 1e9] * copies
     gmacs = statistics.fmean(totals)
     gops_elementwise = statistics.fmean(elementwise) if elementwise else 0.0
     if unsupported:
@@ -300,6 +375,7 @@ def fvcore_gmacs(model: nn.Module, batches: Sequence[Mapping[str, Any]]) -> dict
         **parts,
         "gmacs_by_operator": dict(sorted(operators.items())),
         "flops_images": len(totals),
+        "flops_traced": len(distinct),
         "flops_unsupported_ops": dict(sorted(unsupported.items())),
     }
 
@@ -352,14 +428,15 @@ def evaluate_checkpoint(
     flops_images: int,
     bootstrap_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
-    out_detections: Path | None = None,
+    out_resamples: Path | None = None,
 ) -> dict[str, Any]:
     """All metrics of one variant as the flat record ``metrics.json`` holds.
 
     mAP, mAP50 and the KITTI moderate mAP get percentile-bootstrap 95 % intervals over the
     validation images (``bootstrap_resamples`` resamples drawn with ``seed``, from the one
-    inference pass). ``out_detections`` gets that pass's detections (COCO results format), from
-    which a variant is compared with its control on the same resamples.
+    inference pass). ``out_resamples`` gets those per-resample metrics
+    (:func:`~detrprune.evaluate.paired.write_resamples`), which pair the variant with its
+    control when the summary is aggregated.
     """
     from detrprune.train.checkpoint import load_detector, read_checkpoint
 
@@ -380,7 +457,12 @@ def evaluate_checkpoint(
         "finetuned": bool(meta.get("finetuned", False)),
     }
     log.info("evaluating %s: COCO AP on %s", record["variant"], val_json)
-    accuracy, detections = coco_accuracy(model, val_json, data_root, input_scale, classes)
+    step_times_ms: list[float] = []
+    accuracy, detections = coco_accuracy(
+        model, val_json, data_root, input_scale, classes, step_times_ms
+    )
+    # The accuracy pass's calls are CPU latency runs only where it ran on the CPU.
+    on_cpu = next(model.parameters()).device.type == "cpu"
     record.update(accuracy)
     coco_gt = json.loads(Path(val_json).read_text())
     record.update(kitti_ap(coco_gt, detections))
@@ -390,15 +472,20 @@ def evaluate_checkpoint(
     samples = bootstrap_accuracy(coco_gt, detections, resamples=bootstrap_resamples, seed=seed)
     record.update(accuracy_intervals(samples))
     record["bootstrap_resamples"] = bootstrap_resamples
-    if out_detections is not None:
-        # Compact: the full study's val split gives about 400k detections per variant.
-        with atomic_output(Path(out_detections)) as (tmp,):
-            tmp.write_text(json.dumps(detections, separators=(",", ":")))
+    if out_resamples is not None:
+        image_ids = [image["id"] for image in coco_gt["images"]]
+        write_resamples(out_resamples, record["variant"], samples, seed=seed, image_ids=image_ids)
     batches = load_val_batches(val_json, data_root, input_scale, max(flops_images, 5))
-    log.info("latency: %d warm-up + %d timed runs, %d threads", warmup, runs, threads)
     if runs < 30:
         log.warning("latency over %d < 30 runs: a smoke-run figure, not a study's median", runs)
-    record.update(cpu_latency(model, batches, warmup, runs, threads))
+    record.update(cpu_latency(model, batches, warmup, runs, threads, step_times_ms * on_cpu))
+    log.info(
+        "latency: %d warm-up + %d timed runs, %d threads; %d of the runs from the accuracy pass",
+        warmup,
+        runs,
+        threads,
+        record["latency_runs_from_accuracy_pass"],
+    )
     log.info("FLOPs (fvcore) over %d images", min(flops_images, len(batches)))
     record.update(fvcore_gmacs(model, batches[:flops_images]))
     record.update(size_metrics(model, checkpoint, baseline_nonzero))

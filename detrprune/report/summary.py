@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from detrprune.constants import CLASSES, GMACS_PARTS, SPARSITY_PARTS
+from detrprune.evaluate.paired import PairingError, Resamples, compare_with_control, read_resamples
 from detrprune.jobs import atomic_output
 from detrprune.variants import control_of, is_control
 
@@ -44,8 +45,8 @@ RECORD_COLUMNS: list[str] = [
 # Each row's control of equal training (detrprune.variants) and the share of the control's
 # mAP the row keeps: the comparison a reviewer accepts, unlike one with the shorter-trained
 # baseline.
-# From results/eval/<variant>/paired.json: the mAP difference to the control with its paired
-# bootstrap interval, and whether that interval excludes 0.
+# From the variant's and its control's results/eval/<variant>/resamples.npz: the mAP difference
+# to the control with its paired bootstrap interval, and whether that interval excludes 0.
 PAIRED_COLUMNS: list[str] = [
     "delta_mAP",
     "delta_mAP_ci95_low",
@@ -196,7 +197,7 @@ def aggregate(
     metrics_paths: Sequence[Path],
     out_csv: Path,
     onnx_paths: Sequence[Path] = (),
-    paired_paths: Sequence[Path] = (),
+    resample_paths: Sequence[Path] = (),
 ) -> pd.DataFrame:
     """Merge per-variant ``metrics.json`` files into one summary table and write it as CSV.
 
@@ -205,9 +206,9 @@ def aggregate(
         out_csv: where the CSV goes (written atomically, byte-stable float format).
         onnx_paths: ``onnx.json`` records of exported variants; their parity and latency
             columns (:data:`ONNX_COLUMNS`) join the row of the same ``variant``.
-        paired_paths: ``paired.json`` records (:mod:`detrprune.evaluate.paired`); their
-            :data:`PAIRED_COLUMNS` join the row of their ``variant``, and must name the same
-            control.
+        resample_paths: ``resamples.npz`` files (:mod:`detrprune.evaluate.paired`); a row
+            whose own and whose control's file are both given gets the paired
+            :data:`PAIRED_COLUMNS` (NaN / NA otherwise).
 
     Returns:
         The summary table: one row per file, columns :data:`SUMMARY_COLUMNS` in that order,
@@ -217,8 +218,8 @@ def aggregate(
         or its mAP is not positive).
 
     Raises:
-        ReportError: unreadable file, missing/mistyped key, or two files describing the same
-            (method, ratio, finetuned) variant.
+        ReportError: unreadable file, missing/mistyped key, two files describing the same
+            (method, ratio, finetuned) variant, or resamples that cannot be paired.
     """
     if not metrics_paths:
         raise ReportError(f"{out_csv}: no metrics files given")
@@ -243,7 +244,7 @@ def aggregate(
 
     _merge_onnx(rows, onnx_paths)
     _add_comparisons(rows)
-    _merge_paired(rows, paired_paths)
+    _add_paired(rows, resample_paths)
     rows.sort(key=_sort_key)
     optional = [c for c in OPTIONAL_COLUMNS if any(c in row for row in rows)]
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS + optional)
@@ -275,29 +276,35 @@ def _add_comparisons(rows: list[dict[str, Any]]) -> None:
         row["map_kept"] = row["mAP"] / control_map if control_map > 0 else math.nan
 
 
-def _merge_paired(rows: list[dict[str, Any]], paired_paths: Sequence[Path]) -> None:
-    """Add each paired comparison to its variant's row (missing ones stay NaN / NA)."""
+def _add_paired(rows: list[dict[str, Any]], resample_paths: Sequence[Path]) -> None:
+    """Pair each row with its control on their shared resamples (missing ones stay NaN / NA)."""
     by_variant = {row["variant"]: row for row in rows}
+    resamples: dict[str, Resamples] = {}
+    for raw_path in resample_paths:
+        path = Path(raw_path)
+        try:
+            loaded = read_resamples(path)
+        except PairingError as exc:
+            raise ReportError(str(exc)) from exc
+        if loaded.variant not in by_variant:
+            raise ReportError(
+                f"{path}: variant {loaded.variant!r} has no metrics.json among the inputs"
+            )
+        resamples[loaded.variant] = loaded
     for row in rows:
         row.update({c: math.nan for c in PAIRED_COLUMNS if c != "significant"}, significant=None)
-    for raw_path in paired_paths:
-        path = Path(raw_path)
-        record = _read_json(path, "paired comparison")
-        variant = record.get("variant") if isinstance(record, dict) else None
-        if variant not in by_variant:
-            raise ReportError(f"{path}: variant {variant!r} has no metrics.json among the inputs")
-        row = by_variant[variant]
-        if record.get("control") != row["control"]:
-            raise ReportError(
-                f"{path}: key 'control' is {record.get('control')!r}, but {variant}'s control "
-                f"is {row['control']!r}"
-            )
-        for key in PAIRED_COLUMNS:
-            value = record.get(key)
-            valid = isinstance(value, bool) if key == "significant" else _is_number(value)
-            if not valid:
-                raise ReportError(f"{path}: key '{key}' has an invalid value {value!r}")
-            row[key] = value
+        control = row["control"]
+        if row["variant"] in resamples and control in resamples:
+            try:
+                paired = compare_with_control(
+                    resamples[row["variant"]],
+                    resamples[control],
+                    row["mAP"],
+                    by_variant[control]["mAP"],
+                )
+            except PairingError as exc:
+                raise ReportError(str(exc)) from exc
+            row.update({key: paired[key] for key in PAIRED_COLUMNS})
 
 
 def _read_json(path: Path, what: str) -> Any:
