@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from detrprune.evaluate.bootstrap import (
+    METRICS,
     bootstrap_accuracy,
     coco_resampled,
     paired_delta,
@@ -110,4 +111,17 @@ def test_an_unreadable_resamples_file_is_named(tmp_path):
         read_resamples(path)
     np.savez(path, variant=np.asarray("a"), seed=np.asarray(1))
     with pytest.raises(PairingError, match=r"resamples\.npz: missing array"):
+        read_resamples(path)
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [{"mAP": (4, 2), "mAP50": (4, 2), "kitti_mAP_moderate": (4, 2)}, {"mAP": ()}, {"mAP": (0,)}],
+    ids=["2-D", "scalar", "empty"],
+)
+def test_per_resample_arrays_that_are_not_one_non_empty_row_are_refused(tmp_path, shapes):
+    arrays = {name: np.zeros(shapes.get(name, shapes["mAP"])) for name in METRICS}
+    path = tmp_path / "resamples.npz"
+    np.savez(path, variant=np.asarray("a"), seed=np.asarray(1), image_ids=np.arange(3), **arrays)
+    with pytest.raises(PairingError, match=r"resamples\.npz: per-resample arrays must be"):
         read_resamples(path)

@@ -84,9 +84,11 @@ def read_resamples(path: Path) -> Resamples:
         if isinstance(exc, PairingError):
             raise
         raise PairingError(f"{path}: cannot read the bootstrap resamples ({exc})") from exc
-    sizes = {name: values.shape for name, values in resamples.samples.items()}
-    if len(set(sizes.values())) != 1 or next(iter(sizes.values()))[0:1] == (0,):
-        raise PairingError(f"{path}: per-resample arrays must be 1-D of one length, got {sizes}")
+    shapes = {name: values.shape for name, values in resamples.samples.items()}
+    if len(set(shapes.values())) != 1 or any(len(s) != 1 or s[0] == 0 for s in shapes.values()):
+        raise PairingError(
+            f"{path}: per-resample arrays must be non-empty, 1-D and of one length, got {shapes}"
+        )
     return resamples
 
 
