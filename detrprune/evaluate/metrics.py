@@ -142,6 +142,22 @@ def cpu_description(threads: int) -> str:
 
 
 @torch.no_grad()
+def time_test_steps(
+    model: nn.Module, batches: Sequence[Mapping[str, Any]], runs: int, *, warmup: int = 0
+) -> list[float]:
+    """Wall times (ms) of ``runs`` back-to-back ``model.test_step`` calls, ``batches`` cycled
+    from the first, after ``warmup`` untimed calls (also cycled from the first)."""
+    for i in range(warmup):
+        model.test_step(batches[i % len(batches)])
+    times_ms = []
+    for i in range(runs):
+        start = time.perf_counter()
+        model.test_step(batches[i % len(batches)])
+        times_ms.append(1000.0 * (time.perf_counter() - start))
+    return times_ms
+
+
+@torch.no_grad()
 def cpu_latency(
     model: nn.Module,
     batches: Sequence[Mapping[str, Any]],
@@ -164,13 +180,10 @@ def cpu_latency(
     torch.set_num_threads(threads)
     model = model.to("cpu").eval()
     try:
-        for i in range(warmup if len(timed_ms) < warmup else 0):
-            model.test_step(batches[i % len(batches)])
-        times_ms = list(reused)
-        for i in range(runs - len(reused)):
-            start = time.perf_counter()
-            model.test_step(batches[i % len(batches)])
-            times_ms.append(1000.0 * (time.perf_counter() - start))
+        missing = runs - len(reused)
+        times_ms = reused + time_test_steps(
+            model, batches, missing, warmup=warmup if len(timed_ms) < warmup else 0
+        )
     finally:
         torch.set_num_threads(previous_threads)
     low, high = median_ci(times_ms)

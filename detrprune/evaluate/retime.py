@@ -9,6 +9,8 @@ mmdet are imported inside the functions: importing this module stays cheap.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import statistics
 import sys
@@ -201,3 +203,111 @@ def retime_summary(summary: pd.DataFrame, settings: RetimeSettings) -> dict[str,
         "models": timings,
         "not_measured": skipped,
     }
+
+
+@dataclass(frozen=True)
+class LatencyModeSettings:
+    """What :func:`latency_modes` times and how (the defaults are the command's)."""
+
+    rounds: int = 3  # rounds; each times every model both ways
+    runs: int | None = None  # timed runs per way and round; None: evaluate.latency.runs
+    warmup: int | None = None  # calls dropped or untimed first; None: evaluate.latency.warmup
+    threads: int | None = None  # torch threads; None: evaluate.threads
+    images: int = 5  # preloaded validation images cycled by the back-to-back runs
+
+
+def latency_modes(
+    models: Mapping[str, Path],
+    *,
+    val_json: Path,
+    data_root: Path,
+    input_scale: tuple[int, int],
+    classes: Sequence[str],
+    threads: int,
+    rounds: int,
+    runs: int,
+    warmup: int,
+    images: int,
+) -> dict[str, dict[str, Any]]:
+    """The evaluate rule's CPU latency beside back-to-back runs, per model, in one process.
+
+    ``accuracy_pass`` is what ``evaluate`` records: the ``test_step`` calls of the COCO pass
+    (:func:`detrprune.evaluate.metrics.coco_accuracy`), one per validation image in order, the
+    loader decoding the next image between two calls; the first ``warmup`` are dropped and the
+    next ``runs`` kept. ``back_to_back`` is ``runs`` calls on ``images`` preloaded images after
+    ``warmup`` untimed ones (:func:`detrprune.evaluate.metrics.time_test_steps`). Each round
+    times every model both ways, the model order rotating and the way timed first alternating,
+    so drift hits both alike. Per model: the medians with their 95 % intervals, and the ratio
+    accuracy pass / back-to-back with its interval from whole rounds drawn together
+    (:func:`detrprune.evaluate.goals.speedup_interval`).
+
+    Raises:
+        SummaryError: the validation split has no more than ``warmup`` images.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from detrprune.evaluate.bootstrap import median_ci
+    from detrprune.evaluate.goals import speedup_interval
+    from detrprune.evaluate.metrics import coco_accuracy, load_val_batches, time_test_steps
+    from detrprune.train.checkpoint import load_detector
+
+    if rounds < 1 or runs < 1 or warmup < 0:
+        raise ValueError("rounds and runs must be >= 1, warmup >= 0")
+    batches = load_val_batches(val_json, data_root, input_scale, images)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    ways = ("accuracy_pass", "back_to_back")
+    kept = runs
+    try:
+        loaded = {name: load_detector(path)[0].to("cpu").eval() for name, path in models.items()}
+        names = list(loaded)
+        timed = {name: {way: [] for way in ways} for name in names}
+        with tqdm(total=rounds * len(names), desc="latency modes", unit="model") as progress:
+            for round_index in range(rounds):
+                shift = round_index % len(names)
+                for name in names[shift:] + names[:shift]:
+                    for way in ways[::-1] if round_index % 2 else ways:
+                        if way == "accuracy_pass":
+                            step_ms: list[float] = []
+                            # pycocotools prints its summary table: not this command's output.
+                            with contextlib.redirect_stdout(io.StringIO()):
+                                coco_accuracy(
+                                    loaded[name], val_json, data_root, input_scale, classes, step_ms
+                                )
+                            if len(step_ms) <= warmup:
+                                raise SummaryError(
+                                    f"{val_json}: {len(step_ms)} validation images, no more "
+                                    f"than the {warmup} warm-up calls: nothing to time"
+                                )
+                            chunk = step_ms[warmup : warmup + runs]
+                        else:
+                            with torch.no_grad():
+                                chunk = time_test_steps(loaded[name], batches, runs, warmup=warmup)
+                        timed[name][way].append(chunk)
+                    # Both ways keep as many runs per round: rounds pair in the interval.
+                    kept = min(kept, len(timed[name]["accuracy_pass"][-1]))
+                    progress.update(1)
+    finally:
+        torch.set_num_threads(previous_threads)
+    result: dict[str, dict[str, Any]] = {}
+    for name in names:
+        per_way = {way: [chunk[:kept] for chunk in timed[name][way]] for way in ways}
+        entry: dict[str, Any] = {}
+        for way, chunks in per_way.items():
+            pooled = [ms for chunk in chunks for ms in chunk]
+            low, high = median_ci(pooled)
+            entry[way] = {
+                "latency_ms_median": statistics.median(pooled),
+                "latency_ms_ci95_low": low,
+                "latency_ms_ci95_high": high,
+                "round_medians_ms": [statistics.median(chunk) for chunk in chunks],
+            }
+        low, high = speedup_interval(per_way["accuracy_pass"], per_way["back_to_back"])
+        entry["ratio"] = (
+            entry["accuracy_pass"]["latency_ms_median"] / entry["back_to_back"]["latency_ms_median"]
+        )
+        entry["ratio_ci95_low"], entry["ratio_ci95_high"] = low, high
+        entry["runs_per_round"] = kept
+        result[name] = entry
+    return result
