@@ -97,6 +97,8 @@ def _check_pruning(pruning: Mapping[str, Any], source: str) -> None:
             raise ConfigError(f"{where}.modules: only weight pruning takes a module choice")
         if "criterion" in spec and spec["kind"] != "filter":
             raise ConfigError(f"{where}.criterion: only filter pruning takes a criterion")
+        if "round_to" in spec and spec["kind"] != "filter":
+            raise ConfigError(f"{where}.round_to: only filter pruning takes a round_to")
     iterative = pruning["iterative"]
     if iterative["enabled"] and iterative["method"] not in pruning["methods"]:
         raise ConfigError(

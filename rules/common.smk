@@ -52,12 +52,13 @@ def kitti_root(training_dir):
 
 
 def spec_of(method):
-    """A named method's kind, scope, criterion and module choice (what pruning needs; not its
-    ratios)."""
+    """A named method's kind, scope, criterion, channel rounding and module choice (what pruning
+    needs; not its ratios). Keys a method leaves out stay out, so adding an option reruns none
+    of the methods that do not use it."""
     spec = config["pruning"]["methods"][method]
     return {
         key: spec[key]
-        for key in ("kind", "scope", "criterion", "modules")
+        for key in ("kind", "scope", "criterion", "round_to", "modules")
         if key in spec
     }
 

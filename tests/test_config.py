@@ -54,6 +54,14 @@ def test_bad_ratio_names_the_key(bad):
             "config: pruning.methods.filter.criterion: 'l2' is not one of",
         ),
         (
+            lambda p: p["methods"]["weight"].update(round_to=8),
+            "config: pruning.methods.weight.round_to: only filter pruning takes a round_to",
+        ),
+        (
+            lambda p: p["methods"]["filter"].update(round_to=0),
+            "config: pruning.methods.filter.round_to: 0 is less than the minimum of 1",
+        ),
+        (
             lambda p: p["iterative"].update(method="nope"),
             "config: pruning.iterative.method: 'nope' is not a method under pruning.methods",
         ),

@@ -229,10 +229,8 @@ def test_weight_pruning_to_a_higher_ratio_extends_the_masks(tiny_detector):
         assert (getattr(module, param)[first[name]] == 0).all(), name
 
 
-@pytest.mark.parametrize("spec", PRUNING_SPECS, ids=spec_id)
-def test_every_method_and_scope_reloads_with_identical_outputs(tmp_path, micro, spec):
-    """prune_checkpoint saves, reloads into a fresh model and compares the raw outputs."""
-    from detrprune.prune.methods import prune_checkpoint, verify_reload
+def saved_micro_baseline(tmp_path, micro) -> tuple:
+    """A seeded, freshly initialised micro detector saved as a baseline: (path, detector)."""
     from detrprune.train.model import build_detector, model_config
 
     torch.manual_seed(0)
@@ -243,6 +241,15 @@ def test_every_method_and_scope_reloads_with_identical_outputs(tmp_path, micro, 
     save_detector(
         detector, baseline, cfg, {"variant": "baseline", "method": "baseline", "ratio": 0}
     )
+    return baseline, detector
+
+
+@pytest.mark.parametrize("spec", PRUNING_SPECS, ids=spec_id)
+def test_every_method_and_scope_reloads_with_identical_outputs(tmp_path, micro, spec):
+    """prune_checkpoint saves, reloads into a fresh model and compares the raw outputs."""
+    from detrprune.prune.methods import prune_checkpoint, verify_reload
+
+    baseline, _ = saved_micro_baseline(tmp_path, micro)
     out = tmp_path / "pruned.pth"
     meta = prune_checkpoint(baseline, out, "m", spec, 40, (H, W))
     assert meta["variant"] == "prune/m/r40" and meta["kind"] == spec["kind"]
@@ -302,3 +309,33 @@ def test_random_criterion_is_seeded_and_differs_from_l1(micro):
         assert not torch.equal(random_a[name], random_b[name]), name
     with pytest.raises(ValueError, match="criterion"):
         pruned("l2", 0)
+
+
+def test_round_to_keeps_every_pruned_width_a_multiple_of_it_and_reloads(tmp_path, micro):
+    """round_to 8 rounds each kept width down to a multiple of 8 (Torch-Pruning's option), in the
+    backbone and the FFNs; the checkpoint reloads with identical outputs. At ratio 0.3 the
+    unrounded widths are not multiples of 8, so the option is what makes them so."""
+    from detrprune.prune.methods import describe_scope, prune_checkpoint, transformer_ffns
+
+    baseline, detector = saved_micro_baseline(tmp_path, micro)
+    full = _widths(detector.backbone)
+
+    def pruned_widths(round_to: int) -> dict[str, int]:
+        spec = {"kind": "filter", "scope": "backbone+ffn", "round_to": round_to}
+        out = tmp_path / f"round{round_to}.pth"
+        meta = prune_checkpoint(baseline, out, "m", spec, 30, (H, W))
+        assert meta["scope"] == describe_scope(spec)
+        model, _, _ = load_detector(out)
+        widths = {k: v for k, v in _widths(model.backbone).items() if v != full[k]}
+        widths |= {name: ffn.feedforward_channels for name, ffn in transformer_ffns(model)}
+        return widths
+
+    unrounded, rounded = pruned_widths(1), pruned_widths(8)
+    assert rounded.keys() == unrounded.keys() and any("ffn" in name for name in rounded)
+    assert any(width % 8 for width in unrounded.values())
+    for name, width in rounded.items():
+        assert width % 8 == 0 and unrounded[name] - 8 < width <= unrounded[name], name
+    assert describe_scope({"kind": "filter", "scope": "backbone", "round_to": 8}) == (
+        "backbone:round8"
+    )
+    assert describe_scope({"kind": "filter", "scope": "backbone", "round_to": 1}) == "backbone"

@@ -57,14 +57,16 @@ def filter_prune(
     scope: str = "backbone",
     criterion: str = "l1",
     seed: int = 0,
+    round_to: int = 1,
 ) -> dict[str, int]:
     """Remove ``ratio`` of the channels of every group in ``scope``, ranked by ``criterion``.
 
     ``ratio`` is Torch-Pruning's channel ratio (0.3 removes 30 % of each group's channels, which
     removes roughly half of the parameters of the layers involved). ``criterion`` "l1" ranks by
     group L1 norm; "random" draws the channels (seeded by ``seed``): the control that says
-    whether the L1 ranking beats chance. Returns parameter counts before and after (and the FFN
-    widths when the scope has ``ffn``).
+    whether the L1 ranking beats chance. ``round_to`` > 1 rounds every kept width down to a
+    multiple of it (Torch-Pruning's ``round_to``; CPU and GPU kernels favour multiples of 8).
+    Returns parameter counts before and after (and the FFN widths when the scope has ``ffn``).
     """
     if scope not in FILTER_SCOPES:
         raise ValueError(f"pruning.filter.scope: unknown scope {scope!r}, expected {FILTER_SCOPES}")
@@ -74,6 +76,8 @@ def filter_prune(
         )
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"filter pruning ratio must be in (0, 1), got {ratio}")
+    if round_to < 1:
+        raise ValueError(f"pruning.filter.round_to must be >= 1, got {round_to}")
     traced = _BackboneNeck(detector.backbone, detector.neck)
     before = count_parameters(detector)
     # Torch-Pruning traces with autograd; frozen BN/stem parameters would be invisible to it.
@@ -95,10 +99,13 @@ def filter_prune(
                 importance=_importance(criterion, group_reduction="mean"),
                 pruning_ratio=ratio,
                 ignored_layers=kept,
+                round_to=round_to if round_to > 1 else None,
             )
             pruner.step()
             ffn_hidden = (
-                prune_ffn_hidden(detector, ratio, criterion) if "ffn" in scope.split("+") else {}
+                prune_ffn_hidden(detector, ratio, criterion, round_to)
+                if "ffn" in scope.split("+")
+                else {}
             )
     finally:
         for p, flag in grad_flags.items():
@@ -147,9 +154,10 @@ def _importance(criterion: str, group_reduction: str) -> tp.importance.Importanc
 
 
 def prune_ffn_hidden(
-    detector: nn.Module, ratio: float, criterion: str = "l1"
+    detector: nn.Module, ratio: float, criterion: str = "l1", round_to: int = 1
 ) -> dict[str, list[int]]:
-    """Remove ``ratio`` of every FFN's hidden units, those whose first-Linear rows have least L1.
+    """Remove ``ratio`` of every FFN's hidden units, those whose first-Linear rows have least L1
+    (kept widths rounded down to a multiple of ``round_to``).
 
     Each FFN's ``layers`` (Linear, act, dropout, Linear, dropout) is traced on its own; the last
     Linear is ignored so its outputs (the residual stream's width) stay. Returns each FFN's hidden
@@ -167,6 +175,7 @@ def prune_ffn_hidden(
             importance=_importance(criterion, group_reduction="first"),
             pruning_ratio=ratio,
             ignored_layers=[last],
+            round_to=round_to if round_to > 1 else None,
         )
         pruner.step()
         ffn.feedforward_channels = first.out_features
@@ -296,7 +305,8 @@ def apply_pruning(
     kind = spec["kind"]
     if kind == "filter":
         criterion = spec.get("criterion", "l1")
-        return filter_prune(detector, ratio, input_hw, spec["scope"], criterion, seed)
+        round_to = int(spec.get("round_to", 1))
+        return filter_prune(detector, ratio, input_hw, spec["scope"], criterion, seed, round_to)
     if kind == "weight":
         return weight_prune(detector, ratio, spec["scope"], spec.get("modules"))
     raise ValueError(f"unknown pruning kind {kind!r}, expected 'filter' or 'weight'")
@@ -305,8 +315,14 @@ def apply_pruning(
 def describe_scope(spec: Mapping[str, Any]) -> str:
     """The scope as the summary shows it, e.g. ``backbone+ffn``, ``layerwise:backbone`` or
     ``backbone:random`` (filters drawn at random, not by L1 norm)."""
-    if spec["kind"] == "filter" and spec.get("criterion", "l1") != "l1":
-        return f"{spec['scope']}:{spec['criterion']}"
+    if spec["kind"] == "filter":
+        criterion = spec.get("criterion", "l1")
+        round_to = int(spec.get("round_to", 1))
+        return (
+            str(spec["scope"])
+            + (f":{criterion}" if criterion != "l1" else "")
+            + (f":round{round_to}" if round_to > 1 else "")
+        )
     modules = spec.get("modules")
     if spec["kind"] == "weight" and modules and tuple(modules) != SPARSITY_PARTS:
         return f"{spec['scope']}:{'+'.join(modules)}"
