@@ -25,10 +25,8 @@ import yaml
 from detrprune.constants import CLASSES
 from detrprune.evaluate.goals import SummaryError
 from detrprune.evaluate.metrics import cpu_description
-from detrprune.evaluate.retime import LatencyModeSettings, latency_modes
+from detrprune.evaluate.retime import latency_modes
 from detrprune.jobs import write_json
-
-DEFAULTS = LatencyModeSettings()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     add("--config", type=Path, default=Path("config.yaml"), help="workflow config")
     add("--val-json", type=Path, default=Path("data/coco/val.json"), help="COCO json of val")
     add("--data-root", type=Path, default=Path("data/kitti"), help="folder of training/image_2")
-    add("--rounds", type=int, default=DEFAULTS.rounds, help="rounds, each timing both ways")
+    add("--rounds", type=int, default=3, help="rounds, each timing both ways")
     add("--runs", type=int, help="timed runs per way and round; none: evaluate.latency.runs")
     add("--warmup", type=int, help="calls dropped/untimed first; none: evaluate.latency.warmup")
     add("--threads", type=int, help="torch threads; none: the config's evaluate.threads")
-    add("--images", type=int, default=DEFAULTS.images, help="images of the back-to-back runs")
+    add("--images", type=int, default=5, help="images of the back-to-back runs")
     add("--out", type=Path, default=Path("results/bench/latency_modes.json"), help="JSON record")
     args = parser.parse_args(argv)
     try:

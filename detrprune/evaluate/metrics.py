@@ -143,14 +143,19 @@ def cpu_description(threads: int) -> str:
 
 @torch.no_grad()
 def time_test_steps(
-    model: nn.Module, batches: Sequence[Mapping[str, Any]], runs: int, *, warmup: int = 0
+    model: nn.Module,
+    batches: Sequence[Mapping[str, Any]],
+    runs: int,
+    *,
+    warmup: int = 0,
+    first: int = 0,
 ) -> list[float]:
-    """Wall times (ms) of ``runs`` back-to-back ``model.test_step`` calls, ``batches`` cycled
-    from the first, after ``warmup`` untimed calls (also cycled from the first)."""
+    """Wall times (ms) of ``runs`` back-to-back ``model.test_step`` calls on ``batches`` cycled
+    from index ``first``, after ``warmup`` untimed calls (cycled from index 0)."""
     for i in range(warmup):
         model.test_step(batches[i % len(batches)])
     times_ms = []
-    for i in range(runs):
+    for i in range(first, first + runs):
         start = time.perf_counter()
         model.test_step(batches[i % len(batches)])
         times_ms.append(1000.0 * (time.perf_counter() - start))

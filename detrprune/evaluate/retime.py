@@ -14,7 +14,6 @@ import io
 import math
 import statistics
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +71,7 @@ def retime(
     import torch
     from tqdm import tqdm
 
+    from detrprune.evaluate.metrics import time_test_steps
     from detrprune.train.checkpoint import load_detector
 
     if rounds < 1 or runs_per_round < 1:
@@ -96,16 +96,14 @@ def retime(
                     shift = round_index % len(names)
                     for name in names[shift:] + names[:shift]:
                         progress.set_postfix_str(f"round {round_index + 1}/{rounds} {name}")
-                        model = loaded[name]
-                        for i in range(switch_warmup):
-                            model.test_step(batches[i % len(batches)])
-                        chunk = []
-                        for _ in range(runs_per_round):
-                            batch = batches[runs_done[name] % len(batches)]
-                            start = time.perf_counter()
-                            model.test_step(batch)
-                            chunk.append(1000.0 * (time.perf_counter() - start))
-                            runs_done[name] += 1
+                        chunk = time_test_steps(
+                            loaded[name],
+                            batches,
+                            runs_per_round,
+                            warmup=switch_warmup,
+                            first=runs_done[name],
+                        )
+                        runs_done[name] += runs_per_round
                         times[name].extend(chunk)
                         round_times[name].append(chunk)
                         progress.update(1)
@@ -205,17 +203,6 @@ def retime_summary(summary: pd.DataFrame, settings: RetimeSettings) -> dict[str,
     }
 
 
-@dataclass(frozen=True)
-class LatencyModeSettings:
-    """What :func:`latency_modes` times and how (the defaults are the command's)."""
-
-    rounds: int = 3  # rounds; each times every model both ways
-    runs: int | None = None  # timed runs per way and round; None: evaluate.latency.runs
-    warmup: int | None = None  # calls dropped or untimed first; None: evaluate.latency.warmup
-    threads: int | None = None  # torch threads; None: evaluate.threads
-    images: int = 5  # preloaded validation images cycled by the back-to-back runs
-
-
 def latency_modes(
     models: Mapping[str, Path],
     *,
@@ -282,8 +269,7 @@ def latency_modes(
                                 )
                             chunk = step_ms[warmup : warmup + runs]
                         else:
-                            with torch.no_grad():
-                                chunk = time_test_steps(loaded[name], batches, runs, warmup=warmup)
+                            chunk = time_test_steps(loaded[name], batches, runs, warmup=warmup)
                         timed[name][way].append(chunk)
                     # Both ways keep as many runs per round: rounds pair in the interval.
                     kept = min(kept, len(timed[name]["accuracy_pass"][-1]))

@@ -99,6 +99,8 @@ def filter_prune(
                 importance=_importance(criterion, group_reduction="mean"),
                 pruning_ratio=ratio,
                 ignored_layers=kept,
+                # None, not 1: with any round_to Torch-Pruning re-selects the channels by
+                # argsort instead of topk, which can break ties differently from today's.
                 round_to=round_to if round_to > 1 else None,
             )
             pruner.step()
