@@ -11,6 +11,11 @@ CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
 # (a two-stage model's proposal generation from the encoder memory).
 GMACS_PARTS: tuple[str, ...] = ("backbone", "neck", "encoder", "decoder", "head", "other")
 
+# The parts latency is broken down into (``latency_ms_<part>``): the modules of GMACS_PARTS, and
+# "rest" for the time inside ``test_step`` no part claims (pre-processing, two-stage proposal
+# selection, post-processing), which GMACs barely see.
+LATENCY_PARTS: tuple[str, ...] = ("backbone", "neck", "encoder", "decoder", "head", "rest")
+
 # The parts weight pruning can be restricted to and sparsity is reported by; deformable
 # attention's sampling offsets are their own part because pruning them moves where attention
 # looks, not only how much each sample weighs.
@@ -25,11 +30,15 @@ SPARSITY_PARTS: tuple[str, ...] = (
 )
 
 # The scopes each pruning kind understands.
+# "+attention" also removes whole heads of every attention layer of the transformer.
 FILTER_SCOPES: tuple[str, ...] = (
     "backbone",
     "backbone+ffn",
     "backbone+residual",
     "backbone+residual+ffn",
+    "backbone+attention",
+    "backbone+ffn+attention",
+    "backbone+residual+ffn+attention",
 )
 WEIGHT_SCOPES: tuple[str, ...] = ("layerwise", "global")
 # How filter pruning ranks channels: by L1 norm, or at random (the control for the criterion).
