@@ -41,6 +41,10 @@ FILTER_SCOPES: tuple[str, ...] = (
     "backbone+residual+ffn+attention",
 )
 WEIGHT_SCOPES: tuple[str, ...] = ("layerwise", "global")
+# Filter pruning rounds every kept width down to a multiple of this unless a method sets its own
+# ``round_to`` (1 keeps the exact ratio): CPU GEMM and GPU tensor-core kernels run widths that
+# are multiples of 8 best, and ragged widths can cost more time than the channels they remove.
+DEFAULT_ROUND_TO = 8
 # How filter pruning ranks channels: by L1 norm, or at random (the control for the criterion).
 FILTER_CRITERIA: tuple[str, ...] = ("l1", "random")
 

@@ -4,6 +4,8 @@
 
 from pathlib import Path
 
+from detrprune.constants import DEFAULT_ROUND_TO
+
 # Every rule runs in this environment under --sdm conda (same pins as requirements.txt).
 CONDA_ENV = "../envs/detrprune.yaml"
 
@@ -56,11 +58,15 @@ def spec_of(method):
     needs; not its ratios). Keys a method leaves out stay out, so adding an option reruns none
     of the methods that do not use it."""
     spec = config["pruning"]["methods"][method]
-    return {
+    params = {
         key: spec[key]
         for key in ("kind", "scope", "criterion", "round_to", "modules")
         if key in spec
     }
+    if spec["kind"] == "filter":
+        # The rounding in effect, default included: a change of the default reruns the targets.
+        params["round_to"] = spec.get("round_to", DEFAULT_ROUND_TO)
+    return params
 
 
 def method_spec(wildcards):

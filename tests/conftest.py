@@ -82,6 +82,7 @@ PRUNING_SPECS = [
     {"kind": "filter", "scope": "backbone"},
     {"kind": "filter", "scope": "backbone+ffn"},
     {"kind": "filter", "scope": "backbone+residual+ffn"},
+    {"kind": "filter", "scope": "backbone+residual+ffn+attention"},
     {"kind": "weight", "scope": "layerwise"},
     {"kind": "weight", "scope": "global"},
     {"kind": "weight", "scope": "global", "modules": ["backbone", "encoder", "decoder"]},

@@ -30,7 +30,8 @@ def test_bad_ratio_names_the_key(bad):
         (
             lambda p: p["methods"]["filter"].update(scope="global"),
             "config: pruning.methods.filter.scope: 'global' is not a filter pruning scope "
-            "(expected one of backbone, backbone+ffn, backbone+residual, backbone+residual+ffn)",
+            "(expected one of backbone, backbone+ffn, backbone+residual, backbone+residual+ffn, "
+            "backbone+attention, backbone+ffn+attention, backbone+residual+ffn+attention)",
         ),
         (
             lambda p: p["methods"]["weight"].update(scope="backbone+ffn"),

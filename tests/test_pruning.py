@@ -335,7 +335,9 @@ def test_round_to_keeps_every_pruned_width_a_multiple_of_it_and_reloads(tmp_path
     assert any(width % 8 for width in unrounded.values())
     for name, width in rounded.items():
         assert width % 8 == 0 and unrounded[name] - 8 < width <= unrounded[name], name
-    assert describe_scope({"kind": "filter", "scope": "backbone", "round_to": 8}) == (
-        "backbone:round8"
+    # The default (8) goes without saying; any other rounding is part of the scope's name.
+    assert describe_scope({"kind": "filter", "scope": "backbone"}) == "backbone"
+    assert describe_scope({"kind": "filter", "scope": "backbone", "round_to": 8}) == "backbone"
+    assert describe_scope({"kind": "filter", "scope": "backbone", "round_to": 1}) == (
+        "backbone:round1"
     )
-    assert describe_scope({"kind": "filter", "scope": "backbone", "round_to": 1}) == "backbone"

@@ -14,7 +14,12 @@ the backbone's channels. Its scope is a ``+``-joined set of parts:
   every conv that reads them), each coupled group pruned as one.
 * ``ffn``: the hidden width of every encoder/decoder FFN (the Linear pair embed -> ffn ->
   embed), each FFN traced on its own; the rows of the first Linear are ranked by L1 norm and the
-  second Linear's inputs follow. Deformable attention and the heads keep their widths.
+  second Linear's inputs follow.
+* ``attention``: whole heads of every attention layer of the transformer (deformable attention
+  in the encoder and the decoder's cross-attention, and the decoder's self-attention), ranked by
+  the L1 norm of the weights that carry each head's content (:mod:`detrprune.prune.attention`).
+
+The residual width of the transformer and the detection heads always keep their widths.
 
 Weight pruning zeroes weights with ``torch.nn.utils.prune`` and makes the masks permanent, so the
 state dict is a plain one again (no ``weight_orig``/``weight_mask``). ``modules`` limits it to some
@@ -33,7 +38,14 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune
 
-from detrprune.constants import FILTER_CRITERIA, FILTER_SCOPES, SPARSITY_PARTS, WEIGHT_SCOPES
+from detrprune.constants import (
+    DEFAULT_ROUND_TO,
+    FILTER_CRITERIA,
+    FILTER_SCOPES,
+    SPARSITY_PARTS,
+    WEIGHT_SCOPES,
+)
+from detrprune.prune.attention import HeadPrunedMultiheadAttention, prune_attention_heads
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +70,16 @@ def filter_prune(
     criterion: str = "l1",
     seed: int = 0,
     round_to: int = 1,
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Remove ``ratio`` of the channels of every group in ``scope``, ranked by ``criterion``.
 
     ``ratio`` is Torch-Pruning's channel ratio (0.3 removes 30 % of each group's channels, which
     removes roughly half of the parameters of the layers involved). ``criterion`` "l1" ranks by
     group L1 norm; "random" draws the channels (seeded by ``seed``): the control that says
     whether the L1 ranking beats chance. ``round_to`` > 1 rounds every kept width down to a
-    multiple of it (Torch-Pruning's ``round_to``; CPU and GPU kernels favour multiples of 8).
-    Returns parameter counts before and after (and the FFN widths when the scope has ``ffn``).
+    multiple of it (Torch-Pruning's ``round_to``; CPU and GPU kernels favour multiples of 8);
+    attention heads are whole already. Returns parameter counts before and after, the FFN widths
+    when the scope has ``ffn`` and the head counts when it has ``attention``.
     """
     if scope not in FILTER_SCOPES:
         raise ValueError(f"pruning.filter.scope: unknown scope {scope!r}, expected {FILTER_SCOPES}")
@@ -104,10 +117,12 @@ def filter_prune(
                 round_to=round_to if round_to > 1 else None,
             )
             pruner.step()
+            parts = scope.split("+")
             ffn_hidden = (
-                prune_ffn_hidden(detector, ratio, criterion, round_to)
-                if "ffn" in scope.split("+")
-                else {}
+                prune_ffn_hidden(detector, ratio, criterion, round_to) if "ffn" in parts else {}
+            )
+            attention_heads = (
+                prune_attention_heads(detector, ratio, criterion) if "attention" in parts else {}
             )
     finally:
         for p, flag in grad_flags.items():
@@ -115,7 +130,14 @@ def filter_prune(
         detector.train(was_training)
     after = count_parameters(detector)
     log.info("filter pruning %.0f%% (%s): params %d -> %d", 100 * ratio, scope, before, after)
-    return {"params_before": before, "params_after": after, "ffn_hidden": ffn_hidden}
+    stats: dict[str, Any] = {
+        "params_before": before,
+        "params_after": after,
+        "ffn_hidden": ffn_hidden,
+    }
+    if attention_heads:
+        stats["attention_heads"] = attention_heads
+    return stats
 
 
 def residual_stream_convs(backbone: nn.Module) -> list[nn.Conv2d]:
@@ -195,7 +217,10 @@ def prunable_weights(detector: nn.Module) -> Iterator[tuple[str, nn.Module, str]
     for name, module in detector.named_modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
             yield f"{name}.weight", module, "weight"
-        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+        elif (
+            isinstance(module, nn.MultiheadAttention | HeadPrunedMultiheadAttention)
+            and module.in_proj_weight is not None
+        ):
             yield f"{name}.in_proj_weight", module, "in_proj_weight"
 
 
@@ -307,7 +332,7 @@ def apply_pruning(
     kind = spec["kind"]
     if kind == "filter":
         criterion = spec.get("criterion", "l1")
-        round_to = int(spec.get("round_to", 1))
+        round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
         return filter_prune(detector, ratio, input_hw, spec["scope"], criterion, seed, round_to)
     if kind == "weight":
         return weight_prune(detector, ratio, spec["scope"], spec.get("modules"))
@@ -315,15 +340,16 @@ def apply_pruning(
 
 
 def describe_scope(spec: Mapping[str, Any]) -> str:
-    """The scope as the summary shows it, e.g. ``backbone+ffn``, ``layerwise:backbone`` or
-    ``backbone:random`` (filters drawn at random, not by L1 norm)."""
+    """The scope as the summary shows it, e.g. ``backbone+ffn``, ``layerwise:backbone``,
+    ``backbone:random`` (filters drawn at random, not by L1 norm) or ``backbone:round1`` (widths
+    rounded otherwise than to :data:`DEFAULT_ROUND_TO`)."""
     if spec["kind"] == "filter":
         criterion = spec.get("criterion", "l1")
-        round_to = int(spec.get("round_to", 1))
+        round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
         return (
             str(spec["scope"])
             + (f":{criterion}" if criterion != "l1" else "")
-            + (f":round{round_to}" if round_to > 1 else "")
+            + (f":round{round_to}" if round_to != DEFAULT_ROUND_TO else "")
         )
     modules = spec.get("modules")
     if spec["kind"] == "weight" and modules and tuple(modules) != SPARSITY_PARTS:

@@ -4,7 +4,8 @@ The file holds only tensors, strings and numbers, so it loads with ``torch.load(
 (no pickled classes, unlike mmengine's own Runner checkpoints). A structurally pruned model no
 longer matches its mmdet config; :func:`load_detector` therefore builds the model from the config
 and then shrinks every layer whose saved tensors are smaller, using Torch-Pruning's own
-channel-removal functions, before loading the weights strictly.
+channel-removal functions (and removing the attention heads a pruned model lacks), before
+loading the weights strictly.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch_pruning as tp
 from torch import nn
 
 from detrprune.jobs import atomic_output
+from detrprune.prune.attention import shrink_attention_to_state_dict
 from detrprune.train.model import build_detector
 
 FORMAT = "detrprune-checkpoint-v1"
@@ -66,6 +68,7 @@ def load_detector(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]
     """Rebuild the (possibly pruned) detector saved at ``path``: (model, model_cfg, meta)."""
     state, model_cfg, meta = read_checkpoint(path)
     model = build_detector(model_cfg)
+    shrink_attention_to_state_dict(model, state, where=str(path))
     shrink_to_state_dict(model, state, where=str(path))
     model.load_state_dict(state, strict=True)
     model.eval()

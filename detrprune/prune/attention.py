@@ -1,0 +1,276 @@
+"""Structured pruning inside the transformer's attention: whole heads removed.
+
+Torch-Pruning's dependency graph cannot see the coupling inside deformable attention (its
+``view()`` calls use the stored head, level and point counts, and ``grid_sample`` looks
+element-wise to it), so heads are removed here by hand, with Torch-Pruning's own channel-removal
+functions doing the tensor surgery on each Linear:
+
+* mmcv's ``MultiScaleDeformableAttention`` (every encoder layer's self-attention and every
+  decoder layer's cross-attention): a head owns ``head_dim`` rows of ``value_proj``, the same
+  columns of ``output_proj``, and ``num_levels * num_points`` (x2 for the x/y offsets) rows of
+  ``attention_weights`` and ``sampling_offsets``. The softmax runs over each head's own
+  level x point weights, so removing a head changes nothing in the others; ``num_heads`` is
+  updated, and mmcv's forward (PyTorch ``grid_sample`` path and CUDA kernel alike) derives
+  everything else from the tensors' shapes.
+* ``nn.MultiheadAttention`` (the decoder's self-attention between queries): its functional
+  forward requires the projections' width to equal the residual width, so a pruned one is
+  replaced by :class:`HeadPrunedMultiheadAttention`, the same computation with the same
+  parameter names (``in_proj_weight``, ``in_proj_bias``, ``out_proj``) for fewer heads.
+
+A head's importance is the L1 norm of the weights that carry its content: its ``value_proj``
+rows and ``output_proj`` columns (deformable attention), or its query/key/value rows of
+``in_proj_weight`` and its ``out_proj`` columns (multi-head attention), biases included. The
+``ratio`` removes ``round(ratio * heads)`` heads of every attention layer (at least one kept).
+
+A saved pruned model is rebuilt by :func:`shrink_attention_to_state_dict`: the head counts
+follow from the saved tensors' shapes, so no extra metadata is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping
+
+import torch
+import torch.nn.functional as F  # noqa: N812 (torch's own convention)
+import torch_pruning as tp
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class HeadPrunedMultiheadAttention(nn.Module):
+    """``nn.MultiheadAttention`` (sequence-first, no separate k/v dims) with ``num_heads`` heads
+    of ``head_dim`` each, whose total width may be less than ``embed_dim``.
+
+    Same parameter names and the same arithmetic as torch's module (queries scaled by
+    ``head_dim ** -0.5``, dropout on the attention weights while training), so a state dict of
+    the unpruned module restricted to some heads loads into it unchanged.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, head_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.dropout = dropout
+        inner = num_heads * head_dim
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * inner, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * inner))
+        self.out_proj = nn.Linear(inner, embed_dim)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, None]:
+        """Inputs (length, batch, embed_dim), as torch's module takes them; returns
+        (output, None)."""
+        length, batch, _ = query.shape
+        source = key.shape[0]
+        heads, dim = self.num_heads, self.head_dim
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+
+        def split_heads(x: torch.Tensor, n: int) -> torch.Tensor:
+            return x.reshape(n, batch * heads, dim).transpose(0, 1)
+
+        q = split_heads(F.linear(query, w_q, b_q), length) * dim**-0.5
+        k = split_heads(F.linear(key, w_k, b_k), source)
+        v = split_heads(F.linear(value, w_v, b_v), source)
+        scores = torch.bmm(q, k.transpose(1, 2))  # (batch * heads, length, source)
+        if attn_mask is not None:
+            mask = attn_mask if attn_mask.dim() == 3 else attn_mask.unsqueeze(0)
+            if mask.dtype == torch.bool:
+                scores = scores.masked_fill(mask, float("-inf"))
+            else:
+                scores = scores + mask
+        if key_padding_mask is not None:
+            scores = scores.view(batch, heads, length, source)
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :].bool(), float("-inf"))
+            scores = scores.view(batch * heads, length, source)
+        weights = F.dropout(scores.softmax(-1), p=self.dropout, training=self.training)
+        out = torch.bmm(weights, v).transpose(0, 1).reshape(length, batch, heads * dim)
+        return self.out_proj(out), None
+
+
+def deformable_attentions(detector: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) of every mmcv ``MultiScaleDeformableAttention`` in the detector."""
+    from mmcv.ops import MultiScaleDeformableAttention
+
+    for name, module in detector.named_modules():
+        if isinstance(module, MultiScaleDeformableAttention):
+            yield name, module
+
+
+def multihead_attentions(detector: nn.Module) -> Iterator[tuple[str, nn.Module, nn.Module]]:
+    """(name, owner, attention) of every torch multi-head attention (pruned or not) held as the
+    ``attn`` of an mmcv ``MultiheadAttention`` wrapper: the decoder's self-attention."""
+    for name, owner in detector.named_modules():
+        attention = getattr(owner, "attn", None)
+        if isinstance(attention, nn.MultiheadAttention | HeadPrunedMultiheadAttention):
+            yield f"{name}.attn", owner, attention
+
+
+def _deformable_head_slices(module: nn.Module, heads: list[int]) -> dict[str, list[int]]:
+    """Indices, per Linear, of the rows (or ``output_proj`` columns) that ``heads`` own."""
+    head_dim = module.value_proj.out_features // module.num_heads
+    samples = module.num_levels * module.num_points
+
+    def rows(width: int) -> list[int]:
+        return [h * width + i for h in heads for i in range(width)]
+
+    return {
+        "value_proj": rows(head_dim),
+        "output_proj": rows(head_dim),
+        "attention_weights": rows(samples),
+        "sampling_offsets": rows(2 * samples),
+    }
+
+
+def deformable_head_importance(module: nn.Module) -> torch.Tensor:
+    """L1 norm of each head's ``value_proj`` rows (bias included) and ``output_proj`` columns."""
+    heads = module.num_heads
+    value = torch.cat([module.value_proj.weight, module.value_proj.bias[:, None]], dim=1)
+    per_head_value = value.detach().abs().reshape(heads, -1).sum(1)
+    output = module.output_proj.weight.detach().abs()  # (embed, heads * head_dim)
+    per_head_output = output.reshape(output.shape[0], heads, -1).sum((0, 2))
+    return per_head_value + per_head_output
+
+
+def remove_deformable_heads(module: nn.Module, heads: list[int]) -> None:
+    """Remove ``heads`` (indices) from one ``MultiScaleDeformableAttention`` in place."""
+    if not heads:
+        return
+    if len(heads) >= module.num_heads:
+        raise ValueError(f"cannot remove all {module.num_heads} heads of an attention layer")
+    slices = _deformable_head_slices(module, sorted(heads))
+    tp.prune_linear_out_channels(module.value_proj, slices["value_proj"])
+    tp.prune_linear_in_channels(module.output_proj, slices["output_proj"])
+    tp.prune_linear_out_channels(module.attention_weights, slices["attention_weights"])
+    tp.prune_linear_out_channels(module.sampling_offsets, slices["sampling_offsets"])
+    module.num_heads -= len(heads)
+
+
+def multihead_head_importance(attention: nn.Module) -> torch.Tensor:
+    """L1 norm of each head's query/key/value rows of ``in_proj`` (biases included) and its
+    ``out_proj`` columns."""
+    heads = attention.num_heads
+    projections = torch.cat([attention.in_proj_weight, attention.in_proj_bias[:, None]], dim=1)
+    per_head_in = projections.detach().abs().reshape(3, heads, -1).sum((0, 2))
+    output = attention.out_proj.weight.detach().abs()
+    per_head_out = output.reshape(output.shape[0], heads, -1).sum((0, 2))
+    return per_head_in + per_head_out
+
+
+def without_heads(attention: nn.Module, heads: list[int]) -> HeadPrunedMultiheadAttention:
+    """A :class:`HeadPrunedMultiheadAttention` holding ``attention``'s weights but for ``heads``."""
+    if getattr(attention, "_qkv_same_embed_dim", True) is False:
+        raise ValueError("multi-head attention with separate key/value widths is not supported")
+    if len(heads) >= attention.num_heads:
+        raise ValueError(f"cannot remove all {attention.num_heads} heads of an attention layer")
+    head_dim = attention.head_dim
+    kept = [h for h in range(attention.num_heads) if h not in set(heads)]
+    columns = [h * head_dim + i for h in kept for i in range(head_dim)]
+    inner = attention.num_heads * head_dim
+    rows = [part * inner + c for part in range(3) for c in columns]
+    dropout = float(attention.dropout)
+    pruned = HeadPrunedMultiheadAttention(attention.embed_dim, len(kept), head_dim, dropout)
+    pruned.to(attention.in_proj_weight.device, attention.in_proj_weight.dtype)
+    with torch.no_grad():
+        pruned.in_proj_weight.copy_(attention.in_proj_weight[rows])
+        pruned.in_proj_bias.copy_(attention.in_proj_bias[rows])
+        pruned.out_proj.weight.copy_(attention.out_proj.weight[:, columns])
+        pruned.out_proj.bias.copy_(attention.out_proj.bias)
+    pruned.train(attention.training)
+    return pruned
+
+
+def heads_to_remove(heads: int, ratio: float) -> int:
+    """How many of ``heads`` a ``ratio`` removes: ``round(ratio * heads)``, keeping one."""
+    return min(heads - 1, math.floor(ratio * heads + 0.5))
+
+
+def _least_important(
+    importance: torch.Tensor, count: int, criterion: str, generator: torch.Generator | None
+) -> list[int]:
+    if criterion == "random":
+        order = torch.randperm(importance.numel(), generator=generator)
+    else:
+        # Stable: equal scores (e.g. several all-zero heads) go in head order.
+        order = torch.sort(importance, stable=True).indices
+    return sorted(int(i) for i in order[:count])
+
+
+def prune_attention_heads(
+    detector: nn.Module, ratio: float, criterion: str = "l1"
+) -> dict[str, list[int]]:
+    """Remove ``round(ratio * heads)`` heads of every attention layer of the transformer, the
+    least important by :func:`deformable_head_importance` / :func:`multihead_head_importance`
+    (``criterion`` "l1") or drawn at random ("random", from torch's global generator: the caller
+    seeds it). Returns each layer's head count before and after."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"attention head pruning ratio must be in (0, 1), got {ratio}")
+    counts: dict[str, list[int]] = {}
+    for name, module in list(deformable_attentions(detector)):
+        before = module.num_heads
+        chosen = _least_important(
+            deformable_head_importance(module), heads_to_remove(before, ratio), criterion, None
+        )
+        remove_deformable_heads(module, chosen)
+        counts[name] = [before, module.num_heads]
+    for name, owner, attention in list(multihead_attentions(detector)):
+        before = attention.num_heads
+        chosen = _least_important(
+            multihead_head_importance(attention), heads_to_remove(before, ratio), criterion, None
+        )
+        if chosen:
+            owner.attn = without_heads(attention, chosen)
+            owner.num_heads = owner.attn.num_heads
+        counts[name] = [before, owner.attn.num_heads]
+    if not counts:
+        raise ValueError("scope +attention: the detector has no attention layer to prune")
+    log.info("attention heads pruned: %s", counts)
+    return counts
+
+
+def shrink_attention_to_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], where: str
+) -> None:
+    """Give a freshly built model the head counts of the saved pruned one in ``state``.
+
+    Head counts follow from the saved shapes (``sampling_offsets`` rows per head are
+    ``num_levels * num_points * 2``; ``in_proj_weight`` rows per head ``3 * head_dim``); the
+    trailing heads are removed, as only the shapes matter before the weights are loaded.
+    """
+    from detrprune.train.checkpoint import CheckpointError
+
+    for name, module in list(deformable_attentions(model)):
+        saved = state.get(f"{name}.sampling_offsets.weight")
+        if saved is None:
+            continue
+        per_head = 2 * module.num_levels * module.num_points
+        heads, rest = divmod(saved.shape[0], per_head)
+        if rest or not 0 < heads <= module.num_heads:
+            raise CheckpointError(
+                f"{where}: {name}.sampling_offsets has {saved.shape[0]} rows, not a whole number "
+                f"of heads (<= {module.num_heads}) of {per_head}"
+            )
+        remove_deformable_heads(module, list(range(heads, module.num_heads)))
+    for name, owner, attention in list(multihead_attentions(model)):
+        saved = state.get(f"{name}.in_proj_weight")
+        if saved is None or saved.shape[0] == attention.in_proj_weight.shape[0]:
+            continue
+        heads, rest = divmod(saved.shape[0], 3 * attention.head_dim)
+        if rest or not 0 < heads < attention.num_heads:
+            raise CheckpointError(
+                f"{where}: {name}.in_proj_weight has {saved.shape[0]} rows, not a whole number "
+                f"of heads (< {attention.num_heads}) of {3 * attention.head_dim}"
+            )
+        owner.attn = without_heads(attention, list(range(heads, attention.num_heads)))
+        owner.num_heads = heads

@@ -1,0 +1,163 @@
+"""Whole attention heads removed from a real mmdet Deformable DETR (scope ``+attention``).
+
+Reload and fine-tuning of the scope are swept with every other scope (``PRUNING_SPECS`` in
+test_pruning.py and test_finetune.py); its full-size run is in test_full_study.py.
+
+The micro detector has 4 heads in every attention layer: the encoder's and the decoder's
+deformable attention (mmcv ``MultiScaleDeformableAttention``) and the decoder's query
+self-attention (``nn.MultiheadAttention``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from detrprune.prune.attention import (
+    HeadPrunedMultiheadAttention,
+    deformable_attentions,
+    heads_to_remove,
+    multihead_attentions,
+    prune_attention_heads,
+    without_heads,
+)
+from detrprune.prune.methods import _raw_outputs, filter_prune, prune_checkpoint
+from detrprune.train.checkpoint import CheckpointError, load_detector, save_detector
+from detrprune.train.model import synthetic_batch
+
+from .test_pruning import H, W, saved_micro_baseline
+
+SCOPE = "backbone+residual+ffn+attention"
+
+
+def _silence_head(detector, head: int) -> None:
+    """Zero every weight that carries ``head``'s content in every attention layer."""
+    with torch.no_grad():
+        for _, module in deformable_attentions(detector):
+            dim = module.value_proj.out_features // module.num_heads
+            rows = slice(head * dim, (head + 1) * dim)
+            module.value_proj.weight[rows] = 0
+            module.value_proj.bias[rows] = 0
+            module.output_proj.weight[:, rows] = 0
+        for _, _, attention in multihead_attentions(detector):
+            dim = attention.head_dim
+            inner = attention.num_heads * dim
+            for part in range(3):
+                rows = slice(part * inner + head * dim, part * inner + (head + 1) * dim)
+                attention.in_proj_weight[rows] = 0
+                attention.in_proj_bias[rows] = 0
+            attention.out_proj.weight[:, head * dim : (head + 1) * dim] = 0
+
+
+def test_removing_a_silent_head_leaves_every_output_unchanged(tiny_detector):
+    """A head whose content weights are all zero contributes nothing: L1 ranks it last, and
+    removing it from every layer changes no output beyond float rounding."""
+    detector, _ = tiny_detector
+    _silence_head(detector, head=1)
+    value_rows = {
+        name: module.value_proj.weight.detach().clone()
+        for name, module in deformable_attentions(detector)
+    }
+    batch = synthetic_batch((H, W))
+    with torch.no_grad():
+        before = _raw_outputs(detector, batch)
+    counts = prune_attention_heads(detector, 0.25)
+    assert counts and all(c == [4, 3] for c in counts.values()), counts
+    assert any(".self_attn.attn" in name for name in counts)  # the decoder's self-attention
+    assert sum("cross_attn" in name for name in counts) == 1
+    for name, module in deformable_attentions(detector):
+        dim = module.value_proj.out_features // module.num_heads
+        kept = torch.cat([value_rows[name][:dim], value_rows[name][2 * dim :]])
+        assert torch.equal(module.value_proj.weight, kept), name  # heads 0, 2, 3 stay
+        assert module.sampling_offsets.out_features == 3 * module.num_levels * module.num_points * 2
+    with torch.no_grad():
+        after = _raw_outputs(detector, batch)
+    assert len(before) == len(after)
+    for expected, got in zip(before, after, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_the_pruned_self_attention_computes_what_torchs_module_does():
+    """HeadPrunedMultiheadAttention with no head removed equals nn.MultiheadAttention, masks
+    included, in eval mode."""
+    torch.manual_seed(0)
+    reference = torch.nn.MultiheadAttention(16, 4).eval()
+    copy = without_heads(reference, []).eval()
+    assert isinstance(copy, HeadPrunedMultiheadAttention)
+    query, key = torch.randn(5, 2, 16), torch.randn(7, 2, 16)
+    padding = torch.zeros(2, 7, dtype=torch.bool)
+    padding[1, 5:] = True
+    causal = torch.triu(torch.ones(5, 7, dtype=torch.bool), diagonal=3)
+    for mask, pad in ((None, None), (causal, padding), (causal.float() * -1e4, None)):
+        with torch.no_grad():
+            expected = reference(query, key, key, attn_mask=mask, key_padding_mask=pad)[0]
+            got = copy(query, key, key, attn_mask=mask, key_padding_mask=pad)[0]
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("heads", "ratio", "removed"), [(8, 0.5, 4), (8, 0.3, 2), (8, 0.1, 1), (2, 0.9, 1)]
+)
+def test_heads_removed_per_layer(heads, ratio, removed):
+    assert heads_to_remove(heads, ratio) == removed
+
+
+def test_attention_scope_prunes_heads_reloads_and_counts_less_compute(tmp_path, micro):
+    """The +attention scope removes half the heads of every layer on top of filter_all's parts;
+    the checkpoint reloads weights-only into a fresh model, and fvcore counts less work in the
+    encoder and decoder (grid_sample included) than the same scope without attention."""
+    from detrprune.evaluate.metrics import fvcore_gmacs
+    from detrprune.train.model import inference_batch
+
+    from .conftest import REPO
+
+    baseline, _ = saved_micro_baseline(tmp_path, micro)
+    frames = sorted((REPO / "tests" / "data" / "kitti_sample" / "training" / "image_2").glob("*"))
+    gmacs = {}
+    for scope in ("backbone+residual+ffn", SCOPE):
+        out = tmp_path / f"{scope}.pth"
+        meta = prune_checkpoint(baseline, out, "m", {"kind": "filter", "scope": scope}, 50, (H, W))
+        model, _, _ = load_detector(out)  # prune_checkpoint has compared its outputs already
+        gmacs[scope] = fvcore_gmacs(model, [inference_batch(frames[:1], (W, H))])
+        if scope == SCOPE:
+            heads = meta["pruning"]["attention_heads"]
+            assert heads and all(c == [4, 2] for c in heads.values())
+            assert all(m.num_heads == 2 for _, m in deformable_attentions(model))
+            assert all(a.num_heads == 2 for _, _, a in multihead_attentions(model))
+    plain, pruned = gmacs["backbone+residual+ffn"], gmacs[SCOPE]
+    for part in ("gmacs_encoder", "gmacs_decoder"):
+        assert pruned[part] < plain[part], part
+    assert pruned["gmacs_backbone"] == pytest.approx(plain["gmacs_backbone"])
+    sampled = [op for op in plain["gmacs_by_operator"] if "grid_sampler" in op]
+    assert sampled, plain["gmacs_by_operator"]
+    for op in sampled:
+        assert pruned["gmacs_by_operator"][op] == pytest.approx(plain["gmacs_by_operator"][op] / 2)
+
+
+def test_random_head_choice_is_seeded(micro):
+    from detrprune.train.model import build_detector, model_config
+
+    def kept_value_rows(criterion: str, seed: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        detector = build_detector(model_config(micro["model"]))
+        detector.init_weights()
+        filter_prune(detector, 0.5, (H, W), scope=SCOPE, criterion=criterion, seed=seed)
+        return detector.encoder.layers[0].self_attn.value_proj.weight.detach().clone()
+
+    first, again, other = (kept_value_rows("random", s) for s in (0, 0, 1))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_a_head_count_that_does_not_divide_is_refused(tiny_detector, tmp_path):
+    detector, cfg = tiny_detector
+    prune_attention_heads(detector, 0.5)
+    path = tmp_path / "model.pth"
+    save_detector(detector, path, cfg, {"variant": "x"})
+    payload = torch.load(path, weights_only=True)
+    name = next(name for name, _ in deformable_attentions(detector))
+    key = f"{name}.sampling_offsets.weight"
+    payload["state_dict"][key] = payload["state_dict"][key][:-1]
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="not a whole number of heads"):
+        load_detector(path)
