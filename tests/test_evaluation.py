@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import time
+from pathlib import Path
+
 import pytest
 import torch
+from torch import nn
 
-from detrprune.evaluate.metrics import cpu_latency, fvcore_gmacs, size_metrics
+from detrprune.constants import LATENCY_PARTS
+from detrprune.evaluate.metrics import (
+    _timed_test_steps,
+    cpu_latency,
+    fvcore_gmacs,
+    size_metrics,
+)
 from detrprune.prune.methods import count_parameters, filter_prune, weight_prune
 from detrprune.train.checkpoint import save_detector
+from detrprune.train.model import inference_batch
 
 from .test_pruning import H, W, random_batch
+
+FRAMES = sorted(
+    (Path(__file__).parent / "data" / "kitti_sample" / "training" / "image_2").glob("*.png")
+)
 
 
 def test_fvcore_counts_the_detector_and_filter_pruning_lowers_it(tiny_detector):
@@ -81,14 +98,138 @@ def test_latency_reuses_the_accuracy_pass_and_times_only_the_missing_runs(tiny_d
         topped = cpu_latency(detector, [random_batch(0)], 2, 5, 1, timed_ms=pass_times)
         assert len(calls) == 2 and topped["latency_runs_from_accuracy_pass"] == 3
         assert topped["latency_ms_p90"] == 12.0 and topped["latency_ms_median"] < 12.0
+        # The pass's split by part was not given: the parts of these runs are unknown.
+        assert all(math.isnan(topped[f"latency_ms_{part}"]) for part in LATENCY_PARTS)
+        # With it, the parts are the medians over the same runs (the pass's 3, the 2 new ones).
+        pass_parts = [dict.fromkeys(LATENCY_PARTS, t / len(LATENCY_PARTS)) for t in pass_times]
+        split = cpu_latency(detector, [random_batch(0)], 2, 5, 1, pass_times, pass_parts)
+        assert 0 < split["latency_ms_backbone"] <= 11.0 / len(LATENCY_PARTS)
+        with pytest.raises(ValueError, match="split by part"):
+            cpu_latency(detector, [random_batch(0)], 2, 5, 1, pass_times, pass_parts[1:])
         # A long enough pass needs no run of its own; without one, all are timed here.
         calls.clear()
-        enough = cpu_latency(detector, [random_batch(0)], 1, 3, 1, timed_ms=pass_times)
+        enough = cpu_latency(detector, [random_batch(0)], 1, 3, 1, pass_times, pass_parts)
         assert not calls and enough["latency_ms_median"] == 11.0
+        assert enough["latency_ms_parts_sum"] == pytest.approx(11.0)
         alone = cpu_latency(detector, [random_batch(0)], 2, 4, 1)
         assert len(calls) == 6 and alone["latency_runs_from_accuracy_pass"] == 0
+        # A stand-in test_step runs no model part: all of its time is "rest".
+        assert alone["latency_ms_rest"] > 0 and alone["latency_ms_backbone"] == 0
     finally:
         del detector.test_step
+
+
+class _Sleeper(nn.Module):
+    """A model part that takes ``seconds``, calling ``inner`` (another part) half-way."""
+
+    def __init__(self, seconds: float, inner: nn.Module | None = None) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds / 2)
+        if self.inner is not None:
+            x = self.inner(x)
+        time.sleep(self.seconds / 2)
+        return x + 1
+
+
+class _Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cls_branches = nn.ModuleList([_Sleeper(0.004), _Sleeper(0.006)])
+        self.reg_branches = nn.ModuleList([_Sleeper(0.020), _Sleeper(0.006)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cls_branches[0](x) + self.reg_branches[0](x)
+
+
+class _ToyDetector(nn.Module):
+    """The call pattern of mmdet's two-stage refine Deformable DETR, with known times: the
+    decoder calls a head branch (box refinement), the detector calls the head's last branches
+    directly (two-stage proposals), and some time is spent outside every part."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = _Sleeper(0.010)
+        self.neck = _Sleeper(0.002)
+        self.encoder = _Sleeper(0.008)
+        self.bbox_head = _Head()
+        self.decoder = _Sleeper(0.006, inner=self.bbox_head.reg_branches[0])
+
+    def test_step(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.003)  # pre-processing
+        memory = self.encoder(self.neck(self.backbone(x)))
+        proposals = self.bbox_head.cls_branches[1](memory) + self.bbox_head.reg_branches[1](memory)
+        time.sleep(0.003)  # proposal selection
+        out = self.bbox_head(self.decoder(proposals))
+        time.sleep(0.003)  # post-processing
+        return out
+
+
+def _hooks(model: nn.Module) -> int:
+    """How many forward (pre-)hooks the model's modules hold."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_latency_parts_are_exclusive_times_that_add_up_to_the_call():
+    toy = _ToyDetector()
+    times, parts = [], []
+    with _timed_test_steps(toy, times, parts):
+        outputs = toy.test_step(torch.zeros(1))
+    (total,), (split,) = times, parts
+    assert sum(split.values()) == pytest.approx(total, rel=1e-9)
+    # Sleeps are at least as long as asked; the slack is for a loaded machine's scheduling.
+    expected = {
+        "backbone": 10,
+        "neck": 2,
+        "encoder": 8,
+        "decoder": 6,  # without the 20 ms refine branch it calls: that is head time
+        "head": 6 + 6 + 20 + 4 + 20,  # branches called by the detector, the decoder and the head
+        "rest": 9,
+    }
+    for part, ms in expected.items():
+        assert ms <= split[part] < ms + 10, (part, split)
+    # The hooks are gone and changed nothing.
+    assert torch.equal(outputs, toy.test_step(torch.zeros(1)))
+    assert _hooks(toy) == 0
+    assert "test_step" not in toy.__dict__
+
+
+@pytest.fixture(scope="module")
+def kitti_batches() -> list[dict]:
+    """The six real KITTI frames as batch-1 inputs, resized as evaluation does."""
+    return [inference_batch([path], (W, H)) for path in FRAMES]
+
+
+def test_latency_by_part_of_a_two_stage_refine_detector(tiny_detector, kitti_batches, caplog):
+    detector, _ = tiny_detector
+    assert detector.as_two_stage and detector.with_box_refine
+    hooks_before = _hooks(detector)
+    with torch.no_grad():
+        plain = [detector.test_step(batch)[0].pred_instances for batch in kitti_batches[:2]]
+        times, parts = [], []
+        with _timed_test_steps(detector, times, parts):
+            hooked = [detector.test_step(batch)[0].pred_instances for batch in kitti_batches[:2]]
+    # The hooks change no detection, and each call's parts add up to its time.
+    for old, new in zip(plain, hooked, strict=True):
+        for key in ("bboxes", "scores", "labels"):
+            assert torch.equal(old[key], new[key]), key
+    for total, split in zip(times, parts, strict=True):
+        assert sum(split.values()) == pytest.approx(total, rel=1e-9)
+    with caplog.at_level(logging.WARNING, logger="detrprune.evaluate.metrics"):
+        result = cpu_latency(detector, kitti_batches, warmup=2, runs=15, threads=1)
+    print({k: round(v, 3) for k, v in result.items() if k.startswith("latency_ms")})
+    for part in LATENCY_PARTS:
+        assert result[f"latency_ms_{part}"] > 0, part
+    median, parts_sum = result["latency_ms_median"], result["latency_ms_parts_sum"]
+    assert parts_sum == pytest.approx(sum(result[f"latency_ms_{p}"] for p in LATENCY_PARTS))
+    assert abs(parts_sum - median) <= 0.1 * median
+    assert "parts' medians add up" not in caplog.text
+    # The hooks and the wrapper are gone.
+    assert _hooks(detector) == hooks_before
+    assert "test_step" not in detector.__dict__
 
 
 def test_size_metrics_credit_zeroed_weights(tiny_detector, tmp_path):
@@ -187,3 +328,37 @@ def test_gpu_latency_refuses_to_run_without_cuda(tiny_detector, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="needs a CUDA device"):
         gpu_latency(tiny_detector[0], [random_batch(0)], warmup=0, runs=1)
+
+
+def test_the_evaluate_record_splits_the_accuracy_pass_latency_by_part(tiny_detector, tmp_path):
+    """evaluate_checkpoint hands the accuracy pass's split by part to cpu_latency along with
+    its times, so the parts come from the same runs as the median."""
+    from detrprune.data.coco import kitti_to_coco
+    from detrprune.evaluate.metrics import evaluate_checkpoint
+
+    detector, cfg = tiny_detector
+    checkpoint = tmp_path / "model.pth"
+    meta = {"variant": "baseline", "method": "baseline", "ratio": 0}
+    save_detector(detector, checkpoint, cfg, meta)
+    sample = Path(__file__).parent / "data" / "kitti_sample"
+    val_json = tmp_path / "val.json"
+    kitti_to_coco(sample, tmp_path / "train.json", val_json, val_fraction=0.5, seed=0)
+    record = evaluate_checkpoint(
+        checkpoint,
+        checkpoint,
+        val_json=val_json,
+        data_root=sample,
+        input_scale=(W, H),
+        classes=("Car", "Pedestrian", "Cyclist"),
+        threads=1,
+        warmup=1,
+        runs=2,
+        flops_images=1,
+        bootstrap_resamples=10,
+    )
+    assert record["latency_runs_from_accuracy_pass"] == 2
+    for part in LATENCY_PARTS:
+        assert record[f"latency_ms_{part}"] > 0, part
+    assert record["latency_ms_parts_sum"] == pytest.approx(
+        sum(record[f"latency_ms_{part}"] for part in LATENCY_PARTS)
+    )

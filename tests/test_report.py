@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from pypdf import PdfReader
 
+from detrprune.constants import LATENCY_PARTS
 from detrprune.evaluate.paired import write_resamples
 from detrprune.report.pdf import summarize_config, write_report
-from detrprune.report.plots import make_plots
+from detrprune.report.plots import figure, make_plots, ratio_label
 from detrprune.report.summary import SUMMARY_COLUMNS, ReportError, aggregate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -78,6 +79,11 @@ def _metrics(
             + (("decoder", 0.03), ("head", 0.01), ("other", 0.01))
         },
         **{
+            f"latency_ms_{part}": latency * share
+            for part, share in zip(LATENCY_PARTS, (0.5, 0.03, 0.2, 0.12, 0.05, 0.1), strict=True)
+        },
+        "latency_ms_parts_sum": latency,
+        **{
             f"sparsity_{part}": (1 - nz) * factor
             for part, factor in (("backbone", 1.0), ("encoder", 0.9), ("sampling_offsets", 1.0))
         },
@@ -131,7 +137,13 @@ def test_aggregate_columns_rows_and_sort(tmp_path: Path) -> None:
 
     columns = list(summary.columns)
     assert columns[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
-    assert all(c.startswith(("gmacs_", "sparsity_")) for c in columns[len(SUMMARY_COLUMNS) :])
+    assert all(
+        c.startswith(("gmacs_", "sparsity_", "latency_ms_"))
+        for c in columns[len(SUMMARY_COLUMNS) :]
+    )
+    # Where the time goes reaches the summary (evaluate.metrics.cpu_latency's columns).
+    assert summary.loc[0, "latency_ms_backbone"] == pytest.approx(0.5 * 515.3)
+    assert summary.loc[0, "latency_ms_parts_sum"] == pytest.approx(515.3)
     assert summary["variant"].tolist() == EXPECTED_ORDER
     assert "eval_seconds" not in summary.columns
 
@@ -218,6 +230,7 @@ def test_plots_are_png_files_in_order(built: tuple[Path, list[Path], Path]) -> N
         "accuracy_vs_latency.png",
         "size_vs_ratio.png",
         "gmacs_by_part.png",
+        "latency_by_part.png",
         "sparsity_by_part.png",
     ]
     for plot in plots:
@@ -231,7 +244,7 @@ def test_pdf_pages_and_text(built: tuple[Path, list[Path], Path]) -> None:
     _, plots, pdf = built
     reader = PdfReader(pdf)
     # title + recovery, summary and detail tables (5 rows each) + one page per plot
-    assert len(reader.pages) == 1 + 3 + len(plots)
+    assert len(reader.pages) == 1 + 4 + len(plots)
     assert reader.metadata is not None
     assert reader.metadata.get("/Creator") == "detrprune"
     assert "/CreationDate" not in reader.metadata
@@ -255,7 +268,8 @@ def test_pdf_pages_and_text(built: tuple[Path, list[Path], Path]) -> None:
         assert variant in table
     assert "GMACs" in table
     assert "Detail table" in reader.pages[3].extract_text()
-    assert "map_vs_ratio" in reader.pages[4].extract_text()
+    assert "Latency elasticity per filter variant" in reader.pages[4].extract_text()
+    assert "map_vs_ratio" in reader.pages[5].extract_text()
 
 
 def test_outputs_are_byte_identical_across_runs(
@@ -328,7 +342,7 @@ def test_optional_columns_follow_the_required_ones(tmp_path: Path) -> None:
     summary = aggregate(_write_runs(tmp_path / "m", runs), tmp_path / "summary.csv")
     extra = [c for c in OPTIONAL_COLUMNS if c in summary.columns]
     assert list(summary.columns) == SUMMARY_COLUMNS + extra
-    assert [c for c in extra if not c.startswith(("gmacs_", "sparsity_"))] == [
+    assert [c for c in extra if not c.startswith(("gmacs_", "sparsity_", "latency_ms_"))] == [
         "kitti_AP_Car_moderate",
         "kitti_AP_Cyclist_easy",
         "sparse_mb",
@@ -509,8 +523,138 @@ def test_the_baseline_training_curve_is_drawn_first_and_judged_on_the_title_page
     summary = aggregate(_write_runs(tmp_path / "m", FAKE_RUNS), tmp_path / "summary.csv")
     validations = read_validations(curve)
     plots = make_plots(summary, tmp_path / "plots", validations=validations)
-    assert plots[0].name == "baseline_training.png" and len(plots) == 8
+    assert plots[0].name == "baseline_training.png" and len(plots) == 9
     pdf = tmp_path / "report.pdf"
     write_report(summary, plots, {}, pdf, validations=validations)
     title = PdfReader(pdf).pages[0].extract_text()
     assert "training: converged: mAP50 gained +0.010 from iteration 210 to 280" in title
+
+
+RATIO_PLOTS = ("map_vs_ratio", "gmacs_vs_ratio", "latency_vs_ratio", "size_vs_ratio")
+
+
+def _legend_labels(ax) -> set[str]:
+    legend = ax.get_legend()
+    return {text.get_text() for text in legend.get_texts()} if legend else set()
+
+
+@pytest.fixture
+def summary(tmp_path: Path) -> pd.DataFrame:
+    return aggregate(_write_runs(tmp_path, FAKE_RUNS), tmp_path / "summary.csv")
+
+
+def test_ratio_label_says_what_a_kind_of_ratio_counts() -> None:
+    assert ratio_label("filter") == "channels removed (%)"
+    assert ratio_label("weight") == "weights zeroed, sparsity (%)"
+    assert ratio_label("") == "pruning ratio (%)"
+    assert ratio_label("channel") == "pruning ratio (%), channel pruning"
+
+
+@pytest.mark.parametrize("stem", RATIO_PLOTS)
+def test_filter_and_weight_ratios_are_never_on_one_axis(stem: str, summary: pd.DataFrame) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(stem, summary)
+    try:
+        by_label: dict[str, set[str]] = {}
+        for ax in fig.axes:
+            by_label.setdefault(ax.get_xlabel(), set()).update(_legend_labels(ax))
+    finally:
+        plt.close(fig)
+    assert set(by_label) == {"channels removed (%)", "weights zeroed, sparsity (%)"}
+    # Each axis draws its own kind's methods only (the baseline is on both as the reference).
+    assert {"filter", "baseline"} <= by_label["channels removed (%)"]
+    assert "weight" not in by_label["channels removed (%)"]
+    assert {"weight", "baseline"} <= by_label["weights zeroed, sparsity (%)"]
+    assert "filter" not in by_label["weights zeroed, sparsity (%)"]
+
+
+def test_a_study_of_one_kind_gets_one_panel(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in FAKE_RUNS if r["method"] != "weight"]
+    summary = aggregate(_write_runs(tmp_path, runs), tmp_path / "summary.csv")
+    fig = figure("gmacs_vs_ratio", summary)
+    try:
+        assert [ax.get_xlabel() for ax in fig.axes] == ["channels removed (%)"]
+    finally:
+        plt.close(fig)
+
+
+def test_points_and_steps_name_what_their_ratio_counts(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    iterative = dict(FAKE_RUNS[1], variant="iterative", method="iterative", finetuned=True)
+    summary = aggregate(_write_runs(tmp_path, [*FAKE_RUNS, iterative]), tmp_path / "s.csv")
+    fig = figure("accuracy_vs_latency", summary)
+    try:
+        (ax,) = fig.axes
+        tags = {text.get_text() for text in ax.texts}
+        assert {"10%ch", "50%ch", "10%sp", "90%sp"} <= tags
+        assert "ch = channels removed" in ax.get_xlabel()
+    finally:
+        plt.close(fig)
+    # The loop's steps table has no kind: the summary's iterative row gives it.
+    fig = figure("iterative_steps", summary, STEPS)
+    try:
+        assert fig.axes[0].get_xlabel() == "step (cumulative channels removed, %)"
+    finally:
+        plt.close(fig)
+
+
+def test_gpu_latency_is_drawn_beside_cpu_only_where_measured(summary: pd.DataFrame) -> None:
+    import matplotlib.pyplot as plt
+
+    def ylabels(table: pd.DataFrame) -> list[str]:
+        fig = figure("latency_vs_ratio", table)
+        try:
+            return [ax.get_ylabel() for ax in fig.axes]
+        finally:
+            plt.close(fig)
+
+    cpu_only = ylabels(summary)
+    assert set(cpu_only) == {"CPU latency per image, batch 1 (ms)"}
+    gpu = summary.copy()
+    gpu["gpu_latency_ms_median"] = np.nan
+    gpu["gpu_latency_device"] = None
+    assert ylabels(gpu) == cpu_only  # a column of NaN is no GPU measurement
+    gpu["gpu_latency_ms_median"] = gpu["latency_ms_median"] / 20
+    gpu["gpu_latency_device"] = "cuda (NVIDIA H200)"
+    labels = ylabels(gpu)
+    assert labels.count("GPU latency per image, batch 1 (ms)") == len(cpu_only)
+    assert labels.count("CPU latency per image, batch 1 (ms)") == len(cpu_only)
+
+
+def test_latency_by_part_stacks_the_parts_beside_gmacs_by_part(summary: pd.DataFrame) -> None:
+    import matplotlib.pyplot as plt
+
+    gmacs = figure("gmacs_by_part", summary)
+    latency = figure("latency_by_part", summary)
+    try:
+        (g_ax,), (l_ax,) = gmacs.axes, latency.axes
+        ticks = [t.get_text() for t in l_ax.get_xticklabels()]
+        assert ticks == [t.get_text() for t in g_ax.get_xticklabels()]
+        assert ticks == ["baseline", "filter_r10", "filter_r50"]
+        assert _legend_labels(l_ax) >= set(LATENCY_PARTS)
+        # One bar per part and variant, stacked bottom-up in LATENCY_PARTS order.
+        assert len(l_ax.patches) == len(LATENCY_PARTS) * len(ticks)
+        rows = summary.set_index("variant").loc[ticks]
+        tops = np.zeros(len(ticks))
+        for i, part in enumerate(LATENCY_PARTS):
+            bars = l_ax.patches[i * len(ticks) : (i + 1) * len(ticks)]
+            assert [b.get_y() for b in bars] == pytest.approx(tops)
+            heights = [b.get_height() for b in bars]
+            assert heights == pytest.approx(rows[f"latency_ms_{part}"].to_numpy())
+            tops += heights
+        # The median total is marked over each stack.
+        (line,) = [ln for ln in l_ax.lines if ln.get_marker() == "_"]
+        assert list(line.get_ydata()) == pytest.approx(rows["latency_ms_median"].to_numpy())
+    finally:
+        plt.close(gmacs)
+        plt.close(latency)
+    old = summary.drop(columns=[f"latency_ms_{part}" for part in LATENCY_PARTS])
+    empty = figure("latency_by_part", old)
+    try:
+        assert [t.get_text() for t in empty.axes[0].texts] == ["no per-part latency in the metrics"]
+    finally:
+        plt.close(empty)

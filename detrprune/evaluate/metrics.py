@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from detrprune.constants import GMACS_PARTS
+from detrprune.constants import GMACS_PARTS, LATENCY_PARTS
 from detrprune.evaluate.bootstrap import (
     DEFAULT_RESAMPLES,
     accuracy_intervals,
@@ -53,20 +53,22 @@ def coco_accuracy(
     input_scale: tuple[int, int],
     classes: Sequence[str],
     step_times_ms: list[float] | None = None,
+    step_parts_ms: list[dict[str, float]] | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """COCO mAP, mAP50, mAP75 and per-class AP (``AP_<class>``) on the validation split.
 
     Also returns the detections CocoMetric scored (COCO results format), so that other metrics
     (KITTI-style AP) are computed from the same inference pass. ``step_times_ms`` gets the wall
     time of each of the pass's ``model.test_step`` calls (batch 1, in order): the same call
-    :func:`cpu_latency` times, so the pass doubles as latency runs.
+    :func:`cpu_latency` times, so the pass doubles as latency runs. ``step_parts_ms`` gets each
+    call's time split by model part (:func:`_timed_test_steps`).
     """
     from mmengine.runner import Runner
 
     register_mmdet()
     with (
         tempfile.TemporaryDirectory(prefix="detrprune-eval-") as work_dir,
-        _timed_test_steps(model, step_times_ms),
+        _timed_test_steps(model, step_times_ms, step_parts_ms),
     ):
         prefix = str(Path(work_dir) / "predictions")
         runner = Runner(
@@ -86,27 +88,136 @@ def coco_accuracy(
     return metrics, detections
 
 
+# The detector's attributes timed as each latency part (of LATENCY_PARTS); "rest" is the time
+# inside ``test_step`` none of them runs in.
+_LATENCY_MODULES = {
+    "backbone": "backbone",
+    "neck": "neck",
+    "encoder": "encoder",
+    "decoder": "decoder",
+    "bbox_head": "head",
+}
+# The head's branches are also called directly, not through ``bbox_head.forward``: by the refine
+# decoder (``reg_branches``, from inside ``decoder``) and by the two-stage proposal selection
+# (the extra last branch of each, from the detector). fvcore's ``gmacs_head`` counts them as
+# head wherever they are called from, so latency does too.
+_HEAD_BRANCHES = ("cls_branches", "reg_branches")
+
+
+def _latency_modules(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """The (module, latency part) pairs :class:`_PartClock` hooks on a detector."""
+    modules = []
+    for name, part in _LATENCY_MODULES.items():
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Module):
+            modules.append((module, part))
+    head = getattr(model, "bbox_head", None)
+    for name in _HEAD_BRANCHES:
+        branches = getattr(head, name, None)
+        if isinstance(branches, nn.ModuleList):
+            modules += [(branch, "head") for branch in branches]
+    return modules
+
+
+class _PartClock:
+    """Exclusive wall time per model part inside one ``test_step`` call, from forward hooks.
+
+    A stack of the parts being run: a module's pre-hook charges the time since the last mark to
+    the part on top of the stack ("rest" when it is empty) and pushes its own part, its post-hook
+    charges the time to the top and pops. Nested parts (a head branch called inside the decoder)
+    are thus charged to the innermost one, and the parts of a call add up exactly to the time
+    from :meth:`start` to :meth:`stop`. Hooks add a few microseconds per hooked call (a few
+    dozen per ``test_step``), which is why it is used instead of torch.profiler on every run.
+    """
+
+    def __init__(self) -> None:
+        self._stack: list[str] = []
+        self._spent: dict[str, float] = {}
+        self._mark = 0.0
+        self._running = False
+
+    def start(self, now: float) -> None:
+        """Begin a call at ``now`` (a ``time.perf_counter()`` reading)."""
+        # A call that raised left its parts on the stack: each call starts from an empty one.
+        self._stack.clear()
+        self._spent = dict.fromkeys(LATENCY_PARTS, 0.0)
+        self._mark = now
+        self._running = True
+
+    def stop(self, now: float) -> dict[str, float]:
+        """End the call at ``now``; each part's time in it (ms)."""
+        self._charge(now)
+        self._running = False
+        return {part: 1000.0 * seconds for part, seconds in self._spent.items()}
+
+    def _charge(self, now: float) -> None:
+        self._spent[self._stack[-1] if self._stack else "rest"] += now - self._mark
+        self._mark = now
+
+    def enter(self, part: str) -> None:
+        if self._running:
+            self._charge(time.perf_counter())
+            self._stack.append(part)
+
+    def leave(self, part: str) -> None:
+        if self._running and self._stack:
+            self._charge(time.perf_counter())
+            self._stack.pop()
+
+    @contextlib.contextmanager
+    def hooked(self, model: nn.Module) -> Iterator[None]:
+        """Hook the detector's parts for the duration; hooks return None, so outputs are the
+        model's own."""
+        handles = []
+        try:
+            for module, part in _latency_modules(model):
+                handles.append(
+                    module.register_forward_pre_hook(lambda _m, _a, part=part: self.enter(part))
+                )
+                handles.append(
+                    module.register_forward_hook(lambda _m, _a, _o, part=part: self.leave(part))
+                )
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
 @contextlib.contextmanager
-def _timed_test_steps(model: nn.Module, times_ms: list[float] | None) -> Iterator[None]:
-    """Append the wall time of each ``model.test_step`` call to ``times_ms`` (None: no timing).
+def _timed_test_steps(
+    model: nn.Module,
+    times_ms: list[float] | None,
+    parts_ms: list[dict[str, float]] | None = None,
+) -> Iterator[None]:
+    """Append the wall time of each ``model.test_step`` call to ``times_ms``, and its split by
+    model part (``{part: ms}`` over :data:`LATENCY_PARTS`, adding up to the call's time) to
+    ``parts_ms``; None: not recorded (both None: nothing is timed or hooked).
 
     The loader (num_workers 0) decodes the next image between calls, never during one.
     """
-    if times_ms is None:
+    if times_ms is None and parts_ms is None:
         yield
         return
     own = model.__dict__.get("test_step")
     test_step = model.test_step
+    clock = _PartClock()
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
+        clock.start(start)
         outputs = test_step(*args, **kwargs)
-        times_ms.append(1000.0 * (time.perf_counter() - start))
+        end = time.perf_counter()
+        parts = clock.stop(end)
+        if times_ms is not None:
+            times_ms.append(1000.0 * (end - start))
+        if parts_ms is not None:
+            parts_ms.append(parts)
         return outputs
 
     model.test_step = timed
     try:
-        yield
+        with clock.hooked(model) if parts_ms is not None else contextlib.nullcontext():
+            yield
     finally:
         if own is None:
             del model.test_step  # the class's method again
@@ -170,40 +281,80 @@ def cpu_latency(
     runs: int,
     threads: int,
     timed_ms: Sequence[float] = (),
+    timed_parts_ms: Sequence[Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """Median and p90 wall time of ``model.test_step`` (pre- and post-processing included).
+    """Median and p90 wall time of ``model.test_step`` (pre- and post-processing included), and
+    where the time goes: ``latency_ms_<part>`` for each of :data:`LATENCY_PARTS`.
 
     Images are cycled through ``batches``; decoding/resizing is done beforehand and not timed.
     ``timed_ms`` are calls already timed on this CPU with ``threads`` threads (the accuracy
     pass of :func:`coco_accuracy`): their first ``warmup`` are dropped, up to ``runs`` of the
-    rest are used, and only the runs still missing are timed here.
+    rest are used, and only the runs still missing are timed here. ``timed_parts_ms`` are
+    the same calls split by part (one entry per ``timed_ms`` entry); without them, the parts
+    of a latency that reuses the pass are unknown (NaN).
+
+    Each part's figure is its median over the same runs that give ``latency_ms_median``, each
+    run's parts adding up to that run's time (:class:`_PartClock`, exclusive time: a part
+    nested in another counts once, as the inner one). A median of parts is not a part of the
+    median: ``latency_ms_parts_sum`` is their sum, and a warning is logged where it is more
+    than 10 % away from ``latency_ms_median`` (runs whose split varies a lot).
     """
     if runs < 1:
         raise ValueError(f"evaluate.latency.runs must be >= 1, got {runs}")
+    if timed_parts_ms is not None and len(timed_parts_ms) != len(timed_ms):
+        raise ValueError(
+            f"{len(timed_parts_ms)} per-part timings for {len(timed_ms)} timed calls: "
+            "each timed call needs its split by part"
+        )
     reused = list(timed_ms[warmup : warmup + runs])
+    reused_parts = list(timed_parts_ms[warmup : warmup + runs]) if timed_parts_ms else []
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     model = model.to("cpu").eval()
+    new_parts: list[dict[str, float]] = []
     try:
         missing = runs - len(reused)
-        times_ms = reused + time_test_steps(
-            model, batches, missing, warmup=warmup if len(timed_ms) < warmup else 0
-        )
+        new_warmup = warmup if len(timed_ms) < warmup else 0
+        # time_test_steps' own clock gives the run's time; the hooks only split it.
+        with _timed_test_steps(model, None, new_parts):
+            times_ms = reused + time_test_steps(model, batches, missing, warmup=new_warmup)
     finally:
         torch.set_num_threads(previous_threads)
+    parts_runs = reused_parts + new_parts[new_warmup:]
+    parts = _part_medians(parts_runs if len(parts_runs) == len(times_ms) else [])
+    median = statistics.median(times_ms)
+    if abs(parts["latency_ms_parts_sum"] - median) > 0.1 * median:
+        log.warning(
+            "latency by part: the parts' medians add up to %.3f ms, %.0f %% off the median "
+            "%.3f ms (the runs' split varies)",
+            parts["latency_ms_parts_sum"],
+            100 * (parts["latency_ms_parts_sum"] / median - 1),
+            median,
+        )
     low, high = median_ci(times_ms)
     times_ms.sort()
     p90 = times_ms[min(len(times_ms) - 1, math.ceil(0.9 * len(times_ms)) - 1)]
     return {
-        "latency_ms_median": statistics.median(times_ms),
+        "latency_ms_median": median,
         # How far the median can be trusted on this machine (bootstrap over the timed runs).
         "latency_ms_ci95_low": low,
         "latency_ms_ci95_high": high,
         "latency_ms_p90": p90,
+        **parts,
         "latency_runs": runs,
         "latency_runs_from_accuracy_pass": len(reused),
         "latency_device": cpu_description(threads),
     }
+
+
+def _part_medians(runs: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """``latency_ms_<part>``: each part's median over ``runs`` (NaN without runs), and
+    ``latency_ms_parts_sum``, the sum of those medians."""
+    medians = {
+        f"latency_ms_{part}": statistics.median(run[part] for run in runs) if runs else math.nan
+        for part in LATENCY_PARTS
+    }
+    return {**medians, "latency_ms_parts_sum": sum(medians.values())}
 
 
 @torch.no_grad()
@@ -211,6 +362,10 @@ def gpu_latency(
     model: nn.Module, batches: Sequence[Mapping[str, Any]], warmup: int, runs: int
 ) -> dict[str, Any]:
     """Median and p90 GPU time of ``model.test_step`` at batch 1, timed with CUDA events.
+
+    No split by model part here (unlike :func:`cpu_latency`): host-side hooks would time the
+    kernel launches, not the kernels, and a synchronise at every part would change what is
+    timed.
 
     The model is moved to the current CUDA device (where mmcv's deformable attention runs its
     CUDA kernel when mmcv was built with it); inputs are moved by the data preprocessor, inside
@@ -476,8 +631,9 @@ def evaluate_checkpoint(
     }
     log.info("evaluating %s: COCO AP on %s", record["variant"], val_json)
     step_times_ms: list[float] = []
+    step_parts_ms: list[dict[str, float]] = []
     accuracy, detections = coco_accuracy(
-        model, val_json, data_root, input_scale, classes, step_times_ms
+        model, val_json, data_root, input_scale, classes, step_times_ms, step_parts_ms
     )
     # The accuracy pass's calls are CPU latency runs only where it ran on the CPU.
     on_cpu = next(model.parameters()).device.type == "cpu"
@@ -496,7 +652,11 @@ def evaluate_checkpoint(
     batches = load_val_batches(val_json, data_root, input_scale, max(flops_images, 5))
     if runs < 30:
         log.warning("latency over %d < 30 runs: a smoke-run figure, not a study's median", runs)
-    record.update(cpu_latency(model, batches, warmup, runs, threads, step_times_ms * on_cpu))
+    record.update(
+        cpu_latency(
+            model, batches, warmup, runs, threads, step_times_ms * on_cpu, step_parts_ms * on_cpu
+        )
+    )
     log.info(
         "latency: %d warm-up + %d timed runs, %d threads; %d of the runs from the accuracy pass",
         warmup,

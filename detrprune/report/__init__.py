@@ -22,6 +22,7 @@ PLOT_SECTIONS: dict[str, tuple[str, str]] = {
     "accuracy_vs_latency": ("1 Accuracy", "trade-off"),
     "size_vs_ratio": ("2 Cost", "against the pruning ratio"),
     "gmacs_by_part": ("2 Cost", "by model part"),
+    "latency_by_part": ("2 Cost", "by model part"),
     "sparsity_by_part": ("2 Cost", "by model part"),
 }
 # Drawn first when the baseline's validations during training are given.

@@ -1,5 +1,10 @@
 """The study's plots: accuracy and cost against the pruning ratio, the accuracy / latency
-trade-off, where the compute and the zeros are by model part, and the iterative loop's steps.
+trade-off, where the compute, the time and the zeros are by model part, and the iterative loop's
+steps.
+
+A ratio means one thing for filter pruning (the share of channels removed) and another for weight
+pruning (the share of weights zeroed), so every plot against the ratio draws each kind on a panel
+of its own, whose axis says which it is (:func:`ratio_label`).
 
 Each figure is a deterministic PNG (fixed style, no Software metadata), written atomically.
 """
@@ -23,7 +28,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from detrprune.constants import GMACS_PARTS, SPARSITY_PARTS  # noqa: E402
+from detrprune.constants import GMACS_PARTS, LATENCY_PARTS, SPARSITY_PARTS  # noqa: E402
 from detrprune.jobs import atomic_output  # noqa: E402
 from detrprune.report import report_plots  # noqa: E402
 from detrprune.report.convergence import judge_convergence  # noqa: E402
@@ -56,6 +61,14 @@ _RC: dict[str, Any] = {
 
 # A figure from (summary table, colour per method, baseline row or None).
 Builder = Callable[[pd.DataFrame, Mapping[str, Any], "pd.Series | None"], Figure]
+
+# What a pruned variant's ratio means, by its kind (the metrics' ``kind``).
+RATIO_LABELS: dict[str, str] = {
+    "filter": "channels removed (%)",
+    "weight": "weights zeroed, sparsity (%)",
+}
+# The same, as the short tag a point or a bar of that kind is labelled with.
+_RATIO_TAGS: dict[str, str] = {"filter": "ch", "weight": "sp"}
 
 
 def report_style() -> ExitStack:
@@ -98,24 +111,11 @@ def make_plots(
     if steps is not None:
         check_steps(steps)
     plots_dir = Path(plots_dir)
-    colours = _method_colours(summary)
-    baseline = baseline_row(summary)
-    builders: dict[str, Builder] = {
-        "map_vs_ratio": _fig_map,
-        "gmacs_vs_ratio": _fig_gmacs,
-        "latency_vs_ratio": _fig_latency,
-        "accuracy_vs_latency": _fig_accuracy_vs_latency,
-        "size_vs_ratio": _fig_size,
-        "gmacs_by_part": _fig_gmacs_by_part,
-        "sparsity_by_part": _fig_sparsity_by_part,
-        "iterative_steps": lambda *_: _fig_iterative(steps, baseline),
-        "baseline_training": lambda *_: _fig_training(validations),
-    }
     paths: list[Path] = []
     with report_style():
         plots = report_plots(iterative=steps is not None, training=validations is not None)
         for stem in plots:
-            fig = builders[stem](summary, colours, baseline)
+            fig = figure(stem, summary, steps, validations)
             path = plots_dir / f"{stem}.png"
             try:
                 fig.tight_layout()
@@ -127,9 +127,75 @@ def make_plots(
     return paths
 
 
-def _series(summary: pd.DataFrame) -> list[tuple[str, bool, pd.DataFrame]]:
-    """Split non-baseline rows into (method, finetuned) series, each sorted by ratio."""
+def figure(
+    stem: str,
+    summary: pd.DataFrame,
+    steps: pd.DataFrame | None = None,
+    validations: pd.DataFrame | None = None,
+) -> Figure:
+    """The figure :func:`make_plots` saves as ``<stem>.png``, open (the caller closes it).
+
+    Drawn in the current style: :func:`make_plots` wraps it in :func:`report_style`.
+    """
+    colours = _method_colours(summary)
+    baseline = baseline_row(summary)
+    builders: dict[str, Builder] = {
+        "map_vs_ratio": _fig_map,
+        "gmacs_vs_ratio": _fig_gmacs,
+        "latency_vs_ratio": _fig_latency,
+        "accuracy_vs_latency": _fig_accuracy_vs_latency,
+        "size_vs_ratio": _fig_size,
+        "gmacs_by_part": _fig_gmacs_by_part,
+        "latency_by_part": _fig_latency_by_part,
+        "sparsity_by_part": _fig_sparsity_by_part,
+        "iterative_steps": lambda *_: _fig_iterative(steps, baseline, _iterative_kind(summary)),
+        "baseline_training": lambda *_: _fig_training(validations),
+    }
+    return builders[stem](summary, colours, baseline)
+
+
+def ratio_label(kind: str) -> str:
+    """The label of a ratio axis for variants of ``kind`` ("" when the kind is unknown)."""
+    if kind in RATIO_LABELS:
+        return RATIO_LABELS[kind]
+    return f"pruning ratio (%), {kind} pruning" if kind else "pruning ratio (%)"
+
+
+def ratio_kinds(summary: pd.DataFrame) -> list[str]:
+    """The kinds of the pruned (non-baseline) rows, one ratio panel each: filter, weight, then
+    any other in name order; ``[""]`` (one unnamed panel) when there is no pruned row."""
+    pruned = set(summary.loc[summary["method"] != BASELINE_METHOD, "kind"].astype(str))
+    known = [kind for kind in RATIO_LABELS if kind in pruned]
+    return known + sorted(pruned - set(known)) or [""]
+
+
+def _ratio_tag(kind: str, ratio: int) -> str:
+    """A point's short label: its ratio and what the ratio counts (``50%ch``, ``90%sp``)."""
+    return f"{ratio}%{_RATIO_TAGS[kind]}" if kind in _RATIO_TAGS else f"r{ratio}"
+
+
+def _ratio_panels(summary: pd.DataFrame, rows: int) -> tuple[Figure, np.ndarray, list[str]]:
+    """A figure with ``rows`` rows of ratio panels, a column per :func:`ratio_kinds` entry.
+
+    A row shares its y axis, so the kinds compare on one scale; their x axes stay apart.
+    """
+    kinds = ratio_kinds(summary)
+    width = max(_FIGSIZE_PLOT[0], 5.5 * len(kinds))
+    height = max(_FIGSIZE_PLOT[1], 4.5 * rows)
+    fig, axes = plt.subplots(rows, len(kinds), figsize=(width, height), squeeze=False, sharey="row")
+    return fig, axes, kinds
+
+
+def _panel_title(what: str, kind: str) -> str:
+    return f"{what}: {kind} pruning" if kind else what
+
+
+def _series(summary: pd.DataFrame, kind: str | None = None) -> list[tuple[str, bool, pd.DataFrame]]:
+    """Split non-baseline rows (of ``kind`` only, when given) into (method, finetuned) series,
+    each sorted by ratio."""
     rows = summary[summary["method"] != BASELINE_METHOD]
+    if kind is not None:
+        rows = rows[rows["kind"].astype(str) == kind]
     out: list[tuple[str, bool, pd.DataFrame]] = []
     for (method, finetuned), group in rows.groupby(["method", "finetuned"], sort=True):
         out.append((str(method), bool(finetuned), group.sort_values("ratio")))
@@ -159,14 +225,16 @@ def _plot_metric_vs_ratio(
     column: str,
     colours: Mapping[str, Any],
     baseline: pd.Series | None,
+    kind: str,
 ) -> None:
-    """Draw ``column`` against pruning ratio: one line per series plus the baseline reference.
+    """Draw ``column`` against the ratio of the ``kind`` variants: one line per series plus the
+    baseline reference, the x axis labelled with what that kind's ratio is (:func:`ratio_label`).
 
     Where the table has the column's 95 % interval (``<column>_ci95_low/high``) every point
     gets it as an error bar and the baseline as a band; the fine-tuned models' control (the
     baseline fine-tuned on their schedule) is drawn as a dashed reference.
     """
-    for method, finetuned, group in _series(summary):
+    for method, finetuned, group in _series(summary, kind or None):
         ax.errorbar(
             group["ratio"],
             group[column],
@@ -194,7 +262,7 @@ def _plot_metric_vs_ratio(
             linewidth=1.0,
             label="baseline fine-tuned (control)",
         )
-    ax.set_xlabel("pruning ratio (%)")
+    ax.set_xlabel(ratio_label(kind))
     ax.legend(fontsize=8)
 
 
@@ -221,38 +289,81 @@ def _error_bars(rows: pd.DataFrame, column: str) -> np.ndarray | None:
 def _fig_map(
     summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
 ) -> Figure:
-    """mAP and mAP50 vs pruning ratio, side by side."""
-    fig, axes = plt.subplots(1, 2, figsize=_FIGSIZE_WIDE, sharex=True)
-    for ax, column, label in zip(axes, ("mAP", "mAP50"), ("mAP@[.5:.95]", "mAP@.5"), strict=True):
-        _plot_metric_vs_ratio(ax, summary, column, colours, baseline)
-        ax.set_ylabel(f"{label} (COCO AP, 0-1)")
-        ax.set_title(f"{label} vs pruning ratio")
+    """mAP (top) and mAP50 (bottom) vs the ratio, a column per pruning kind."""
+    fig, axes, kinds = _ratio_panels(summary, 2)
+    for row, column, label in zip(axes, ("mAP", "mAP50"), ("mAP@[.5:.95]", "mAP@.5"), strict=True):
+        for ax, kind in zip(row, kinds, strict=True):
+            _plot_metric_vs_ratio(ax, summary, column, colours, baseline, kind)
+            ax.set_ylabel(f"{label} (COCO AP, 0-1)")
+            ax.set_title(_panel_title(label, kind))
     return fig
 
 
 def _fig_gmacs(
     summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
 ) -> Figure:
-    """GMACs vs pruning ratio."""
-    fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
-    _plot_metric_vs_ratio(ax, summary, "gmacs", colours, baseline)
-    ax.set_ylabel("compute (GMACs, fvcore: 1 multiply-add = 1 MAC)")
-    ax.set_title("GMACs vs pruning ratio")
+    """GMACs vs the ratio, a panel per pruning kind."""
+    fig, axes, kinds = _ratio_panels(summary, 1)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        _plot_metric_vs_ratio(ax, summary, "gmacs", colours, baseline, kind)
+        ax.set_ylabel("compute (GMACs, fvcore: 1 multiply-add = 1 MAC)")
+        ax.set_title(_panel_title("GMACs", kind))
     return fig
+
+
+def has_gpu_latency(summary: pd.DataFrame) -> bool:
+    """Whether any variant was timed on a GPU (``gpu_latency_ms_median``)."""
+    column = "gpu_latency_ms_median"
+    return column in summary.columns and bool(summary[column].notna().any())
 
 
 def _fig_latency(
     summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
 ) -> Figure:
-    """Median latency vs pruning ratio, with its 95 % interval (older summaries without one:
-    an upper bar reaching the p90)."""
-    fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
-    ax.set_ylabel("latency per image, batch 1 (ms)")
-    if "latency_ms_ci95_low" in summary.columns:
-        _plot_metric_vs_ratio(ax, summary, "latency_ms_median", colours, baseline)
-        ax.set_title("Latency (median, bar: its 95 % interval) vs pruning ratio")
-        return fig
-    for method, finetuned, group in _series(summary):
+    """Median CPU latency vs the ratio, a panel per pruning kind, with its 95 % interval (older
+    summaries without one: an upper bar reaching the p90). Where variants were also timed on a
+    GPU, a second row shows that median (CUDA events, no interval)."""
+    gpu = has_gpu_latency(summary)
+    fig, axes, kinds = _ratio_panels(summary, 2 if gpu else 1)
+    with_interval = "latency_ms_ci95_low" in summary.columns
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        if with_interval:
+            _plot_metric_vs_ratio(ax, summary, "latency_ms_median", colours, baseline, kind)
+            what = "CPU latency (median, bar: its 95 % interval)"
+        else:
+            _plot_latency_to_p90(ax, summary, colours, baseline, kind)
+            what = "CPU latency (median, bar to p90)"
+        ax.set_ylabel("CPU latency per image, batch 1 (ms)")
+        ax.set_title(_panel_title(what, kind))
+    if gpu:
+        for ax, kind in zip(axes[1], kinds, strict=True):
+            _plot_metric_vs_ratio(ax, summary, "gpu_latency_ms_median", colours, baseline, kind)
+            ax.set_ylabel("GPU latency per image, batch 1 (ms)")
+            ax.set_title(_panel_title("GPU latency (median, CUDA events)", kind))
+    devices = f"CPU: {_devices(summary, 'latency_device')}"
+    if gpu:
+        devices += f"; GPU: {_devices(summary, 'gpu_latency_device')}"
+    fig.suptitle(f"Latency per image ({devices})", fontsize=10)
+    return fig
+
+
+def _devices(summary: pd.DataFrame, column: str) -> str:
+    """The distinct devices named in ``column``, or "?" without it."""
+    if column not in summary.columns:
+        return "?"
+    return ", ".join(sorted(summary[column].dropna().astype(str).unique())) or "?"
+
+
+def _plot_latency_to_p90(
+    ax: Axes,
+    summary: pd.DataFrame,
+    colours: Mapping[str, Any],
+    baseline: pd.Series | None,
+    kind: str,
+) -> None:
+    """The median latency of the ``kind`` variants with an upper bar reaching the p90: the
+    spread older summaries (without a 95 % interval of the median) can show."""
+    for method, finetuned, group in _series(summary, kind or None):
         median = group["latency_ms_median"].to_numpy(dtype=float)
         upper = np.clip(group["latency_ms_p90"].to_numpy(dtype=float) - median, 0.0, None)
         ax.errorbar(
@@ -279,16 +390,15 @@ def _fig_latency(
             color="black",
             linestyle="none",
         )
-    ax.set_xlabel("pruning ratio (%)")
-    ax.set_title("Latency (median, bar to p90) vs pruning ratio")
+    ax.set_xlabel(ratio_label(kind))
     ax.legend(fontsize=8)
-    return fig
 
 
 def _fig_accuracy_vs_latency(
     summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
 ) -> Figure:
-    """Scatter of mAP vs median latency, each point labelled with its ratio."""
+    """Scatter of mAP vs median latency, each point labelled with its ratio and what the ratio
+    counts (``50%ch``: channels removed, ``90%sp``: weights zeroed)."""
     fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
     for method, finetuned, group in _series(summary):
         ax.errorbar(
@@ -307,7 +417,7 @@ def _fig_accuracy_vs_latency(
             if pd.isna(row["mAP"]) or pd.isna(row["latency_ms_median"]):
                 continue
             ax.annotate(
-                f"r{int(row['ratio'])}",
+                _ratio_tag(str(row["kind"]), int(row["ratio"])),
                 (row["latency_ms_median"], row["mAP"]),
                 textcoords="offset points",
                 xytext=(4, 4),
@@ -325,7 +435,10 @@ def _fig_accuracy_vs_latency(
             label="baseline",
             zorder=2,  # under the variants: a near-baseline variant must stay visible
         )
-    ax.set_xlabel("median latency per image (ms)")
+    ax.set_xlabel(
+        "median CPU latency per image (ms)\n"
+        "point labels: % ch = channels removed (filter), % sp = weights zeroed (weight)"
+    )
     ax.set_ylabel("mAP@[.5:.95] (COCO AP, 0-1)")
     ax.set_title("mAP vs median latency (bars: 95 % intervals, where measured)")
     ax.legend(fontsize=8)
@@ -335,11 +448,13 @@ def _fig_accuracy_vs_latency(
 def _fig_size(
     summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
 ) -> Figure:
-    """Checkpoint size and non-zero parameter fraction vs pruning ratio, side by side."""
-    fig, axes = plt.subplots(1, 2, figsize=_FIGSIZE_WIDE, sharex=True)
-    _plot_metric_vs_ratio(axes[0], summary, "checkpoint_mb", colours, baseline)
-    axes[0].set_ylabel("checkpoint size (MB)")
-    axes[0].set_title("Checkpoint size vs pruning ratio")
+    """Checkpoint size (top) and non-zero parameter fraction (bottom) vs the ratio, a column per
+    pruning kind."""
+    fig, axes, kinds = _ratio_panels(summary, 2)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        _plot_metric_vs_ratio(ax, summary, "checkpoint_mb", colours, baseline, kind)
+        ax.set_ylabel("checkpoint size (MB)")
+        ax.set_title(_panel_title("Checkpoint size", kind))
 
     frac = summary.copy()
     if baseline is not None and int(baseline["params_nonzero"]) > 0:
@@ -351,9 +466,10 @@ def _fig_size(
         ylabel = "non-zero params (fraction of own total)"
     frac["nonzero_fraction"] = frac["params_nonzero"].astype(float) / denominator
     base_frac = frac.loc[baseline.name] if baseline is not None else None
-    _plot_metric_vs_ratio(axes[1], frac, "nonzero_fraction", colours, base_frac)
-    axes[1].set_ylabel(ylabel)
-    axes[1].set_title("Non-zero parameters vs pruning ratio")
+    for ax, kind in zip(axes[1], kinds, strict=True):
+        _plot_metric_vs_ratio(ax, frac, "nonzero_fraction", colours, base_frac, kind)
+        ax.set_ylabel(ylabel)
+        ax.set_title(_panel_title("Non-zero parameters", kind))
     return fig
 
 
@@ -367,35 +483,87 @@ def _no_data(ax: Axes, text: str) -> None:
     ax.set_yticks([])
 
 
-def _fig_gmacs_by_part(
-    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
-) -> Figure:
-    """Stacked GMACs per model part for every structurally different variant.
+def _structural_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """The baseline, the zero-shot variants of other kinds than weight pruning and the
+    iterative result: the variants whose dense model differs, in the summary's order.
 
-    Weight pruning and fine-tuning leave the dense count unchanged, so only the baseline, the
-    zero-shot variants of other kinds and the iterative result are drawn: this is where filter
-    pruning removed work, and where it did not.
+    Weight pruning and fine-tuning leave the dense model's shapes unchanged (zeros are still
+    multiplied on a dense CPU), so their compute and their time by part are the baseline's.
     """
-    fig, ax = plt.subplots(figsize=(11.0, 5.5))
-    columns = [f"gmacs_{part}" for part in GMACS_PARTS]
     structural = summary["kind"] != "weight"
-    rows = summary[
+    return summary[
         structural & (~summary["finetuned"].astype(bool) | (summary["method"] == "iterative"))
     ]
-    if any(c not in rows.columns for c in columns) or rows.empty:
-        _no_data(ax, "no per-part GMACs in the metrics")
-        return fig
+
+
+def _stack_bars(ax: Axes, rows: pd.DataFrame, parts: tuple[str, ...], prefix: str) -> None:
+    """Stack ``<prefix><part>`` of ``rows`` as bars, parts bottom-up in the order given, one
+    fixed colour per position (so GMACs' and latency's parts match)."""
     positions = np.arange(len(rows))
     bottom = np.zeros(len(rows))
     cmap = plt.get_cmap("tab10")
-    for i, (part, column) in enumerate(zip(GMACS_PARTS, columns, strict=True)):
-        values = rows[column].fillna(0.0).to_numpy(dtype=float)
+    for i, part in enumerate(parts):
+        values = rows[f"{prefix}{part}"].fillna(0.0).to_numpy(dtype=float)
         ax.bar(positions, values, bottom=bottom, color=cmap(i), label=part)
         bottom += values
     ax.set_xticks(positions, _bar_labels(rows), rotation=60, ha="right", fontsize=7)
+    ax.set_xlabel("variant (rNN: NN % of channels removed)")
+
+
+def _legend_room(ax: Axes) -> None:
+    """Raise the y limit a sixth so the legend sits above the tallest stack, not on it."""
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + (high - low) / 6)
+
+
+def _fig_gmacs_by_part(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Stacked GMACs per model part for every structurally different variant
+    (:func:`_structural_rows`): where filter pruning removed work, and where it did not."""
+    fig, ax = plt.subplots(figsize=(11.0, 5.5))
+    columns = [f"gmacs_{part}" for part in GMACS_PARTS]
+    rows = _structural_rows(summary)
+    if any(c not in rows.columns for c in columns) or rows.empty:
+        _no_data(ax, "no per-part GMACs in the metrics")
+        return fig
+    _stack_bars(ax, rows, GMACS_PARTS, "gmacs_")
     ax.set_ylabel("GMACs (fvcore, 1 multiply-add = 1 MAC)")
     ax.set_title("Where the compute is: GMACs by model part")
+    _legend_room(ax)
     ax.legend(fontsize=8, ncols=3)
+    return fig
+
+
+def _fig_latency_by_part(
+    summary: pd.DataFrame, colours: Mapping[str, Any], baseline: pd.Series | None
+) -> Figure:
+    """Stacked CPU latency per model part (``latency_ms_<part>``, each part's median over the
+    timed runs) of the variants of :func:`_fig_gmacs_by_part`, in its order: where the time
+    goes beside where the compute is. The median total and its 95 % interval are drawn over
+    each stack (the medians of the parts need not add up to the median of the totals)."""
+    fig, ax = plt.subplots(figsize=(11.0, 5.5))
+    columns = [f"latency_ms_{part}" for part in LATENCY_PARTS]
+    rows = _structural_rows(summary)
+    if any(c not in rows.columns for c in columns) or rows[columns].isna().all().all():
+        _no_data(ax, "no per-part latency in the metrics")
+        return fig
+    _stack_bars(ax, rows, LATENCY_PARTS, "latency_ms_")
+    ax.errorbar(
+        np.arange(len(rows)),
+        rows["latency_ms_median"].to_numpy(dtype=float),
+        yerr=_error_bars(rows, "latency_ms_median"),
+        marker="_",
+        markersize=14,
+        capsize=4,
+        color="black",
+        linestyle="none",
+        label="median total (bar: 95 % interval)",
+    )
+    ax.set_ylabel("CPU latency per image, batch 1 (ms; median per part)")
+    ax.set_title("Where the time goes: CPU latency by model part")
+    _legend_room(ax)
+    ax.legend(fontsize=8, ncols=4)
     return fig
 
 
@@ -421,6 +589,7 @@ def _fig_sparsity_by_part(
             label=column.removeprefix("sparsity_"),
         )
     ax.set_xticks(positions, _bar_labels(rows), rotation=60, ha="right", fontsize=7)
+    ax.set_xlabel("variant (rNN: NN % of weights zeroed)")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction of zero weights (Conv/Linear)")
     ax.set_title("Achieved sparsity per model part (weight pruning)")
@@ -428,8 +597,15 @@ def _fig_sparsity_by_part(
     return fig
 
 
-def _fig_iterative(steps: pd.DataFrame, baseline: pd.Series | None) -> Figure:
-    """mAP before/after each step's fine-tune (left axis) and GMACs (right axis) vs step."""
+def _iterative_kind(summary: pd.DataFrame) -> str:
+    """The pruning kind of the iterative loop's rows ("" where the summary has none)."""
+    kinds = summary.loc[summary["method"] == "iterative", "kind"].astype(str).unique()
+    return str(kinds[0]) if len(kinds) == 1 else ""
+
+
+def _fig_iterative(steps: pd.DataFrame, baseline: pd.Series | None, kind: str = "") -> Figure:
+    """mAP before/after each step's fine-tune (left axis) and GMACs (right axis) vs step, each
+    step's tick naming the cumulative ratio as what it counts for the loop's ``kind``."""
     fig, ax = plt.subplots(figsize=_FIGSIZE_PLOT)
     step = steps["step"].to_numpy()
     ax.plot(step, steps["mAP_before_finetune"], marker="o", color="tab:red", label="mAP pruned")
@@ -447,7 +623,8 @@ def _fig_iterative(steps: pd.DataFrame, baseline: pd.Series | None) -> Figure:
             linestyle="none",
             label="kept",
         )
-    ax.set_xlabel("step (cumulative pruning ratio)")
+    counted = ratio_label(kind).removesuffix(" (%)")
+    ax.set_xlabel(f"step (cumulative {counted}, %)")
     ratios = steps["cumulative_ratio"].to_numpy(dtype=float)
     ax.set_xticks(step, [f"{s}\n({100 * r:.0f} %)" for s, r in zip(step, ratios, strict=True)])
     ax.set_ylabel("mAP@[.5:.95]")

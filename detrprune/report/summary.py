@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from detrprune.constants import CLASSES, GMACS_PARTS, SPARSITY_PARTS
+from detrprune.constants import CLASSES, GMACS_PARTS, LATENCY_PARTS, SPARSITY_PARTS
 from detrprune.evaluate.paired import PairingError, Resamples, compare_with_control, read_resamples
 from detrprune.jobs import atomic_output
 from detrprune.variants import control_of, is_control
@@ -67,6 +67,10 @@ OPTIONAL_COLUMNS: list[str] = [
     *[f"{m}_ci95_{end}" for m in ("mAP", "mAP50", "kitti_mAP_moderate") for end in ("low", "high")],
     "latency_ms_ci95_low",
     "latency_ms_ci95_high",
+    # Where the CPU time goes (evaluate.metrics.cpu_latency): each part's median over the
+    # timed runs, and the sum of those medians.
+    *[f"latency_ms_{part}" for part in LATENCY_PARTS],
+    "latency_ms_parts_sum",
     *[f"kitti_AP_{cls}_{level}" for cls in CLASSES for level in ("easy", "moderate", "hard")],
     "kitti_mAP_moderate",
     "sparse_mb",
