@@ -5,8 +5,11 @@ Run after the workflow (``make demo``)::
     .venv/bin/python bench/pruning_goals.py                 # summary numbers only
     .venv/bin/python bench/pruning_goals.py --retime        # plus an interleaved re-timing
 
-It prints one table row per variant and a verdict per goal (``met``, ``not met`` or ``not
-measured``), and writes every number and verdict to a JSON file (``--out``). The goals, their
+It prints one table row per variant (with each filter variant's latency elasticity: latency
+drop / GMACs drop) and a verdict per goal (``met``, ``not met`` or ``not measured``), explains
+goal e's best candidate and every failed latency check by model part, and writes every number
+and verdict to a JSON file (``--out``). With ``--retime``, goal e is judged on the re-timed
+latency. The goals, their
 thresholds and the tables are :mod:`detrprune.evaluate.goals` and
 :mod:`detrprune.evaluate.goals_report`; ``--retime`` is :mod:`detrprune.evaluate.retime`.
 Verdicts are measurements, not assertions: the exit status is 0 whatever they are, and non-zero

@@ -137,7 +137,13 @@ def _check(goal: dict, subject: str) -> dict:
 def test_verdicts_and_numbers(tmp_path):
     record, stdout = bench_record(tmp_path, study_rows())
     assert record["baseline"] == "baseline"
-    assert record["verdicts"] == {"a": "not measured", "b": "not met", "c": "not met", "d": "met"}
+    assert record["verdicts"] == {
+        "a": "not measured",
+        "b": "not met",
+        "c": "not met",
+        "d": "met",
+        "e": "not measured",
+    }
     assert "retime" in record and record["retime"] is None
 
     # achieved GMAC/s = GMACs / latency in seconds; speedup and FLOPs reduction vs baseline.
@@ -186,7 +192,24 @@ def test_verdicts_and_numbers(tmp_path):
         "prune/weight/r90"
     ]
 
+    # e: the most elastic row with >= 40 % fewer GMACs is prune/filter_ffn/r50 (42 % faster for
+    # 45 % fewer GMACs: 0.93), and it has no fine-tuned twin whose mAP could be judged.
+    goal_e = record["goals"]["e"]
+    assert goal_e["best"] == "prune/filter_ffn/r50" and goal_e["latency_source"] == "summary"
+    assert _check(goal_e, "elasticity prune/filter_ffn/r50")["verdict"] == "met"
+    assert _check(goal_e, "accuracy prune/filter_ffn/r50")["verdict"] == "not measured"
+    assert [c["variant"] for c in goal_e["candidates"]] == [
+        "prune/filter/r50",
+        "finetune/filter/r50",
+        "prune/filter_ffn/r50",
+    ]
+    assert r50["summary"]["elasticity"] == pytest.approx(0.45 / 0.5)
+    assert _entry(record, "baseline")["summary"]["elasticity"] is None
+    assert _entry(record, "baseline")["by_part"] is None
+    assert r50["by_part"]["backbone"]["latency_ms"] is None  # no latency by part in this summary
+
     assert "goal a: NOT MEASURED" in stdout and "goal d: MET" in stdout
+    assert "goal e: NOT MEASURED" in stdout and " elast " in stdout
     assert "GMAC/s" in stdout and "prune/filter_ffn/r50" in stdout
 
 
@@ -211,6 +234,94 @@ def test_complete_study_flips_verdicts(tmp_path):
     assert _check(record["goals"]["d"]["parts"]["bound"], "prune/weight/r90")["verdict"] == (
         "not met"
     )
+
+
+PARTS = ("backbone", "neck", "encoder", "decoder", "head")
+CONTROL_COLUMNS = [
+    "control",
+    "map_kept",
+    "delta_mAP",
+    "delta_mAP_ci95_low",
+    "delta_mAP_ci95_high",
+    "significant",
+]
+PART_COLUMNS = [
+    *(f"gmacs_{part}" for part in (*PARTS, "other")),
+    *(f"latency_ms_{part}" for part in (*PARTS, "rest")),
+    "latency_ms_parts_sum",
+]
+
+
+def _parts(gmacs_backbone: float, ms_backbone: float, ms_encoder: float) -> dict:
+    """GMACs and latency by part: only the backbone's GMACs change between models."""
+    return {
+        "gmacs_backbone": gmacs_backbone,
+        "gmacs_neck": 0.5,
+        "gmacs_encoder": 2.0,
+        "gmacs_decoder": 1.0,
+        "gmacs_head": 0.4,
+        "gmacs_other": 0.1,
+        "latency_ms_backbone": ms_backbone,
+        "latency_ms_neck": 5.0,
+        "latency_ms_encoder": ms_encoder,
+        "latency_ms_decoder": 10.0,
+        "latency_ms_head": 3.0,
+        "latency_ms_rest": 12.0,
+        "latency_ms_parts_sum": ms_backbone + ms_encoder + 30.0,
+    }
+
+
+def elastic_rows(kept: float, low: float, high: float) -> list[dict]:
+    """The study plus fine-tuned backbone+ffn r50 compared with its control, and latency by part.
+
+    prune/filter_ffn/r50 stays the most elastic candidate (0.93; its twin: 0.91); the twin keeps
+    ``kept`` of the control's mAP with the interval [low, high] of the difference.
+    """
+    rows = study_rows()
+    rows.append(
+        _row("finetune/filter_ffn/r50", "filter_ffn", "filter", "backbone+ffn", 50, True,
+             mAP=0.55, latency_ms_median=59.0, gmacs=5.5, checkpoint_mb=28.0, sparse_mb=27.0,
+             sparse_bound_mb=25.0)
+    )  # fmt: skip
+    parts = {"baseline": _parts(6.0, 50.0, 20.0), "prune/filter_ffn/r50": _parts(2.0, 30.0, 20.0)}
+    for row in rows:
+        row.update(parts.get(row["variant"], {}))
+        if row["finetuned"]:
+            row.update(control="finetune/baseline", map_kept=kept, delta_mAP=0.55 * (1 - 1 / kept),
+                       delta_mAP_ci95_low=low, delta_mAP_ci95_high=high,
+                       significant=low > 0 or high < 0)  # fmt: skip
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("kept", "low", "high", "verdict"),
+    [(0.98, -0.03, 0.01, "met"), (0.90, -0.1, -0.04, "not met")],
+)
+def test_goal_e_and_the_explanation_by_part(tmp_path, kept, low, high, verdict):
+    columns = [*COLUMNS, *CONTROL_COLUMNS, *PART_COLUMNS]
+    record, stdout = bench_record(tmp_path, elastic_rows(kept, low, high), columns=columns)
+    goal = record["goals"]["e"]
+    assert record["verdicts"]["e"] == verdict and goal["best"] == "prune/filter_ffn/r50"
+    assert _check(goal, "elasticity prune/filter_ffn/r50")["verdict"] == "met"
+    accuracy = _check(goal, "accuracy finetune/filter_ffn/r50")
+    assert accuracy["verdict"] == verdict
+    assert accuracy["measured"]["control"] == "finetune/baseline"
+    assert accuracy["measured"]["map_kept"] == pytest.approx(kept)
+
+    # The backbone loses 2/3 of its GMACs and 40 % of its time; the other parts keep theirs.
+    backbone = goal["by_part"]["backbone"]
+    assert backbone["gmacs_reduction"] == pytest.approx(2 / 3)
+    assert backbone["latency_reduction"] == pytest.approx(0.4)
+    assert backbone["elasticity"] == pytest.approx(0.6)
+    assert goal["by_part"]["rest"]["gmacs_part"] == "other"
+    entry = _entry(record, "prune/filter_ffn/r50")
+    assert entry["by_part"] == goal["by_part"]
+    assert _entry(record, "prune/filter/r50")["by_part"]["backbone"]["latency_ms"] is None
+    assert "    by part, baseline -> prune/filter_ffn/r50 (latency: the summary's, per part):" in (
+        stdout
+    )
+    assert "6.000 -> 2.000 (-66.7%), latency 50.00 -> 30.00 ms (-40.0%), elasticity 0.60" in stdout
+    assert f"goal e: {verdict.upper()}" in stdout
 
 
 def test_an_untrained_baseline_measures_no_share_of_its_map(tmp_path):
@@ -326,3 +437,7 @@ def test_retime_without_model_files_is_not_measured(tmp_path):
     assert "baseline" in record["retime"]["not_measured"]
     assert record["verdicts"]["b_retimed"] == "not measured"
     assert record["verdicts"]["b"] == "not met"  # the summary's latency is still judged
+    # With a re-timing, goal e is judged on it alone: nothing re-timed, nothing judged.
+    assert record["goals"]["e"]["latency_source"] == "re-timed"
+    assert record["verdicts"]["e"] == "not measured"
+    assert "goal e: NOT MEASURED" in stdout and "(re-timed latency)" in stdout

@@ -24,6 +24,7 @@ from detrprune.evaluate.goals import (
     goal_b,
     goal_c,
     goal_d,
+    goal_e,
     read_summary,
     safe_ratio,
     size_numbers,
@@ -31,6 +32,7 @@ from detrprune.evaluate.goals import (
 from detrprune.evaluate.goals_report import (
     check_goals,
     evaluate,
+    goal_lines,
     jsonable,
     retimed_latency,
     retimed_table,
@@ -113,6 +115,22 @@ def test_read_summary_types_and_missing_values(tmp_path):
     assert math.isnan(summary.loc[0, "extra"]) and summary.loc[1, "extra"] == 3.0
     # Goal columns the file lacks are there, all NaN.
     assert summary["sparse_mb"].isna().all() and summary["checkpoint_mb"].isna().all()
+
+
+def test_read_summary_keeps_the_control_as_text(tmp_path):
+    summary = read_summary(
+        write(
+            tmp_path / "summary.csv",
+            "variant,kind,ratio,finetuned,control,map_kept\n"
+            "baseline,baseline,0,False,,\n"
+            "finetune/filter/r50,filter,50,True,finetune/baseline,0.98\n",
+        )
+    )
+    assert summary["control"].tolist() == ["", "finetune/baseline"]
+    assert summary.loc[1, "map_kept"] == 0.98
+    assert read_summary(write(tmp_path / "old.csv", "variant,kind\nb,baseline\n"))[
+        "control"
+    ].tolist() == [""]
 
 
 def test_read_summary_takes_the_kind_from_method_in_old_summaries(tmp_path):
@@ -365,6 +383,285 @@ def test_goal_d_without_a_high_ratio_weight_row():
 
 
 # --------------------------------------------------------------------------------------------
+# goal e: latency elasticity of the best structured variant with >= 40 % fewer GMACs
+# --------------------------------------------------------------------------------------------
+
+# The fine-tuned twin's comparison with its control of equal training (finetune/baseline):
+# within the paired interval, and 98 % of the control's mAP.
+KEPT = {
+    "control": "finetune/baseline",
+    "map_kept": 0.98,
+    "delta_mAP": -0.01,
+    "delta_mAP_ci95_low": -0.03,
+    "delta_mAP_ci95_high": 0.01,
+}
+
+
+def elastic_study(**twin: float) -> pd.DataFrame:
+    """Filter rows around the 40 % GMACs cut, each elasticity chosen, and rows goal e skips.
+
+    prune/f50 (50 % fewer GMACs, 45 % faster: elasticity 0.9) is the best candidate; its
+    fine-tuned twin (0.8) and prune/all40 (exactly 40 % fewer, 0.5) are the others; ``twin``
+    overrides the twin's comparison with its control.
+    """
+    return table(
+        BASE,
+        filter_row("prune/f20", "backbone", 20, gmacs=8.0, latency_ms_median=75.0),  # 20 %: no
+        filter_row("prune/f50", "backbone", 50, gmacs=5.0, latency_ms_median=55.0),
+        filter_row("finetune/f50", "backbone", 50, True, gmacs=5.0, latency_ms_median=60.0,
+                   mAP=0.55, **{**KEPT, **twin}),
+        filter_row("prune/all40", "backbone+residual+ffn", 40, gmacs=6.0, latency_ms_median=80.0),
+        # The criterion's control shares the architecture: a control, not a candidate.
+        filter_row("prune/random50", "backbone:random", 50, gmacs=5.0, latency_ms_median=40.0),
+        weight_row("prune/w90", 90, gmacs=10.0, latency_ms_median=50.0),
+    )  # fmt: skip
+
+
+def check_of(goal: dict, prefix: str) -> dict:
+    return next(c for c in goal["checks"] if c["subject"].startswith(prefix))
+
+
+def test_derived_numbers_give_the_latency_elasticity():
+    numbers = derived_numbers(elastic_study(), baseline_row(elastic_study()))
+    assert numbers.loc[2, "elasticity"] == pytest.approx(0.45 / 0.5)
+    assert numbers.loc[3, "elasticity"] == pytest.approx(0.4 / 0.5)
+    # The baseline and the weight row do not cut GMACs: nothing to be elastic to.
+    assert math.isnan(numbers.loc[0, "elasticity"]) and math.isnan(numbers.loc[6, "elasticity"])
+
+
+def test_goal_e_met():
+    rows = elastic_study()
+    goal = goal_e(rows, baseline_row(rows))
+    assert goal["verdict"] == MET
+    assert goal["best"] == "prune/f50" and goal["latency_source"] == "summary"
+    assert verdicts(goal) == [("elasticity prune/f50", MET), ("accuracy finetune/f50", MET)]
+    elastic = check_of(goal, "elasticity")["measured"]
+    assert elastic["elasticity"] == pytest.approx(0.9)
+    assert elastic["flops_reduction"] == pytest.approx(0.5)
+    assert elastic["baseline_latency_ms"] == 100.0 and elastic["required"] == 0.8
+    accuracy = check_of(goal, "accuracy")["measured"]
+    assert accuracy["control"] == "finetune/baseline" and accuracy["map_kept"] == 0.98
+    # Candidates: >= 40 % fewer GMACs, filter kind, not the random-criterion control.
+    assert [c["variant"] for c in goal["candidates"]] == [
+        "prune/f50",
+        "finetune/f50",
+        "prune/all40",
+    ]
+    assert [c["accuracy_met"] for c in goal["candidates"]] == [True, True, None]
+    assert goal["candidates"][2]["elasticity"] == pytest.approx(0.5)
+    assert "summary latency" in goal["description"]
+    json.dumps(jsonable(goal), allow_nan=False)
+
+
+def test_goal_e_not_met_by_elasticity():
+    rows = elastic_study()
+    rows.loc[2, "latency_ms_median"] = 80.0  # 20 % faster for 50 % fewer GMACs: 0.4
+    rows.loc[3, "latency_ms_median"] = 70.0  # the twin becomes the best: 0.6
+    goal = goal_e(rows, baseline_row(rows))
+    assert goal["verdict"] == NOT_MET and goal["best"] == "finetune/f50"
+    assert verdicts(goal) == [("elasticity finetune/f50", NOT_MET), ("accuracy finetune/f50", MET)]
+    assert check_of(goal, "elasticity")["measured"]["elasticity"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    ("twin", "verdict"),
+    [
+        # a significant drop of 8 %: outside the interval and more than 3 % below the control
+        ({"map_kept": 0.92, "delta_mAP_ci95_low": -0.08, "delta_mAP_ci95_high": -0.02}, NOT_MET),
+        # a significant drop of 2.5 %: outside the interval but within 3 %
+        ({"map_kept": 0.975, "delta_mAP_ci95_low": -0.03, "delta_mAP_ci95_high": -0.01}, MET),
+        # 90 % of the control, but the interval includes 0 (a noisy validation set)
+        ({"map_kept": 0.90, "delta_mAP_ci95_low": -0.1, "delta_mAP_ci95_high": 0.02}, MET),
+        # no interval, and 90 %: cannot tell
+        ({"map_kept": 0.90, "delta_mAP_ci95_low": NAN, "delta_mAP_ci95_high": NAN}, NOT_MEASURED),
+        # no interval, but 99 %: within 3 % whatever the interval
+        ({"map_kept": 0.99, "delta_mAP_ci95_low": NAN, "delta_mAP_ci95_high": NAN}, MET),
+    ],
+)
+def test_goal_e_accuracy_against_the_control(twin, verdict):
+    rows = elastic_study(**twin)
+    goal = goal_e(rows, baseline_row(rows))
+    assert check_of(goal, "elasticity")["verdict"] == MET
+    assert check_of(goal, "accuracy")["verdict"] == verdict
+    assert goal["verdict"] == verdict
+
+
+def test_goal_e_not_met_by_accuracy_outweighs_a_met_elasticity():
+    rows = elastic_study(map_kept=0.9, delta_mAP_ci95_low=-0.1, delta_mAP_ci95_high=-0.05)
+    goal = goal_e(rows, baseline_row(rows))
+    assert goal["verdict"] == NOT_MET
+    assert verdicts(goal) == [("elasticity prune/f50", MET), ("accuracy finetune/f50", NOT_MET)]
+
+
+def test_goal_e_not_measured():
+    rows = elastic_study()
+    # No row with >= 40 % fewer GMACs (the random control does not count).
+    few = rows[~rows["variant"].isin(["prune/f50", "finetune/f50", "prune/all40"])]
+    goal = goal_e(few, baseline_row(few))
+    assert goal["verdict"] == NOT_MEASURED and goal["checks"] == []
+    assert goal["reason"].startswith("no filter row with >= 40 % fewer GMACs")
+    # No fine-tuned twin: the best candidate's accuracy is not measured.
+    alone = rows[rows["variant"] != "finetune/f50"]
+    goal = goal_e(alone, baseline_row(alone))
+    assert goal["verdict"] == NOT_MEASURED
+    assert check_of(goal, "accuracy")["reason"] == "no fine-tuned row of this method and ratio"
+    # No candidate's latency measured.
+    untimed = rows.assign(latency_ms_median=NAN)
+    goal = goal_e(untimed, baseline_row(untimed))
+    assert verdicts(goal) == [("elasticity", NOT_MEASURED)]
+    assert "no candidate's summary latency" in goal["checks"][0]["reason"]
+    # No baseline: nothing is relative to it.
+    assert goal_e(rows.iloc[1:], None)["verdict"] == NOT_MEASURED
+
+
+def test_goal_e_twins_pair_by_method_scope_and_ratio():
+    """Two methods of one scope and ratio: each zero-shot row is judged on its own twin."""
+    rows = elastic_study(map_kept=0.5, delta_mAP_ci95_low=-0.4, delta_mAP_ci95_high=-0.2)
+    rows["method"] = ["baseline", "filter", "filter", "filter", "all", "random", "weight"]
+    other = [
+        filter_row("prune/g50", "backbone", 50, gmacs=5.0, latency_ms_median=50.0, method="g"),
+        filter_row("finetune/g50", "backbone", 50, True, gmacs=5.0, method="g", **KEPT),
+    ]
+    rows = pd.concat([rows, table(*other)], ignore_index=True)
+    goal = goal_e(rows, baseline_row(rows))
+    assert goal["best"] == "prune/g50"  # 1.0
+    assert goal["verdict"] == MET
+    assert check_of(goal, "accuracy")["subject"] == "accuracy finetune/g50"
+    accuracy = {c["variant"]: c["accuracy_variant"] for c in goal["candidates"]}
+    assert accuracy["prune/f50"] == "finetune/f50" and accuracy["prune/g50"] == "finetune/g50"
+
+
+def test_goal_e_on_retimed_latency_with_its_interval():
+    rows = elastic_study()
+    retimed = pd.Series([100.0, NAN, 80.0, NAN, NAN, NAN, NAN])  # only prune/f50 re-timed
+    speedup_ci = pd.DataFrame({"speedup_ci95_low": [1.1], "speedup_ci95_high": [1.5]}, index=[2])
+    goal = goal_e(rows, baseline_row(rows), retimed, "re-timed", speedup_ci)
+    assert goal["latency_source"] == "re-timed" and "re-timed latency" in goal["description"]
+    assert goal["verdict"] == NOT_MET  # 20 % faster for 50 % fewer GMACs: 0.4
+    measured = check_of(goal, "elasticity")["measured"]
+    assert measured["elasticity"] == pytest.approx(0.4)
+    assert measured["speedup"] == pytest.approx(1.25)
+    assert measured["speedup_ci95_low"] == 1.1 and measured["speedup_ci95_high"] == 1.5
+    # speedup s -> elasticity (1 - 1/s) / 0.5
+    assert measured["elasticity_ci95_low"] == pytest.approx((1 - 1 / 1.1) / 0.5)
+    assert measured["elasticity_ci95_high"] == pytest.approx((1 - 1 / 1.5) / 0.5)
+    # The candidates without a re-timed latency are listed, unmeasured.
+    assert all(math.isnan(c["elasticity"]) for c in goal["candidates"][1:])
+
+
+def test_evaluate_judges_goal_e_on_the_retimed_latency():
+    rows = elastic_study()
+    timing = {"latency_ms_p90": 1.0, "latency_runs": 4, "round_medians_ms": [1.0, 2.0]}
+    models = {
+        variant: {"latency_ms_median": ms, **timing, "round_times_ms": [[ms, ms], [ms, ms]]}
+        for variant, ms in (("baseline", 100.0), ("prune/f50", 60.0), ("finetune/f50", 50.0))
+    }
+    retimed = {
+        "rounds": 2,
+        "runs_per_round": 2,
+        "images": 1,
+        "latency_device": "cpu (test)",
+        "models": models,
+    }
+    entries, checked = evaluate(rows, retimed)
+    assert list(checked) == ["a", "b", "c", "d", "b_retimed", "e"]
+    goal = checked["e"]
+    assert goal["latency_source"] == "re-timed" and goal["best"] == "finetune/f50"
+    assert goal["verdict"] == MET  # 50 % faster for 50 % fewer GMACs: 1.0
+    measured = check_of(goal, "elasticity")["measured"]
+    assert measured["elasticity"] == pytest.approx(1.0)
+    assert measured["speedup_ci95_low"] == pytest.approx(2.0)
+    # Every re-timed filter entry carries its elasticity and the interval of it.
+    tuned = entries[3]["retimed"]
+    assert tuned["elasticity"] == pytest.approx(1.0)
+    assert tuned["elasticity_ci95_low"] == pytest.approx(1.0)
+    assert entries[2]["retimed"]["elasticity"] == pytest.approx(0.8)
+    assert retimed_table(entries)["elast"].tolist()[1:] == pytest.approx([0.8, 1.0])
+    text = check_goals(Path("s.csv"), rows, retimed).report()
+    assert "candidates' elasticity (re-timed latency): prune/f50 0.8, finetune/f50 1," in text
+
+
+# --------------------------------------------------------------------------------------------
+# elasticity in the tables and the explanation by part
+# --------------------------------------------------------------------------------------------
+
+
+def with_parts(rows: pd.DataFrame) -> pd.DataFrame:
+    """GMACs and latency by part: the backbone halves its GMACs and time in prune/f50 but the
+    encoder and the unclaimed rest keep their time."""
+    parts = {
+        "gmacs_backbone": [6.0, 4.8, 3.0, 3.0, 3.6, 3.0, 6.0],
+        "gmacs_encoder": [3.0, 2.4, 1.5, 1.5, 1.8, 1.5, 3.0],
+        "gmacs_other": [0.1] * 7,
+        "latency_ms_backbone": [50.0, 40.0, 25.0, 27.0, 35.0, 25.0, 50.0],
+        "latency_ms_encoder": [30.0, 28.0, 28.0, 28.0, 28.0, 28.0, 30.0],
+        "latency_ms_rest": [10.0] * 7,
+    }
+    return rows.assign(**parts)
+
+
+def test_entries_explain_each_filter_variant_by_part():
+    rows = with_parts(elastic_study())
+    entries, checked = evaluate(rows)
+    assert entries[0]["by_part"] is None and entries[6]["by_part"] is None  # not filter rows
+    parts = entries[2]["by_part"]
+    assert list(parts) == ["backbone", "neck", "encoder", "decoder", "head", "rest"]
+    assert parts["backbone"]["gmacs_reduction"] == pytest.approx(0.5)
+    assert parts["backbone"]["latency_reduction"] == pytest.approx(0.5)
+    assert parts["encoder"]["gmacs_reduction"] == pytest.approx(0.5)
+    assert parts["encoder"]["latency_reduction"] == pytest.approx(2 / 30)
+    assert parts["encoder"]["elasticity"] == pytest.approx((2 / 30) / 0.5)
+    assert parts["rest"]["gmacs_part"] == "other" and parts["rest"]["latency_ms"] == 10.0
+    assert math.isnan(parts["neck"]["latency_ms"])  # the summary has no neck columns
+    assert jsonable(checked["e"]["by_part"]) == jsonable(parts)
+    text = check_goals(Path("s.csv"), rows).report()
+    lines = text.splitlines()
+    start = lines.index("    by part, baseline -> prune/f50 (latency: the summary's, per part):")
+    assert lines[start + 1].split() == [
+        "backbone", "GMACs", "6.000", "->", "3.000", "(-50.0%),", "latency", "50.00", "->",
+        "25.00", "ms", "(-50.0%),", "elasticity", "1.00",
+    ]  # fmt: skip
+    assert lines[start + 2].split()[:6] == ["neck", "GMACs", "n/a", "->", "n/a,", "latency"]
+    assert "encoder" in lines[start + 3] and "30.00 -> 28.00 ms (-6.7%)" in lines[start + 3]
+    assert lines[start + 6].split()[:3] == ["rest", "(GMACs", "other)"]
+    assert "10.00 -> 10.00 ms (+0.0%)" in lines[start + 6]
+
+
+def test_the_report_says_when_the_summary_has_no_latency_by_part():
+    text = check_goals(Path("s.csv"), elastic_study()).report()
+    assert "    by part, baseline -> prune/f50 (latency: the summary's, per part):" in text
+    assert "(the summary has no latency_ms_<part> columns: latency by part n/a)" in text
+
+
+def test_a_failed_latency_check_is_explained_by_part_when_the_summary_has_parts():
+    rows = with_parts(elastic_study())
+    lines = goal_lines("b", goal_b(rows, baseline_row(rows)), {
+        e["variant"]: e["by_part"] for e in evaluate(rows)[0]
+    })  # fmt: skip
+    failed = next(i for i, line in enumerate(lines) if "not met      prune/all40:" in line)
+    assert lines[failed + 1] == (
+        "        by part, baseline -> prune/all40 (latency: the summary's, per part):"
+    )
+    met = next(i for i, line in enumerate(lines) if "met          prune/f50:" in line)
+    assert "by part" not in lines[met + 1]  # only a failed check is explained
+    # Without latency by part there is nothing to explain a failed check with.
+    rows = elastic_study()
+    plain = goal_lines("b", goal_b(rows, baseline_row(rows)), {
+        e["variant"]: e["by_part"] for e in evaluate(rows)[0]
+    })  # fmt: skip
+    assert not any("by part" in line for line in plain)
+
+
+def test_variants_table_shows_every_filter_elasticity():
+    entries, _ = evaluate(elastic_study())
+    shown = variants_table(entries)
+    assert shown["elast"].tolist()[1:6] == pytest.approx([1.25, 0.9, 0.8, 0.5, 1.2])
+    assert math.isnan(shown["elast"][0]) and math.isnan(shown["elast"][6])
+    text = check_goals(Path("s.csv"), elastic_study()).report()
+    assert " elast " in text.splitlines()[3] and "0.90" in text
+
+
+# --------------------------------------------------------------------------------------------
 # entries, record, printed report
 # --------------------------------------------------------------------------------------------
 
@@ -389,11 +686,18 @@ def test_evaluate_and_record():
     assert entries[1]["summary"]["speedup"] == pytest.approx(100.0 / 55.0)
     assert entries[2]["sizes"]["dense_over_sparse"] == pytest.approx(7.5)
     assert all(e["retimed"] is None for e in entries)
-    assert list(checked) == ["a", "b", "c", "d"]
+    assert list(checked) == ["a", "b", "c", "d", "e"]
     record = check_goals(Path("s.csv"), rows).record()
     assert record["baseline"] == "baseline" and record["summary"] == "s.csv"
     assert record["thresholds"]["map_keep"] == goals.MAP_KEEP
-    assert record["verdicts"] == {"a": NOT_MEASURED, "b": MET, "c": NOT_MEASURED, "d": MET}
+    # e: prune/f50 (50 % fewer GMACs, elasticity 0.9) has no fine-tuned twin to judge mAP on.
+    assert record["verdicts"] == {
+        "a": NOT_MEASURED,
+        "b": MET,
+        "c": NOT_MEASURED,
+        "d": MET,
+        "e": NOT_MEASURED,
+    }
     assert record["variants"][2]["summary"]["speedup"] is None  # NaN -> null
     json.dumps(record, allow_nan=False)  # strict JSON
 

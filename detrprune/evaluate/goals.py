@@ -8,7 +8,14 @@ a. filter pruning at 50 % keeps >= 90 % of the baseline mAP after fine-tuning (p
 b. CPU latency falls by at least 0.8x the fraction FLOPs fall (every filter variant);
 c. filter scope ``backbone+ffn`` cuts more FLOPs than ``backbone`` at equal ratio (zero-shot);
 d. every sparse checkpoint is <= 1.1x its information bound, and at >= 90 % weight pruning it is
-   >= 6x smaller than the dense checkpoint.
+   >= 6x smaller than the dense checkpoint;
+e. the structured variant with the highest latency elasticity (relative latency drop / relative
+   GMAC drop) among those with >= 40 % fewer GMACs than the baseline reaches an elasticity of
+   0.8, and its fine-tuned twin's mAP is within the paired interval of its control of equal
+   training or at most 3 % below it.
+
+:func:`part_changes` explains an elasticity by model part: each part's GMACs and latency against
+the baseline's same part (``latency_ms_<part>``, where the summary has it).
 
 A goal's verdict is ``met``, ``not met`` or ``not measured`` (a row or column the summary lacks):
 a measurement, not an assertion. Rows are keyed on the ``kind`` / ``scope`` / ``ratio`` /
@@ -26,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from detrprune.constants import LATENCY_PARTS
+
 # Goal thresholds.
 FILTER_GOAL_RATIO = 50  # goal a: the filter ratio (percent) checked after fine-tuning
 MAP_KEEP = 0.90  # goal a: share of the baseline mAP to keep
@@ -34,6 +43,9 @@ SCOPE_NARROW, SCOPE_WIDE = "backbone", "backbone+ffn"  # goal c: the filter scop
 SPARSE_BOUND_SLACK = 1.10  # goal d: sparse_mb <= this x sparse_bound_mb
 WEIGHT_HIGH_RATIO = 90  # goal d: weight ratio (percent, and above) for the dense/sparse check
 DENSE_OVER_SPARSE_MIN = 6.0  # goal d: checkpoint_mb / sparse_mb at that ratio
+ELASTICITY_FLOPS_CUT = 0.40  # goal e: candidates have at least this share fewer GMACs
+ELASTICITY_MIN = 0.80  # goal e: latency drop / GMACs drop of the best candidate
+CONTROL_MAP_KEEP = 0.97  # goal e: else its mAP is at most 3 % below its control's
 
 # As copied into the JSON record.
 THRESHOLDS: dict[str, float] = {
@@ -43,12 +55,23 @@ THRESHOLDS: dict[str, float] = {
     "sparse_bound_slack": SPARSE_BOUND_SLACK,
     "weight_high_ratio": WEIGHT_HIGH_RATIO,
     "dense_over_sparse_min": DENSE_OVER_SPARSE_MIN,
+    "elasticity_flops_cut": ELASTICITY_FLOPS_CUT,
+    "elasticity_min": ELASTICITY_MIN,
+    "control_map_keep": CONTROL_MAP_KEEP,
 }
 
 MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
 
 # Columns kept as text (stripped); ``finetuned`` is read as a truth value.
-TEXT_COLUMNS = ("variant", "method", "kind", "scope", "latency_device", "gpu_latency_device")
+TEXT_COLUMNS = (
+    "variant",
+    "method",
+    "kind",
+    "scope",
+    "control",
+    "latency_device",
+    "gpu_latency_device",
+)
 TRUE_WORDS = ("true", "1", "yes", "t")
 # Numeric columns the goals read: always in the table (NaN when the file lacks them), and a cell
 # that is neither blank nor a number is an error. Other columns are numbers or NaN.
@@ -81,9 +104,10 @@ def read_summary(path: Path) -> pd.DataFrame:
 
     Only ``variant`` and one of ``kind`` / ``method`` are required. Without a ``kind`` column, a
     ``method`` named ``baseline``, ``filter`` or ``weight`` (the format before ``kind`` existed)
-    gives it. The table has the :data:`TEXT_COLUMNS` the file has plus ``kind``, ``scope`` and
-    ``latency_device`` as text, ``finetuned`` as bool, ``ratio`` as nullable ``Int64`` and every
-    other column (:data:`GOAL_COLUMNS` always) as float, NaN where missing; a negative AP is NaN.
+    gives it. The table has the :data:`TEXT_COLUMNS` the file has plus ``kind``, ``scope``,
+    ``control`` and ``latency_device`` as text, ``finetuned`` as bool, ``ratio`` as nullable
+    ``Int64`` and every other column (:data:`GOAL_COLUMNS` always) as float, NaN where missing; a
+    negative AP is NaN.
 
     Raises:
         SummaryError: a one-line message naming ``path``: missing/unreadable file, no header, no
@@ -121,7 +145,7 @@ def read_summary(path: Path) -> pd.DataFrame:
     if "kind" not in raw:
         method = text("method")
         table["kind"] = method.where(method.isin(KNOWN_KINDS), "")
-    for column in ("scope", "latency_device"):
+    for column in ("scope", "control", "latency_device"):
         table[column] = text(column)
     table["finetuned"] = text("finetuned").str.lower().isin(TRUE_WORDS)
     numeric = [c for c in columns if c not in TEXT_COLUMNS and c != "finetuned"]
@@ -190,23 +214,99 @@ def derived_numbers(
     ``latency`` is each row's median latency in ms (default: the summary's; pass the re-timed
     ones instead); the baseline's is taken from it too. ``flops_reduction`` and
     ``latency_reduction`` are fractions (0.3 = 30 % fewer); ``speedup`` is baseline latency /
-    latency; ``map_retained`` is the share of the baseline mAP kept.
+    latency; ``elasticity`` is :func:`elasticity` of the two reductions; ``map_retained`` is the
+    share of the baseline mAP kept.
     """
     latency = summary["latency_ms_median"] if latency is None else latency.astype(float)
     base_latency = math.nan if base is None else float(latency.loc[base.name])
     gmacs = summary["gmacs"]
+    flops_reduction = 1.0 - safe_ratio(gmacs, _at(base, "gmacs"))
+    latency_reduction = 1.0 - safe_ratio(latency, base_latency)
     return pd.DataFrame(
         {
             "gmacs": gmacs,
-            "flops_reduction": 1.0 - safe_ratio(gmacs, _at(base, "gmacs")),
+            "flops_reduction": flops_reduction,
             "latency_ms_median": latency,
-            "latency_reduction": 1.0 - safe_ratio(latency, base_latency),
+            "latency_reduction": latency_reduction,
             "speedup": safe_ratio(base_latency, latency),
+            "elasticity": elasticity(latency_reduction, flops_reduction),
             "gmacs_per_s": gmacs_per_second(gmacs, latency),
             "map_retained": safe_ratio(summary["mAP"], _at(base, "mAP")),
         },
         index=summary.index,
     )
+
+
+def elasticity(latency_reduction: Any, flops_reduction: Any) -> Any:
+    """Latency elasticity: the relative latency drop per relative GMACs drop.
+
+    1.0: latency falls in proportion to the GMACs; 0: it does not fall at all; below 0: it rises.
+    NaN where the GMACs do not fall (nothing to be elastic to) or a number is missing.
+    """
+    return safe_ratio(latency_reduction, flops_reduction)
+
+
+def speedup_to_elasticity(speedup: Any, flops_reduction: Any) -> Any:
+    """The elasticity a speedup (baseline latency / latency) gives at ``flops_reduction``.
+
+    Monotone in the speedup, so a speedup interval's ends give the elasticity interval's ends.
+    """
+    return elasticity(1.0 - safe_ratio(1.0, speedup), flops_reduction)
+
+
+# Each latency part beside the GMACs part it is compared with: ``rest`` (pre/post-processing,
+# proposal selection: the time no module claims) against ``other`` (the GMACs no module claims).
+PART_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (part, "other" if part == "rest" else part) for part in LATENCY_PARTS
+)
+
+
+def _column(summary: pd.DataFrame, column: str) -> pd.Series:
+    """A numeric column as floats, all NaN when the summary lacks it (older summaries)."""
+    if column not in summary:
+        return pd.Series(math.nan, index=summary.index, dtype=float)
+    return pd.to_numeric(summary[column], errors="coerce").astype(float)
+
+
+def part_changes(summary: pd.DataFrame, base: pd.Series | None) -> list[dict[str, dict[str, Any]]]:
+    """Per row, per latency part: its GMACs and latency against the baseline's same part.
+
+    One mapping per summary row (in order), keyed by the parts of
+    :data:`~detrprune.constants.LATENCY_PARTS`, each with ``gmacs_part`` (the GMACs column it
+    is compared with, see :data:`PART_PAIRS`), ``baseline_gmacs``, ``gmacs``,
+    ``gmacs_reduction``, ``baseline_latency_ms``, ``latency_ms``, ``latency_reduction`` and
+    ``elasticity`` (fractions as in :func:`derived_numbers`; NaN where the summary lacks the
+    part). A part whose GMACs fall while its latency does not is where a variant's elasticity
+    falls short. Latencies are always the summary's: the re-timing times whole models only.
+    """
+    parts: dict[str, pd.DataFrame] = {}
+    for latency_part, gmacs_part in PART_PAIRS:
+        gmacs = _column(summary, f"gmacs_{gmacs_part}")
+        latency = _column(summary, f"latency_ms_{latency_part}")
+        base_gmacs = math.nan if base is None else float(gmacs.loc[base.name])
+        base_latency = math.nan if base is None else float(latency.loc[base.name])
+        gmacs_reduction = 1.0 - safe_ratio(gmacs, base_gmacs)
+        latency_reduction = 1.0 - safe_ratio(latency, base_latency)
+        parts[latency_part] = pd.DataFrame(
+            {
+                "baseline_gmacs": base_gmacs,
+                "gmacs": gmacs,
+                "gmacs_reduction": gmacs_reduction,
+                "baseline_latency_ms": base_latency,
+                "latency_ms": latency,
+                "latency_reduction": latency_reduction,
+                "elasticity": elasticity(latency_reduction, gmacs_reduction),
+            },
+            index=summary.index,
+        )
+    records = {part: frame.to_dict("records") for part, frame in parts.items()}
+    return [
+        {
+            latency_part: {"gmacs_part": gmacs_part, **records[latency_part][position]}
+            for latency_part, gmacs_part in PART_PAIRS
+        }
+        for position in range(len(summary))
+    ]
 
 
 def size_numbers(summary: pd.DataFrame) -> pd.DataFrame:
@@ -405,6 +505,182 @@ def goal_d(summary: pd.DataFrame) -> dict[str, Any]:
     if not dense["checks"]:  # a missing high-ratio row leaves the goal unmeasured
         goal["verdict"] = NOT_MET if bound["verdict"] == NOT_MET else NOT_MEASURED
     goal["parts"] = {"bound": bound, "dense_over_sparse": dense}
+    return goal
+
+
+def _is_criterion_control(scopes: pd.Series) -> pd.Series:
+    """The random-criterion control (scope ``<scope>:random``): a control, not a candidate."""
+    return scopes.fillna("").astype(str).str.endswith(":random")
+
+
+def _twin_key(summary: pd.DataFrame) -> pd.Series:
+    """What a zero-shot row and its fine-tuned twin share: method (where the summary names it),
+    kind, scope and ratio. The method tells two methods of one scope and ratio apart."""
+    method = summary["method"] if "method" in summary else pd.Series("", index=summary.index)
+    parts = [method.fillna("").astype(str), summary["kind"], summary["scope"]]
+    parts.append(summary["ratio"].astype("string").fillna(""))
+    return parts[0].str.cat(parts[1:], sep="|")
+
+
+def _text(value: Any) -> str | None:
+    """A text cell, None where it is blank or missing."""
+    return None if value is None or pd.isna(value) or str(value) == "" else str(value)
+
+
+def _either(*outcomes: bool | None) -> bool | None:
+    """Three-valued or: True if any is True, False if all are False, else None (unknown)."""
+    if any(outcome is True for outcome in outcomes):
+        return True
+    if all(outcome is False for outcome in outcomes):
+        return False
+    return None
+
+
+def accuracy_check(row: pd.Series | None) -> tuple[bool | None, dict[str, Any], str]:
+    """Goal e's accuracy condition on a fine-tuned row: its mAP is within the paired 95 %
+    interval of its control of equal training (``delta_mAP_ci95_low <= 0 <= ..._high``) or keeps
+    >= :data:`CONTROL_MAP_KEEP` of the control's mAP (``map_kept``).
+
+    Returns the outcome (None: not measured), the numbers behind it and the reason when None.
+    """
+    if row is None:
+        return None, {}, "no fine-tuned row of this method and ratio"
+    low, high, kept = (
+        float(row.get(column, math.nan))
+        for column in ("delta_mAP_ci95_low", "delta_mAP_ci95_high", "map_kept")
+    )
+    measured = {
+        "variant": row["variant"],
+        "control": _text(row.get("control")),
+        "mAP": float(row["mAP"]),
+        "map_kept": kept,
+        "delta_mAP": float(row.get("delta_mAP", math.nan)),
+        "delta_mAP_ci95_low": low,
+        "delta_mAP_ci95_high": high,
+        "required_map_kept": CONTROL_MAP_KEEP,
+    }
+    within = None if _missing(low, high) else bool(low <= 0.0 <= high)
+    close = None if _missing(kept) else bool(kept >= CONTROL_MAP_KEEP)
+    passed = _either(within, close)
+    return passed, measured, "no paired interval or map_kept against the control"
+
+
+def goal_e(
+    summary: pd.DataFrame,
+    base: pd.Series | None,
+    latency: pd.Series | None = None,
+    source: str = "summary",
+    speedup_ci: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """The most latency-elastic structured variant with >= 40 % fewer GMACs reaches elasticity
+    0.8 and keeps its accuracy against its control of equal training.
+
+    Candidates are the filter rows with at least :data:`ELASTICITY_FLOPS_CUT` fewer GMACs than
+    the baseline (not the random-criterion control); the best is the one with the highest
+    measured elasticity. A zero-shot row and its fine-tuned twin share an architecture, so both
+    are candidates, and the accuracy condition (:func:`accuracy_check`) always reads the
+    fine-tuned row of the same method and ratio. ``latency`` is each row's median latency in ms
+    (default: the summary's), ``source`` names it; ``speedup_ci`` (columns
+    ``speedup_ci95_low/high``, by row) adds the elasticity's interval. The goal holds two
+    checks on the best candidate (elasticity, accuracy), its ``candidates`` and
+    ``latency_source``, and the best's name (``best``) and ``by_part`` (:func:`part_changes`).
+    """
+    description = (
+        f"the filter variant with >= {100 * ELASTICITY_FLOPS_CUT:g} % fewer GMACs and the "
+        f"highest latency elasticity reaches >= {ELASTICITY_MIN:g}, and its fine-tuned mAP is "
+        f"within the paired 95 % interval of its control or >= {100 * CONTROL_MAP_KEEP:g} % of "
+        f"it ({source} latency)"
+    )
+    derived = derived_numbers(summary, base, latency)
+    base_latency = math.nan if base is None else float(derived.loc[base.name, "latency_ms_median"])
+    is_candidate = (
+        summary["kind"].eq("filter")
+        & ~_is_criterion_control(summary["scope"])
+        & derived["flops_reduction"].ge(ELASTICITY_FLOPS_CUT)
+    )
+    keys = _twin_key(summary)
+    finetuned = summary["finetuned"].astype(bool)
+    tuned_by_key = {
+        key: label for label, key in keys[finetuned & summary["kind"].eq("filter")].items()
+    }
+    parts = dict(zip(summary.index, part_changes(summary, base), strict=True))
+
+    candidates = []
+    for label in summary.index[is_candidate]:
+        row, numbers = summary.loc[label], derived.loc[label]
+        twin = tuned_by_key.get(keys[label])
+        accurate, accuracy, _ = accuracy_check(None if twin is None else summary.loc[twin])
+        value = float(numbers["elasticity"])
+        candidates.append(
+            {
+                "label": label,
+                "variant": row["variant"],
+                "scope": row["scope"],
+                "ratio": None if pd.isna(row["ratio"]) else int(row["ratio"]),
+                "finetuned": bool(row["finetuned"]),
+                "flops_reduction": float(numbers["flops_reduction"]),
+                "latency_reduction": float(numbers["latency_reduction"]),
+                "elasticity": value,
+                "elasticity_met": None if _missing(value) else bool(value >= ELASTICITY_MIN),
+                "accuracy_variant": accuracy.get("variant"),
+                "accuracy_met": accurate,
+            }
+        )
+    goal_extra: dict[str, Any] = {"latency_source": source}
+    measured = [c for c in candidates if not _missing(c["elasticity"])]
+    if not candidates:
+        goal = _goal(
+            description,
+            [],
+            f"no filter row with >= {100 * ELASTICITY_FLOPS_CUT:g} % fewer GMACs than the "
+            "baseline (or no baseline GMACs)",
+        )
+    elif not measured:
+        reason = f"no candidate's {source} latency (or the baseline's) is measured"
+        check = _judge("elasticity", {"candidates": len(candidates)}, None, reason)
+        goal = _goal(description, [check], "")
+    else:
+        best = max(measured, key=lambda c: c["elasticity"])  # first of equals, in table order
+        label = best["label"]
+        numbers = derived.loc[label]
+        elastic = {
+            "variant": best["variant"],
+            "scope": best["scope"],
+            "ratio": best["ratio"],
+            "finetuned": best["finetuned"],
+            "gmacs": float(numbers["gmacs"]),
+            "baseline_gmacs": _at(base, "gmacs"),
+            "flops_reduction": best["flops_reduction"],
+            "latency_ms": float(numbers["latency_ms_median"]),
+            "baseline_latency_ms": base_latency,
+            "latency_reduction": best["latency_reduction"],
+            "elasticity": best["elasticity"],
+            "required": ELASTICITY_MIN,
+        }
+        if speedup_ci is not None and label in speedup_ci.index:
+            low, high = (
+                float(speedup_ci.loc[label, f"speedup_ci95_{end}"]) for end in ("low", "high")
+            )
+            elastic.update(
+                speedup=float(numbers["speedup"]),
+                speedup_ci95_low=low,
+                speedup_ci95_high=high,
+                elasticity_ci95_low=speedup_to_elasticity(low, best["flops_reduction"]),
+                elasticity_ci95_high=speedup_to_elasticity(high, best["flops_reduction"]),
+            )
+        twin = tuned_by_key.get(keys[label])
+        accurate, accuracy, reason = accuracy_check(None if twin is None else summary.loc[twin])
+        checks = [
+            _judge(f"elasticity {best['variant']}", elastic, best["elasticity_met"], ""),
+            _judge(
+                f"accuracy {accuracy.get('variant', best['variant'])}", accuracy, accurate, reason
+            ),
+        ]
+        goal = _goal(description, checks, "")
+        goal_extra.update(best=best["variant"], by_part=parts[label])
+    for candidate in candidates:
+        del candidate["label"]  # the table's index label: not part of the record
+    goal.update(goal_extra, candidates=candidates)
     return goal
 
 

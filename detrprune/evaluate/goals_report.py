@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from detrprune.evaluate.goals import (
+    NOT_MET,
     THRESHOLDS,
     baseline_row,
     derived_numbers,
@@ -25,20 +26,26 @@ from detrprune.evaluate.goals import (
     goal_b,
     goal_c,
     goal_d,
+    goal_e,
+    part_changes,
     size_numbers,
     speedup_interval,
+    speedup_to_elasticity,
 )
 
 VARIANTS_LEGEND = (
     "FLOPs chg: change vs baseline; mAP/base: share of the baseline mAP kept;\n"
     "speedup = baseline latency / latency; GMAC/s = GMACs / latency (s);\n"
+    "elast = latency elasticity: latency drop / GMACs drop (1: in proportion; n/a: GMACs do not "
+    "fall);\n"
     "/bound = sparse_mb / sparse_bound_mb; dense/sparse = checkpoint_mb / sparse_mb;\n"
     "n/a = not measured."
 )
 RETIMED_LEGEND = (
     "round medians: lowest-highest per-round median (drift); 95% low/high: the speedup's "
     "bootstrap interval over whole rounds (paired across models); "
-    "lat chg: re-timed latency change vs the re-timed baseline."
+    "lat chg: re-timed latency change vs the re-timed baseline; elast: its latency drop / GMACs "
+    "drop."
 )
 
 
@@ -55,17 +62,23 @@ def evaluate(
 
     ``retimed`` is :func:`detrprune.evaluate.retime.retime_summary`'s record (its ``models``:
     timings by variant). Returns one entry per row (identity, ``summary`` numbers, ``sizes``,
-    ``retimed`` timing and numbers or None) and the goals by key (``a``..``d``, ``b_retimed``).
+    ``retimed`` timing and numbers or None, and for filter rows ``by_part``: the
+    :func:`~detrprune.evaluate.goals.part_changes` behind the elasticity, else None) and the
+    goals by key (``a``..``e``, ``b_retimed``). Goal e is judged on the re-timed latency when
+    there is a re-timing, else on the summary's.
     """
     base = baseline_row(summary)
     timings = retimed["models"] if retimed else {}
     latency = retimed_latency(summary, timings)
+    intervals = {}
     entries = []
-    for row, numbers, sizes, renumbers in zip(
+    for label, row, numbers, sizes, renumbers, parts in zip(
+        summary.index,
         summary.to_dict("records"),
         derived_numbers(summary, base).to_dict("records"),
         size_numbers(summary).to_dict("records"),
         derived_numbers(summary, base, latency).to_dict("records"),
+        part_changes(summary, base),
         strict=True,
     ):
         timing = timings.get(row["variant"])
@@ -73,7 +86,15 @@ def evaluate(
             low, high = speedup_interval(
                 timings[base["variant"]]["round_times_ms"], timing["round_times_ms"]
             )
-            renumbers = {**renumbers, "speedup_ci95_low": low, "speedup_ci95_high": high}
+            intervals[label] = {"speedup_ci95_low": low, "speedup_ci95_high": high}
+            # The elasticity is monotone in the speedup: the interval's ends map to its ends.
+            reduction = renumbers["flops_reduction"]
+            renumbers = {
+                **renumbers,
+                **intervals[label],
+                "elasticity_ci95_low": speedup_to_elasticity(low, reduction),
+                "elasticity_ci95_high": speedup_to_elasticity(high, reduction),
+            }
         entries.append(
             {
                 "variant": row["variant"],
@@ -86,6 +107,7 @@ def evaluate(
                 "summary": numbers,
                 "sizes": sizes,
                 "retimed": None if timing is None else {**timing, **renumbers},
+                "by_part": parts if row["kind"] == "filter" else None,
             }
         )
     goals = {
@@ -96,6 +118,10 @@ def evaluate(
     }
     if retimed is not None:
         goals["b_retimed"] = goal_b(summary, base, latency, "re-timed")
+        speedup_ci = pd.DataFrame.from_dict(intervals, orient="index")
+        goals["e"] = goal_e(summary, base, latency, "re-timed", speedup_ci)
+    else:
+        goals["e"] = goal_e(summary, base)
     return entries, goals
 
 
@@ -139,6 +165,7 @@ _VARIANT_NUMBERS: dict[str, tuple[str, Callable[[float], str]]] = {
     "FLOPs chg": ("summary.flops_reduction", _change),  # negated: a change, not a reduction
     "lat ms": ("summary.latency_ms_median", "{:.4g}".format),
     "speedup": ("summary.speedup", _times),
+    "elast": ("summary.elasticity", "{:.2f}".format),
     "GMAC/s": ("summary.gmacs_per_s", "{:.4g}".format),
     "sparse MB": ("sizes.sparse_mb", "{:.3g}".format),
     "/bound": ("sizes.sparse_over_bound", _times),
@@ -153,6 +180,7 @@ _RETIMED_NUMBERS: dict[str, tuple[str, Callable[[float], str]]] = {
     "95% low": ("retimed.speedup_ci95_low", _times),
     "95% high": ("retimed.speedup_ci95_high", _times),
     "lat chg": ("retimed.latency_reduction", _change),  # negated, as FLOPs chg
+    "elast": ("retimed.elasticity", "{:.2f}".format),
     "GMAC/s": ("retimed.gmacs_per_s", "{:.4g}".format),
 }
 
@@ -220,8 +248,56 @@ def _check_lines(checks: Sequence[Mapping[str, Any]], indent: str) -> list[str]:
     return lines
 
 
-def goal_lines(key: str, goal: Mapping[str, Any]) -> list[str]:
-    """A goal's verdict, then each check with its measured numbers (by part, if it has parts)."""
+def _amount(value: float, digits: int) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def part_lines(variant: str, by_part: Mapping[str, Mapping[str, Any]], indent: str) -> list[str]:
+    """Where ``variant``'s elasticity comes from: one line per part, its GMACs and latency
+    (the summary's ``latency_ms_<part>``) against the baseline's same part."""
+    lines = [f"{indent}by part, baseline -> {variant} (latency: the summary's, per part):"]
+    names = {
+        part: part if n["gmacs_part"] == part else f"{part} (GMACs {n['gmacs_part']})"
+        for part, n in by_part.items()
+    }
+    width = max(len(name) for name in names.values())
+    for part, numbers in by_part.items():
+        values = {k: math.nan if v is None else v for k, v in numbers.items()}
+        name = names[part]
+        gmacs = f"{_amount(values['baseline_gmacs'], 3)} -> {_amount(values['gmacs'], 3)}"
+        latency = (
+            f"{_amount(values['baseline_latency_ms'], 2)} -> {_amount(values['latency_ms'], 2)} ms"
+        )
+        line = f"{indent}    {name:<{width}}  GMACs {gmacs}"
+        if not math.isnan(values["gmacs_reduction"]):
+            line += f" ({_change(-values['gmacs_reduction'])})"
+        line += f", latency {latency}"
+        if not math.isnan(values["latency_reduction"]):
+            line += f" ({_change(-values['latency_reduction'])})"
+        if not math.isnan(values["elasticity"]):
+            line += f", elasticity {values['elasticity']:.2f}"
+        lines.append(line)
+    return lines
+
+
+def _has_part_latency(by_part: Mapping[str, Mapping[str, Any]] | None) -> bool:
+    return bool(by_part) and any(
+        n["latency_ms"] is not None and not math.isnan(n["latency_ms"]) for n in by_part.values()
+    )
+
+
+def goal_lines(
+    key: str,
+    goal: Mapping[str, Any],
+    by_part: Mapping[str, Mapping[str, Mapping[str, Any]] | None] | None = None,
+) -> list[str]:
+    """A goal's verdict, then each check with its measured numbers (by part, if it has parts).
+
+    Goal e also lists its candidates' elasticities and explains its best candidate by model
+    part. ``by_part`` (variant -> :func:`~detrprune.evaluate.goals.part_changes` entry) adds that
+    explanation under every failed check of a filter variant whose latency the summary splits
+    by part (goal b).
+    """
     lines = [f"goal {key}: {goal['verdict'].upper()}  -- {goal['description']}"]
     if "reason" in goal:
         lines.append(f"    not measured: {goal['reason']}")
@@ -232,9 +308,25 @@ def goal_lines(key: str, goal: Mapping[str, Any]) -> list[str]:
                 lines.append(f"        not measured: {part['reason']}")
             lines += _check_lines(part["checks"], "        ")
     else:
-        lines += _check_lines(goal["checks"], "    ")
+        for check in goal["checks"]:
+            lines += _check_lines([check], "    ")
+            variant = check["subject"]
+            explained = (by_part or {}).get(variant)
+            if (
+                check["verdict"] == NOT_MET
+                and "by_part" not in goal
+                and _has_part_latency(explained)
+            ):
+                lines += part_lines(variant, explained, "        ")
     if goal.get("unpaired_ratios"):
         lines.append(f"    ratios with only one of the two scopes: {goal['unpaired_ratios']}")
+    if goal.get("candidates"):
+        shown = ", ".join(f"{c['variant']} {_value(c['elasticity'])}" for c in goal["candidates"])
+        lines.append(f"    candidates' elasticity ({goal['latency_source']} latency): {shown}")
+    if goal.get("by_part"):
+        lines += part_lines(goal["best"], goal["by_part"], "    ")
+        if not _has_part_latency(goal["by_part"]):
+            lines.append("    (the summary has no latency_ms_<part> columns: latency by part n/a)")
     return lines
 
 
@@ -286,8 +378,9 @@ class GoalCheck:
                 RETIMED_LEGEND,
             ]
         lines.append("")
+        by_part = {entry["variant"]: entry["by_part"] for entry in self.entries}
         for key, goal in self.goals.items():
-            lines += goal_lines(key, goal)
+            lines += goal_lines(key, goal, by_part)
         return "\n".join(lines)
 
 

@@ -1,5 +1,6 @@
 """The PDF report: a title page (the study's settings, the baseline, how to read the numbers),
-the summary, detail and iterative-step tables, then one page per plot. Byte-identical for
+the recovery, summary, detail, latency-elasticity and iterative-step tables, then one page per
+plot. Byte-identical for
 identical inputs: no creation dates, fixed fonts (TrueType, so the text stays extractable)."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from matplotlib.figure import Figure
 
 from detrprune import __version__
 from detrprune.constants import CLASSES, GMACS_PARTS
+from detrprune.evaluate.goals import derived_numbers
 from detrprune.jobs import atomic_output
 from detrprune.report.convergence import judge_convergence
 from detrprune.report.findings import findings
@@ -124,6 +126,29 @@ _RECOVERY_NOTE = (
     "both). A change is called\nsignificant only when that interval excludes 0; mAP low/high = "
     "the variant's own 95 % interval."
 )
+# Each filter variant's latency change against its GMACs change (the baseline first, as the
+# reference both are relative to).
+_ELASTICITY_HEADERS: dict[str, str] = {
+    "variant": "variant",
+    "scope": "scope",
+    "ratio": "ratio %",
+    "finetuned": "ft",
+    "gmacs": "GMACs",
+    "gmacs_change": "GMACs chg %",
+    "latency_ms_median": "lat med ms",
+    "latency_ms_ci95_low": "lat low",
+    "latency_ms_ci95_high": "lat high",
+    "latency_change": "lat chg %",
+    "elasticity": "elasticity",
+}
+_ELASTICITY_NOTE = (
+    "GMACs chg % / lat chg % = change vs the baseline (first row); elasticity = relative latency "
+    "drop / relative GMACs drop (1: latency falls in proportion to the GMACs; 0: not at all);\n"
+    "lat low/high = the 95 % interval of the row's own median latency (bootstrap over its timed "
+    "runs). These latencies come from separate evaluation jobs, minutes apart on a machine whose "
+    "speed drifts:\nunpaired, so each elasticity here is indicative only. Judge speedups by the "
+    "interleaved re-timing of `make bench` (bench/pruning_goals.py --retime, paired intervals)."
+)
 _STEP_NOTE = (
     "Each step prunes, evaluates, fine-tunes and evaluates again; drop = baseline mAP - "
     "fine-tuned mAP; the loop stops after the first step over budget; kept = the model evaluated "
@@ -208,7 +233,9 @@ def write_report(
     Pages: a title page (config summary, baseline numbers and convergence, how to read), the
     recovery table (each model against its control of equal training, with intervals), the
     summary table and the detail table (KITTI AP, GMACs by part, sparse sizes; split every 25
-    rows), the iterative loop's step table when ``steps`` is given, then one page per plot.
+    rows), the latency elasticity of each filter variant (:func:`elasticity_table`; only when
+    there is one), the iterative loop's step table when ``steps`` is given, then one page per
+    plot.
 
     Args:
         summary: the table returned by :func:`~detrprune.report.summary.aggregate`.
@@ -244,6 +271,14 @@ def write_report(
             )
             tables += _table_pages(summary, _TABLE_HEADERS, "Summary table", _SUMMARY_NOTE)
             tables += _table_pages(summary, _DETAIL_HEADERS, "Detail table", _DETAIL_NOTE)
+            elastic = elasticity_table(summary)
+            if elastic["kind"].eq("filter").any():  # no structured variant: nothing to show
+                tables += _table_pages(
+                    elastic,
+                    _ELASTICITY_HEADERS,
+                    "Latency elasticity per filter variant",
+                    _ELASTICITY_NOTE,
+                )
             if steps is not None:
                 tables += _table_pages(steps, _STEP_HEADERS, "Iterative steps", _STEP_NOTE)
             for fig in tables:
@@ -268,6 +303,28 @@ def recovery_table(summary: pd.DataFrame) -> pd.DataFrame:
     maps = summary.set_index("variant")["mAP"]
     rows["control_mAP"] = rows["control"].map(maps)
     return rows
+
+
+def elasticity_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The baseline and every filter (structured) row: GMACs and median latency change vs the
+    baseline in percent, the row's latency interval, and the latency elasticity (relative
+    latency drop / relative GMACs drop, :func:`detrprune.evaluate.goals.elasticity`).
+
+    Rows keep the summary's order and columns (so ``latency_device`` still names the device);
+    without a baseline row the changes and elasticities are NaN.
+    """
+    base = baseline_row(summary)
+    rows = summary[summary["kind"].eq("filter")]
+    if base is not None:
+        rows = pd.concat([summary.loc[[base.name]], rows])
+    # derived_numbers looks the baseline up by its index label, so it needs the whole summary.
+    numbers = derived_numbers(summary, base).loc[rows.index]
+    table = rows.copy()
+    # A change, not a reduction; + 0.0 turns the baseline's -0.0 into 0.
+    table["gmacs_change"] = -100.0 * numbers["flops_reduction"] + 0.0
+    table["latency_change"] = -100.0 * numbers["latency_reduction"] + 0.0
+    table["elasticity"] = numbers["elasticity"]
+    return table
 
 
 def _fmt(value: object, digits: int = 4) -> str:
