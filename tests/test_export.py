@@ -64,12 +64,23 @@ def test_exported_graph_matches_pytorch_on_real_frames(tiny_detector, kitti_batc
     assert props["detrprune.batch_input_shape"] == "[77, 256]"
 
 
-def test_filter_pruned_detector_exports_and_matches(tiny_detector, kitti_batches, tmp_path):
+def test_export_leaves_the_detector_in_eval_mode(tiny_detector, kitti_batches, tmp_path):
+    """torch.onnx.export restores the mode of the module it was given: a fresh wrapper's is
+    training, which used to leave the detector training (two-stage heads then fail)."""
+    detector, _ = tiny_detector
+    export_onnx(detector, kitti_batches[0], tmp_path / "model.onnx")
+    assert not detector.training
+    assert not any(module.training for module in detector.modules())
+
+
+@pytest.mark.parametrize("scope", ["backbone+residual+ffn", "backbone+residual+ffn+attention"])
+def test_filter_pruned_detector_exports_and_matches(tiny_detector, kitti_batches, tmp_path, scope):
     detector, _ = tiny_detector
     dense_path = tmp_path / "dense.onnx"
     export_onnx(detector, kitti_batches[0], dense_path)
-    # The widest scope: residual stream and FFN widths change too, not only inner convs.
-    filter_prune(detector, 0.3, (H, W), scope="backbone+residual+ffn")
+    # The widest scopes: residual stream and FFN widths change too, not only inner convs, and
+    # with +attention deformable attention loses whole heads (fewer GridSample channels).
+    filter_prune(detector, 0.3, (H, W), scope=scope)
     assert detector.backbone.conv1.out_channels < 64
     pruned_path = tmp_path / "pruned.onnx"
     _export_and_check(detector, kitti_batches, pruned_path)

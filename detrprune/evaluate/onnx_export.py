@@ -124,7 +124,9 @@ def export_onnx(
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
             try:
                 torch.onnx.export(
-                    _OnnxForward(detector, data_samples),
+                    # In eval mode: the exporter restores the wrapper's mode afterwards, and a
+                    # new module's is training, which would leave the detector training.
+                    _OnnxForward(detector, data_samples).eval(),
                     (inputs,),
                     str(tmp),
                     dynamo=False,
