@@ -45,11 +45,12 @@ test-slurm: install
 gpu-smoke: install
 	DETRPRUNE_REQUIRE_GPU=1 $(BIN)/python -m pytest -v -rs tests/test_full_study.py tests/test_evaluation.py
 
-# The measured goals, the latency check (accuracy pass vs back-to-back) and the run's cost per
-# rule on the demo's results; run after `make demo`.
+# The measured goals, the latency check (accuracy pass vs back-to-back), round_to 1 vs 8 and the
+# run's cost per rule on the demo's results; run after `make demo`.
 bench: install
 	$(BIN)/python bench/pruning_goals.py --retime
 	$(BIN)/python bench/latency_modes.py
+	$(BIN)/python bench/round_to.py
 	$(BIN)/python bench/demo_budget.py
 
 # The linters are development tools, not part of the pinned stack: installed here on first use.
