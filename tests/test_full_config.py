@@ -119,8 +119,8 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "extract_kitti": 1,
         "kitti_to_coco": 1,
         "train_baseline": 1,
-        # filter 5 + filter_random 2 + filter_ffn 5 + filter_all 2 + weight 9
-        # + weight_global 1 + weight_backbone 1 ratios
+        # filter 5 + filter_random 2 + filter_ffn 5 + filter_all 1 + filter_attention 1
+        # + weight 9 + weight_global 1 + weight_backbone 1 ratios
         "prune": 25,
         "finetune": 25,
         "iterative": 1,
@@ -129,7 +129,7 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "finetune_baseline": 1,
         "iterative_control": 1,
         "evaluate": 54,  # baseline + 2 controls + 25 zero-shot + 25 fine-tuned + iterative
-        "export_onnx": 8,  # the final model of each of the 7 methods + iterative
+        "export_onnx": 9,  # the final model of each of the 8 methods + iterative
         "aggregate": 1,
         "report": 1,
     }

@@ -37,11 +37,13 @@ FILTER_SCOPES = {
     "filter": "backbone",
     "filter_ffn": "backbone+ffn",
     "filter_all": "backbone+residual+ffn",
+    "filter_attention": "backbone+residual+ffn+attention",
 }
 WEIGHT_METHODS = {"weight": 90, "weight_global": 50, "weight_backbone": 50}
-FINETUNED = ["finetune/filter_all/r50", "finetune/weight/r90"]
+# +attention's scope holds filter_all's: its fine-tune and export cover both.
+FINETUNED = ["finetune/filter_attention/r50", "finetune/weight/r90"]
 EVALUATED = ["baseline", "finetune/weight/r90"]
-EXPORTED = "finetune/filter_all/r50"
+EXPORTED = "finetune/filter_attention/r50"
 
 
 def micro_overrides(workdir: Path) -> dict:
