@@ -1,7 +1,7 @@
 """The PDF report: a title page (the study's settings, the baseline, how to read the numbers),
 the recovery, summary, detail, latency-elasticity and iterative-step tables, then one page per
-plot. Byte-identical for
-identical inputs: no creation dates, fixed fonts (TrueType, so the text stays extractable)."""
+plot. Byte-identical for identical inputs: no creation dates, fixed fonts (TrueType, so the text
+stays extractable)."""
 
 from __future__ import annotations
 
