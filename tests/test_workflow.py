@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from detrprune.constants import LATENCY_PARTS
 from detrprune.report.summary import SUMMARY_COLUMNS
 
 from .conftest import micro_config, planned_jobs, run_snakemake
@@ -340,6 +341,8 @@ TIMING_COLUMNS = (
     "latency_ms_p90",
     "onnx_latency_ms_median",
     "torch_forward_latency_ms_median",
+    *[f"latency_ms_{part}" for part in LATENCY_PARTS],
+    "latency_ms_parts_sum",
 )
 
 
