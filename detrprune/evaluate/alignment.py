@@ -41,9 +41,10 @@ def compare_roundings(
 ) -> dict[str, Any]:
     """Prune, export and time every (scope, ratio, rounding) and the baseline, interleaved.
 
-    ``batches`` are preprocessed-able val batches of one shape (the first is the export's).
-    Returns per model: its widths' GMACs-free description (parameters), and per runtime the
-    median, each round's runs, and the speedup over the baseline with its 95 % interval.
+    ``batches`` are val batches (as :func:`~detrprune.evaluate.metrics.load_val_batches` gives)
+    of one shape; the first is the one exported. Returns per model its parameter count and, per
+    runtime, the median, each round's runs, and the speedup over the baseline with its 95 %
+    interval.
     """
     import onnxruntime  # noqa: F401  (fail early, before minutes of pruning, if it is missing)
     import torch
@@ -52,10 +53,10 @@ def compare_roundings(
     from detrprune.evaluate.goals import speedup_interval
     from detrprune.evaluate.onnx_export import (
         INPUT_NAME,
-        _frames,
-        _OnnxForward,
-        _session,
+        OnnxForward,
         export_onnx,
+        graph_frames,
+        onnx_session,
     )
     from detrprune.prune.methods import count_parameters, filter_prune
     from detrprune.train.checkpoint import load_detector
@@ -82,11 +83,11 @@ def compare_roundings(
                     filter_prune(detector, ratio / 100, input_hw, scope, round_to=round_to)
                 path = Path(folder) / f"{len(models)}.onnx"
                 export_onnx(detector, first, path)
-                session = _session(path, threads)
-                frames = _frames(detector, session, batches, path)
+                session = onnx_session(path, threads)
+                frames = graph_frames(detector, session, batches, path)
                 models[name] = {
                     "params": count_parameters(detector),
-                    "torch": [(_OnnxForward(detector, s), x) for x, s in frames],
+                    "torch": [(OnnxForward(detector, s), x) for x, s in frames],
                     "session": session,
                     "feeds": [{INPUT_NAME: x.numpy()} for x, _ in frames],
                 }

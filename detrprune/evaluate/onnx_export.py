@@ -67,7 +67,7 @@ def _padding_masks_kept() -> Iterator[None]:
         yield
 
 
-class _OnnxForward(nn.Module):
+class OnnxForward(nn.Module):
     """The exported function: preprocessed image -> last decoder layer's logits and boxes.
 
     The same module is what PyTorch times in :func:`onnx_latency`, so both numbers measure the
@@ -126,7 +126,7 @@ def export_onnx(
                 torch.onnx.export(
                     # In eval mode: the exporter restores the wrapper's mode afterwards, and a
                     # new module's is training, which would leave the detector training.
-                    _OnnxForward(detector, data_samples).eval(),
+                    OnnxForward(detector, data_samples).eval(),
                     (inputs,),
                     str(tmp),
                     dynamo=False,
@@ -157,7 +157,7 @@ def export_onnx(
     return Path(out_path)
 
 
-def _session(onnx_path: str | Path, threads: int):
+def onnx_session(onnx_path: str | Path, threads: int):
     """An onnxruntime CPU session on ``threads`` intra-op threads (sequential between ops)."""
     import onnxruntime as ort
 
@@ -177,7 +177,7 @@ def _session(onnx_path: str | Path, threads: int):
         ) from error
 
 
-def _frames(
+def graph_frames(
     detector: nn.Module, session, batches: Sequence[Mapping[str, Any]], onnx_path: str | Path
 ) -> list[tuple[torch.Tensor, list]]:
     """Preprocess ``batches`` and check each fits the graph: same input shape, same metadata.
@@ -228,8 +228,8 @@ def onnx_parity(
     count.
     """
     detector = detector.to("cpu").eval()
-    session = _session(onnx_path, threads=torch.get_num_threads())
-    frames = _frames(detector, session, batches, onnx_path)
+    session = onnx_session(onnx_path, threads=torch.get_num_threads())
+    frames = graph_frames(detector, session, batches, onnx_path)
     per_output = dict.fromkeys(OUTPUT_NAMES, 0.0)
     for inputs, data_samples in frames:
         all_cls, all_boxes = detector._forward(inputs, data_samples)
@@ -280,8 +280,8 @@ def onnx_latency(
     if runs < 1:
         raise ValueError(f"latency runs must be >= 1, got {runs}")
     detector = detector.to("cpu").eval()
-    session = _session(onnx_path, threads)
-    frames = _frames(detector, session, batches, onnx_path)
+    session = onnx_session(onnx_path, threads)
+    frames = graph_frames(detector, session, batches, onnx_path)
     feeds = [{INPUT_NAME: inputs.numpy()} for inputs, _ in frames]
 
     onnx_ms = []
@@ -291,7 +291,7 @@ def onnx_latency(
         if i >= warmup:
             onnx_ms.append(1000.0 * (time.perf_counter() - start))
 
-    forwards = [(_OnnxForward(detector, samples), inputs) for inputs, samples in frames]
+    forwards = [(OnnxForward(detector, samples), inputs) for inputs, samples in frames]
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     torch_ms = []

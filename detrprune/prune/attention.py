@@ -196,11 +196,11 @@ def heads_to_remove(heads: int, ratio: float) -> int:
     return min(heads - 1, math.floor(ratio * heads + 0.5))
 
 
-def _least_important(
-    importance: torch.Tensor, count: int, criterion: str, generator: torch.Generator | None
-) -> list[int]:
+def _least_important(importance: torch.Tensor, count: int, criterion: str) -> list[int]:
+    """The ``count`` heads to remove: least ``importance`` first, or drawn from torch's global
+    generator for the "random" criterion."""
     if criterion == "random":
-        order = torch.randperm(importance.numel(), generator=generator)
+        order = torch.randperm(importance.numel())
     else:
         # Stable: equal scores (e.g. several all-zero heads) go in head order.
         order = torch.sort(importance, stable=True).indices
@@ -220,14 +220,14 @@ def prune_attention_heads(
     for name, module in list(deformable_attentions(detector)):
         before = module.num_heads
         chosen = _least_important(
-            deformable_head_importance(module), heads_to_remove(before, ratio), criterion, None
+            deformable_head_importance(module), heads_to_remove(before, ratio), criterion
         )
         remove_deformable_heads(module, chosen)
         counts[name] = [before, module.num_heads]
     for name, owner, attention in list(multihead_attentions(detector)):
         before = attention.num_heads
         chosen = _least_important(
-            multihead_head_importance(attention), heads_to_remove(before, ratio), criterion, None
+            multihead_head_importance(attention), heads_to_remove(before, ratio), criterion
         )
         if chosen:
             owner.attn = without_heads(attention, chosen)
