@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from detrprune.constants import FILTER_SCOPES, WEIGHT_SCOPES
+from detrprune.constants import FILTER_SCOPES, WEIGHT_SCOPES, nm_pattern
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -49,6 +49,13 @@ def validate_config(
     config: Mapping[str, Any], source: str = "config", schema_path: Path = SCHEMA_PATH
 ) -> None:
     """Raise :class:`ConfigError` for the most relevant schema violation (jsonschema's choice)."""
+    for name, spec in (config.get("pruning") or {}).get("methods", {}).items():
+        if isinstance(spec, Mapping) and isinstance(spec.get("scope"), int):
+            # YAML 1.1 reads an unquoted 2:4 as the base-60 number 124.
+            raise ConfigError(
+                f"{source}: pruning.methods.{name}.scope: {spec['scope']} is a number: write an "
+                'N:M scope in quotes, scope: "2:4"'
+            )
     validator = jsonschema.Draft202012Validator(load_schema(schema_path))
     error = jsonschema.exceptions.best_match(validator.iter_errors(dict(config)))
     if error is not None:
@@ -99,6 +106,19 @@ def _check_pruning(pruning: Mapping[str, Any], source: str) -> None:
             raise ConfigError(f"{where}.criterion: only filter pruning takes a criterion")
         if "round_to" in spec and spec["kind"] != "filter":
             raise ConfigError(f"{where}.round_to: only filter pruning takes a round_to")
+        pattern = nm_pattern(spec["scope"]) if spec["kind"] == "weight" else None
+        if pattern is not None:
+            sparsity = 100 * (1 - pattern[0] / pattern[1])
+            if any(ratio != sparsity for ratio in spec["ratios"]):
+                raise ConfigError(
+                    f"{where}.ratios: scope {spec['scope']} zeroes {sparsity:g} % of the weights "
+                    f"it prunes: its ratios must be [{sparsity:g}], got {spec['ratios']}"
+                )
+        if "transformer" in spec and not {"ffn", "attention"} & set(spec["scope"].split("+")):
+            raise ConfigError(
+                f"{where}.transformer: only a filter scope with +ffn or +attention prunes the "
+                f"transformer (scope is {spec['scope']!r})"
+            )
     iterative = pruning["iterative"]
     if iterative["enabled"] and iterative["method"] not in pruning["methods"]:
         raise ConfigError(

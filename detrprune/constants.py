@@ -4,6 +4,8 @@ check, the rules and the report can use them without loading torch."""
 
 from __future__ import annotations
 
+import re
+
 # The KITTI classes the detector learns, in category-id order (COCO ids 1, 2, 3).
 CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
 
@@ -40,7 +42,31 @@ FILTER_SCOPES: tuple[str, ...] = (
     "backbone+ffn+attention",
     "backbone+residual+ffn+attention",
 )
-WEIGHT_SCOPES: tuple[str, ...] = ("layerwise", "global")
+# The transformer stacks whose FFNs and attention heads the ``+ffn`` and ``+attention`` parts
+# prune (a method's ``transformer`` key; default both). The encoder runs over every pixel of
+# every level, the decoder over a few hundred queries: almost all the transformer's time is in
+# the encoder, and pruning the decoder costs accuracy for little time.
+TRANSFORMER_STACKS: tuple[str, ...] = ("encoder", "decoder")
+# "N:M" scopes keep the N largest-magnitude weights of every M consecutive input weights of each
+# selected Linear: 2:4 is what sparse tensor cores (Ampere and later) run; 4:8 is the same
+# sparsity with more freedom in which weights stay, and no kernel.
+WEIGHT_SCOPES: tuple[str, ...] = ("layerwise", "global", "2:4", "4:8")
+# The parts an N:M scope prunes when a method names no ``modules``: the transformer's Linears
+# (FFNs and attention projections; sampling offsets are a part of their own and stay dense).
+NM_DEFAULT_PARTS: tuple[str, ...] = ("encoder", "decoder")
+
+
+def nm_pattern(scope: str) -> tuple[int, int] | None:
+    """``(N, M)`` of an N:M weight scope such as ``"2:4"``; None for the other scopes."""
+    match = re.fullmatch(r"([1-9][0-9]*):([1-9][0-9]*)", scope)
+    if match is None:
+        return None
+    n, m = int(match.group(1)), int(match.group(2))
+    if n >= m:
+        raise ValueError(f"pruning.weight.scope: {scope!r} keeps N >= M weights of every M")
+    return n, m
+
+
 # Filter pruning rounds every kept width down to a multiple of this unless a method sets its own
 # ``round_to`` (1 keeps the exact ratio): CPU GEMM and GPU tensor-core kernels run widths that
 # are multiples of 8 best, and ragged widths can cost more time than the channels they remove.

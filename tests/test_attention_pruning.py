@@ -134,6 +134,34 @@ def test_attention_scope_prunes_heads_reloads_and_counts_less_compute(tmp_path, 
         assert pruned["gmacs_by_operator"][op] == pytest.approx(plain["gmacs_by_operator"][op] / 2)
 
 
+def test_encoder_only_prunes_the_encoders_ffns_and_heads_and_reloads(tmp_path, micro):
+    """``transformer: [encoder]`` prunes the encoder's FFNs and heads and leaves every decoder
+    layer as it was; the checkpoint reloads into a fresh model; the scope says so."""
+    from detrprune.prune.methods import transformer_ffns
+
+    baseline, _ = saved_micro_baseline(tmp_path, micro)
+    out = tmp_path / "encoder.pth"
+    spec = {"kind": "filter", "scope": "backbone+ffn+attention", "transformer": ["encoder"]}
+    meta = prune_checkpoint(baseline, out, "m", spec, 50, (H, W))
+    assert meta["scope"] == "backbone+ffn+attention:encoder"
+    encoder_attentions = [
+        name for name, _ in deformable_attentions(load_detector(baseline)[0]) if "encoder." in name
+    ]
+    assert encoder_attentions and set(meta["pruning"]["attention_heads"]) == set(encoder_attentions)
+    assert all(n.startswith("encoder.") for n in meta["pruning"]["ffn_hidden"])
+    model, _, _ = load_detector(out)  # prune_checkpoint has compared its outputs already
+    full = micro["model"]["ffn_dims"]
+    for name, ffn in transformer_ffns(model):
+        hidden = next(m for m in ffn.modules() if isinstance(m, torch.nn.Linear)).out_features
+        assert hidden == (full // 2 if name.startswith("encoder.") else full), name
+    for name, module in deformable_attentions(model):
+        assert module.num_heads == (2 if name.startswith("encoder.") else 4), name
+    assert all(a.num_heads == 4 for _, _, a in multihead_attentions(model))
+    assert not any(
+        isinstance(a, HeadPrunedMultiheadAttention) for _, _, a in multihead_attentions(model)
+    )
+
+
 def test_random_head_choice_is_seeded(micro):
     from detrprune.train.model import build_detector, model_config
 

@@ -36,7 +36,7 @@ def test_bad_ratio_names_the_key(bad):
         (
             lambda p: p["methods"]["weight"].update(scope="backbone+ffn"),
             "config: pruning.methods.weight.scope: 'backbone+ffn' is not a weight pruning scope "
-            "(expected one of layerwise, global)",
+            "(expected one of layerwise, global, 2:4, 4:8)",
         ),
         (
             lambda p: p["methods"]["filter"].update(modules=["backbone"]),
@@ -61,6 +61,15 @@ def test_bad_ratio_names_the_key(bad):
         (
             lambda p: p["methods"]["filter"].update(round_to=0),
             "config: pruning.methods.filter.round_to: 0 is less than the minimum of 1",
+        ),
+        (
+            lambda p: p["methods"]["filter"].update(transformer=["encoder"]),
+            "config: pruning.methods.filter.transformer: only a filter scope with +ffn or "
+            "+attention prunes the transformer (scope is 'backbone')",
+        ),
+        (
+            lambda p: p["methods"]["filter_ffn"].update(transformer=["neck"]),
+            "config: pruning.methods.filter_ffn.transformer[0]: 'neck' is not one of",
         ),
         (
             lambda p: p["iterative"].update(method="nope"),

@@ -37,10 +37,11 @@ FILTER_SCOPES = {
     "filter": "backbone",
     "filter_ffn": "backbone+ffn",
     "filter_all": "backbone+residual+ffn",
-    "filter_attention": "backbone+residual+ffn+attention",
+    "filter_attention": "backbone+ffn+attention:encoder",
 }
 WEIGHT_METHODS = {"weight": 90, "weight_global": 50, "weight_backbone": 50}
-# +attention's scope holds filter_all's: its fine-tune and export cover both.
+# The +attention target fine-tunes and exports a model pruned in backbone, FFNs and heads; the
+# iterative loop fine-tunes the residual stream's pruning.
 FINETUNED = ["finetune/filter_attention/r50", "finetune/weight/r90"]
 EVALUATED = ["baseline", "finetune/weight/r90"]
 EXPORTED = "finetune/filter_attention/r50"

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
@@ -208,23 +208,31 @@ def _least_important(importance: torch.Tensor, count: int, criterion: str) -> li
 
 
 def prune_attention_heads(
-    detector: nn.Module, ratio: float, criterion: str = "l1"
+    detector: nn.Module,
+    ratio: float,
+    criterion: str = "l1",
+    stacks: Sequence[str] = ("encoder", "decoder"),
 ) -> dict[str, list[int]]:
-    """Remove ``round(ratio * heads)`` heads of every attention layer of the transformer, the
-    least important by :func:`deformable_head_importance` / :func:`multihead_head_importance`
-    (``criterion`` "l1") or drawn at random ("random", from torch's global generator: the caller
-    seeds it). Returns each layer's head count before and after."""
+    """Remove ``round(ratio * heads)`` heads of every attention layer of the transformer's
+    ``stacks`` (encoder and/or decoder), the least important by
+    :func:`deformable_head_importance` / :func:`multihead_head_importance` (``criterion`` "l1")
+    or drawn at random ("random", from torch's global generator: the caller seeds it). Returns
+    each layer's head count before and after."""
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"attention head pruning ratio must be in (0, 1), got {ratio}")
+
+    def selected(name: str) -> bool:
+        return name.split(".", 1)[0] in stacks
+
     counts: dict[str, list[int]] = {}
-    for name, module in list(deformable_attentions(detector)):
+    for name, module in [(n, m) for n, m in deformable_attentions(detector) if selected(n)]:
         before = module.num_heads
         chosen = _least_important(
             deformable_head_importance(module), heads_to_remove(before, ratio), criterion
         )
         remove_deformable_heads(module, chosen)
         counts[name] = [before, module.num_heads]
-    for name, owner, attention in list(multihead_attentions(detector)):
+    for name, owner, attention in [a for a in multihead_attentions(detector) if selected(a[0])]:
         before = attention.num_heads
         chosen = _least_important(
             multihead_head_importance(attention), heads_to_remove(before, ratio), criterion
@@ -234,7 +242,7 @@ def prune_attention_heads(
             owner.num_heads = owner.attn.num_heads
         counts[name] = [before, owner.attn.num_heads]
     if not counts:
-        raise ValueError("scope +attention: the detector has no attention layer to prune")
+        raise ValueError(f"scope +attention: the detector has no attention layer in {list(stacks)}")
     log.info("attention heads pruned: %s", counts)
     return counts
 

@@ -19,6 +19,9 @@ the backbone's channels. Its scope is a ``+``-joined set of parts:
   in the encoder and the decoder's cross-attention, and the decoder's self-attention), ranked by
   the L1 norm of the weights that carry each head's content (:mod:`detrprune.prune.attention`).
 
+A method's ``transformer`` key limits ``ffn`` and ``attention`` to some of the transformer's
+stacks (:data:`TRANSFORMER_STACKS`, default both): ``[encoder]`` prunes where the time is.
+
 The residual width of the transformer and the detection heads always keep their widths.
 
 Weight pruning zeroes weights with ``torch.nn.utils.prune`` and makes the masks permanent, so the
@@ -29,6 +32,7 @@ model parts (see :data:`SPARSITY_PARTS`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +46,11 @@ from detrprune.constants import (
     DEFAULT_ROUND_TO,
     FILTER_CRITERIA,
     FILTER_SCOPES,
+    NM_DEFAULT_PARTS,
     SPARSITY_PARTS,
+    TRANSFORMER_STACKS,
     WEIGHT_SCOPES,
+    nm_pattern,
 )
 from detrprune.prune.attention import HeadPrunedMultiheadAttention, prune_attention_heads
 
@@ -70,6 +77,7 @@ def filter_prune(
     criterion: str = "l1",
     seed: int = 0,
     round_to: int = 1,
+    transformer: Sequence[str] = TRANSFORMER_STACKS,
 ) -> dict[str, Any]:
     """Remove ``ratio`` of the channels of every group in ``scope``, ranked by ``criterion``.
 
@@ -78,8 +86,10 @@ def filter_prune(
     group L1 norm; "random" draws the channels (seeded by ``seed``): the control that says
     whether the L1 ranking beats chance. ``round_to`` > 1 rounds every kept width down to a
     multiple of it (Torch-Pruning's ``round_to``; CPU and GPU kernels favour multiples of 8);
-    attention heads are whole already. Returns parameter counts before and after, the FFN widths
-    when the scope has ``ffn`` and the head counts when it has ``attention``.
+    attention heads are whole already. ``transformer`` names the stacks (of
+    :data:`TRANSFORMER_STACKS`) whose FFNs and heads ``ffn`` and ``attention`` prune. Returns
+    parameter counts before and after, the FFN widths when the scope has ``ffn`` and the head
+    counts when it has ``attention``.
     """
     if scope not in FILTER_SCOPES:
         raise ValueError(f"pruning.filter.scope: unknown scope {scope!r}, expected {FILTER_SCOPES}")
@@ -91,6 +101,11 @@ def filter_prune(
         raise ValueError(f"filter pruning ratio must be in (0, 1), got {ratio}")
     if round_to < 1:
         raise ValueError(f"pruning.filter.round_to must be >= 1, got {round_to}")
+    if not transformer or not set(transformer) <= set(TRANSFORMER_STACKS):
+        raise ValueError(
+            f"pruning.filter.transformer: {list(transformer)} is not a non-empty choice of "
+            f"{TRANSFORMER_STACKS}"
+        )
     traced = _BackboneNeck(detector.backbone, detector.neck)
     before = count_parameters(detector)
     # Torch-Pruning traces with autograd; frozen BN/stem parameters would be invisible to it.
@@ -119,10 +134,14 @@ def filter_prune(
             pruner.step()
             parts = scope.split("+")
             ffn_hidden = (
-                prune_ffn_hidden(detector, ratio, criterion, round_to) if "ffn" in parts else {}
+                prune_ffn_hidden(detector, ratio, criterion, round_to, transformer)
+                if "ffn" in parts
+                else {}
             )
             attention_heads = (
-                prune_attention_heads(detector, ratio, criterion) if "attention" in parts else {}
+                prune_attention_heads(detector, ratio, criterion, transformer)
+                if "attention" in parts
+                else {}
             )
     finally:
         for p, flag in grad_flags.items():
@@ -157,11 +176,13 @@ def residual_stream_convs(backbone: nn.Module) -> list[nn.Conv2d]:
     return convs
 
 
-def transformer_ffns(detector: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """(name, FFN) of every encoder and decoder feed-forward block (mmcv's ``FFN``)."""
+def transformer_ffns(
+    detector: nn.Module, stacks: Sequence[str] = TRANSFORMER_STACKS
+) -> Iterator[tuple[str, nn.Module]]:
+    """(name, FFN) of every feed-forward block (mmcv's ``FFN``) of the encoder and/or decoder."""
     from mmcv.cnn.bricks.transformer import FFN
 
-    for part in ("encoder", "decoder"):
+    for part in stacks:
         owner = getattr(detector, part, None)
         if owner is None:
             continue
@@ -178,17 +199,21 @@ def _importance(criterion: str, group_reduction: str) -> tp.importance.Importanc
 
 
 def prune_ffn_hidden(
-    detector: nn.Module, ratio: float, criterion: str = "l1", round_to: int = 1
+    detector: nn.Module,
+    ratio: float,
+    criterion: str = "l1",
+    round_to: int = 1,
+    stacks: Sequence[str] = TRANSFORMER_STACKS,
 ) -> dict[str, list[int]]:
-    """Remove ``ratio`` of every FFN's hidden units, those whose first-Linear rows have least L1
-    (kept widths rounded down to a multiple of ``round_to``).
+    """Remove ``ratio`` of the hidden units of every FFN of ``stacks``, those whose first-Linear
+    rows have least L1 (kept widths rounded down to a multiple of ``round_to``).
 
     Each FFN's ``layers`` (Linear, act, dropout, Linear, dropout) is traced on its own; the last
     Linear is ignored so its outputs (the residual stream's width) stay. Returns each FFN's hidden
     width before and after.
     """
     widths: dict[str, list[int]] = {}
-    for name, ffn in transformer_ffns(detector):
+    for name, ffn in transformer_ffns(detector, stacks):
         linears = [m for m in ffn.layers.modules() if isinstance(m, nn.Linear)]
         first, last = linears[0], linears[-1]
         before = first.out_features
@@ -205,7 +230,7 @@ def prune_ffn_hidden(
         ffn.feedforward_channels = first.out_features
         widths[name] = [before, first.out_features]
     if not widths:
-        raise ValueError("scope backbone+ffn: the detector has no encoder/decoder FFN to prune")
+        raise ValueError(f"scope +ffn: the detector has no FFN to prune in {list(stacks)}")
     return widths
 
 
@@ -239,6 +264,21 @@ def weight_part(name: str) -> str:
     return top if top in SPARSITY_PARTS else "other"
 
 
+def nm_keep_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """True for the ``n`` largest-magnitude weights of every ``m`` consecutive input weights.
+
+    The groups run along the input dimension (each row of a Linear's ``(out, in)`` weight), as
+    sparse tensor cores read them. Equal magnitudes keep the earlier weight.
+    """
+    rows, columns = weight.shape
+    if columns % m:
+        raise ValueError(f"{columns} input features are not a whole number of groups of {m}")
+    groups = weight.detach().abs().reshape(rows, columns // m, m)
+    kept = torch.sort(groups, dim=-1, descending=True, stable=True).indices[..., :n]
+    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, kept, True)
+    return mask.reshape(rows, columns)
+
+
 def weight_prune(
     detector: nn.Module,
     ratio: float,
@@ -249,36 +289,59 @@ def weight_prune(
 
     ``layerwise`` removes the same fraction in every layer; ``global`` uses one threshold over all
     of them (which can empty whole layers whose weights are small by design, such as deformable
-    attention's sampling offsets). ``modules`` (parts of :data:`SPARSITY_PARTS`, default all)
-    limits which weights are pruned. Weights that are already zero count as pruned, so pruning
-    an already-pruned model to a higher ratio extends its masks. Returns the achieved sparsity
-    over the selected weights.
+    attention's sampling offsets). An N:M scope (``"2:4"``) keeps the N largest of every M
+    consecutive input weights of each selected ``nn.Linear`` (:func:`nm_keep_mask`); its
+    ``ratio`` must be its sparsity, 1 - N/M, and Linears whose input width is not a multiple of
+    M stay dense (counted and logged). ``modules`` (parts of :data:`SPARSITY_PARTS`, default all;
+    :data:`NM_DEFAULT_PARTS` for N:M) limits which weights are pruned. Weights that are already
+    zero count as pruned, so pruning an already-pruned model to a higher ratio extends its
+    masks. Returns the achieved sparsity over the selected weights.
     """
-    if scope not in WEIGHT_SCOPES:
+    pattern = nm_pattern(scope)
+    if scope not in WEIGHT_SCOPES and pattern is None:
         raise ValueError(f"pruning.weight.scope: unknown scope {scope!r}, expected {WEIGHT_SCOPES}")
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"weight pruning ratio must be in (0, 1), got {ratio}")
-    parts = tuple(modules) if modules else SPARSITY_PARTS
+    if pattern is not None and not math.isclose(ratio, 1 - pattern[0] / pattern[1]):
+        expected = 100 * (1 - pattern[0] / pattern[1])
+        raise ValueError(
+            f"weight pruning {scope}: the ratio is its sparsity, {expected:g}, got {100 * ratio:g}"
+        )
+    default_parts = NM_DEFAULT_PARTS if pattern is not None else SPARSITY_PARTS
+    parts = tuple(modules) if modules else default_parts
     unknown = sorted(set(parts) - set(SPARSITY_PARTS))
     if unknown:
         raise ValueError(
             f"weight pruning modules: unknown part(s) {unknown}, expected {SPARSITY_PARTS}"
         )
-    targets = [
-        (module, param)
+    selected = [
+        (name, module, param)
         for name, module, param in prunable_weights(detector)
         if weight_part(name) in parts
     ]
+    skipped: list[str] = []
+    if pattern is not None:
+        # Sparse tensor cores take Linear weights only, in groups along the input dimension.
+        selected = [entry for entry in selected if isinstance(entry[1], nn.Linear)]
+        skipped = [name for name, module, _ in selected if module.in_features % pattern[1]]
+        selected = [entry for entry in selected if entry[0] not in skipped]
+    targets = [(module, param) for _, module, param in selected]
     if not targets:
         raise ValueError(f"weight pruning modules {list(parts)}: no prunable weight in them")
-    if scope == "global":
+    if pattern is not None:
+        with torch.no_grad():
+            for module, param in targets:
+                weight = getattr(module, param)
+                weight.mul_(nm_keep_mask(weight, *pattern))
+    elif scope == "global":
         prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=ratio)
     else:
         for module, param in targets:
             prune.l1_unstructured(module, param, amount=ratio)
     with torch.no_grad():
         for module, param in targets:
-            prune.remove(module, param)
+            if pattern is None:
+                prune.remove(module, param)
             # The mask multiplies, so pruned negative weights become -0.0; make every pruned
             # weight +0.0 so that "zero" means all bits zero (what sparse storage relies on).
             getattr(module, param).add_(0.0)
@@ -286,12 +349,23 @@ def weight_prune(
     zeros = sum(int((getattr(m, p) == 0).sum()) for m, p in targets)
     sparsity = zeros / total
     log.info("weight pruning %.0f%% (%s, %s): sparsity %.4f", 100 * ratio, scope, parts, sparsity)
-    return {
+    if skipped:
+        log.info(
+            "weight pruning %s: %d Linear(s) left dense (input width): %s",
+            scope,
+            len(skipped),
+            skipped,
+        )
+    stats: dict[str, Any] = {
         "prunable_weights": total,
         "zeroed_weights": zeros,
         "sparsity": sparsity,
         "modules": list(parts),
     }
+    if pattern is not None:
+        stats["nm_layers"] = len(targets)
+        stats["nm_left_dense"] = skipped
+    return stats
 
 
 def sparsity_by_part(detector: nn.Module) -> dict[str, float]:
@@ -333,7 +407,10 @@ def apply_pruning(
     if kind == "filter":
         criterion = spec.get("criterion", "l1")
         round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
-        return filter_prune(detector, ratio, input_hw, spec["scope"], criterion, seed, round_to)
+        transformer = tuple(spec.get("transformer", TRANSFORMER_STACKS))
+        return filter_prune(
+            detector, ratio, input_hw, spec["scope"], criterion, seed, round_to, transformer
+        )
     if kind == "weight":
         return weight_prune(detector, ratio, spec["scope"], spec.get("modules"))
     raise ValueError(f"unknown pruning kind {kind!r}, expected 'filter' or 'weight'")
@@ -341,13 +418,16 @@ def apply_pruning(
 
 def describe_scope(spec: Mapping[str, Any]) -> str:
     """The scope as the summary shows it, e.g. ``backbone+ffn``, ``layerwise:backbone``,
-    ``backbone:random`` (filters drawn at random, not by L1 norm) or ``backbone:round1`` (widths
-    rounded otherwise than to :data:`DEFAULT_ROUND_TO`)."""
+    ``backbone:random`` (filters drawn at random, not by L1 norm), ``backbone:round1`` (widths
+    rounded otherwise than to :data:`DEFAULT_ROUND_TO`) or ``backbone+ffn+attention:encoder``
+    (FFNs and heads pruned in the encoder only)."""
     if spec["kind"] == "filter":
         criterion = spec.get("criterion", "l1")
         round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
+        stacks = tuple(spec.get("transformer", TRANSFORMER_STACKS))
         return (
             str(spec["scope"])
+            + (f":{'+'.join(stacks)}" if set(stacks) != set(TRANSFORMER_STACKS) else "")
             + (f":{criterion}" if criterion != "l1" else "")
             + (f":round{round_to}" if round_to != DEFAULT_ROUND_TO else "")
         )
