@@ -42,6 +42,25 @@ FILTER_SCOPES: tuple[str, ...] = (
     "backbone+ffn+attention",
     "backbone+residual+ffn+attention",
 )
+# What evaluation records of a 2:4 model on the GPU (detrprune.evaluate.semi_structured): the
+# numbers and text that reach results/summary.csv, and the per-layer detail metrics.json keeps.
+SEMI_STRUCTURED_COLUMNS: tuple[str, ...] = (
+    "gpu_latency_ms_median_2to4",
+    "gpu_latency_ms_median_dense_fp16",
+    "gpu_speedup_2to4",
+    "gpu_2to4_layers_converted",
+    "gpu_2to4_layers_kept_dense",
+    "gpu_2to4_max_rel_err",
+)
+SEMI_STRUCTURED_TEXT_COLUMNS: tuple[str, ...] = ("gpu_2to4_backend",)
+SEMI_STRUCTURED_DETAIL_KEYS: tuple[str, ...] = (
+    "gpu_2to4_device",
+    "gpu_layer_speedup_2to4",
+    "gpu_layer_speedup_2to4_by_kind",
+    "gpu_layer_timing_2to4",
+    "gpu_2to4_kept_dense",
+)
+
 # The transformer stacks whose FFNs and attention heads the ``+ffn`` and ``+attention`` parts
 # prune (a method's ``transformer`` key; default both). The encoder runs over every pixel of
 # every level, the decoder over a few hundred queries: almost all the transformer's time is in

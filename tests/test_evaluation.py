@@ -321,6 +321,30 @@ def test_deformable_attention_path_on_cpu_is_the_pytorch_fallback(tiny_detector)
     assert deformable_attention_path(tiny_detector[0], random_batch(0)) == "pytorch"
 
 
+def evaluate_on_the_sample_frames(checkpoint: Path, baseline: Path, tmp_path: Path) -> dict:
+    """``evaluate_checkpoint`` at the micro size on the 6 real KITTI frames (half of them as
+    the validation split), with one warm-up, two timed runs and 10 bootstrap resamples."""
+    from detrprune.data.coco import kitti_to_coco
+    from detrprune.evaluate.metrics import evaluate_checkpoint
+
+    sample = Path(__file__).parent / "data" / "kitti_sample"
+    val_json = tmp_path / "val.json"
+    kitti_to_coco(sample, tmp_path / "train.json", val_json, val_fraction=0.5, seed=0)
+    return evaluate_checkpoint(
+        checkpoint,
+        baseline,
+        val_json=val_json,
+        data_root=sample,
+        input_scale=(W, H),
+        classes=("Car", "Pedestrian", "Cyclist"),
+        threads=1,
+        warmup=1,
+        runs=2,
+        flops_images=1,
+        bootstrap_resamples=10,
+    )
+
+
 def test_gpu_latency_refuses_to_run_without_cuda(tiny_detector, monkeypatch):
     from detrprune.evaluate.metrics import gpu_latency
 
@@ -333,29 +357,11 @@ def test_gpu_latency_refuses_to_run_without_cuda(tiny_detector, monkeypatch):
 def test_the_evaluate_record_splits_the_accuracy_pass_latency_by_part(tiny_detector, tmp_path):
     """evaluate_checkpoint hands the accuracy pass's split by part to cpu_latency along with
     its times, so the parts come from the same runs as the median."""
-    from detrprune.data.coco import kitti_to_coco
-    from detrprune.evaluate.metrics import evaluate_checkpoint
-
     detector, cfg = tiny_detector
     checkpoint = tmp_path / "model.pth"
     meta = {"variant": "baseline", "method": "baseline", "ratio": 0}
     save_detector(detector, checkpoint, cfg, meta)
-    sample = Path(__file__).parent / "data" / "kitti_sample"
-    val_json = tmp_path / "val.json"
-    kitti_to_coco(sample, tmp_path / "train.json", val_json, val_fraction=0.5, seed=0)
-    record = evaluate_checkpoint(
-        checkpoint,
-        checkpoint,
-        val_json=val_json,
-        data_root=sample,
-        input_scale=(W, H),
-        classes=("Car", "Pedestrian", "Cyclist"),
-        threads=1,
-        warmup=1,
-        runs=2,
-        flops_images=1,
-        bootstrap_resamples=10,
-    )
+    record = evaluate_on_the_sample_frames(checkpoint, checkpoint, tmp_path)
     assert record["latency_runs_from_accuracy_pass"] == 2
     for part in LATENCY_PARTS:
         assert record[f"latency_ms_{part}"] > 0, part

@@ -658,3 +658,43 @@ def test_latency_by_part_stacks_the_parts_beside_gmacs_by_part(summary: pd.DataF
         assert [t.get_text() for t in empty.axes[0].texts] == ["no per-part latency in the metrics"]
     finally:
         plt.close(empty)
+
+
+def test_two_four_rows_get_their_gpu_table_or_the_reason_they_were_not_timed(
+    tmp_path: Path,
+) -> None:
+    runs = [dict(run) for run in FAKE_RUNS]
+    timed, skipped = runs[0], runs[1]
+    timed.update(
+        linears_2to4=22,
+        gpu_latency_ms_median_dense_fp16=12.5,
+        gpu_latency_ms_median_2to4=11.0,
+        gpu_speedup_2to4=12.5 / 11.0,
+        gpu_2to4_backend="cusparselt",
+        gpu_2to4_skipped_reason=None,
+    )
+    skipped.update(
+        linears_2to4=22,
+        gpu_latency_ms_median_dense_fp16=None,
+        gpu_latency_ms_median_2to4=None,
+        gpu_speedup_2to4=None,
+        gpu_2to4_skipped_reason="no CUDA device: 2:4 sparse kernels need a CUDA GPU",
+    )
+    summary = aggregate(_write_runs(tmp_path / "m", runs), tmp_path / "summary.csv")
+    rows = summary.set_index("variant")
+    assert rows.loc[timed["variant"], "gpu_speedup_2to4"] == pytest.approx(12.5 / 11.0)
+    assert math.isnan(rows.loc[skipped["variant"], "gpu_speedup_2to4"])
+    assert summary["linears_2to4"].notna().sum() == 2
+    pdf = tmp_path / "report.pdf"
+    write_report(summary, [], {}, pdf)
+    texts = [page.extract_text() for page in PdfReader(pdf).pages]
+    page = next(t for t in texts if "2:4 semi-structured sparsity on the GPU" in t)
+    assert timed["variant"] in page and skipped["variant"] in page
+    assert "1.136" in page and "cusparselt" in page
+    assert "Not timed: no CUDA device" in page
+    # Without 2:4 rows there is no such page.
+    plain = tmp_path / "plain.pdf"
+    write_report(
+        aggregate(_write_runs(tmp_path / "p", FAKE_RUNS), tmp_path / "p.csv"), [], {}, plain
+    )
+    assert not any("2:4 semi" in page.extract_text() for page in PdfReader(plain).pages)

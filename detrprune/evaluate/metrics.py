@@ -32,6 +32,7 @@ from detrprune.evaluate.bootstrap import (
 )
 from detrprune.evaluate.kitti_ap import kitti_ap
 from detrprune.evaluate.paired import write_resamples
+from detrprune.evaluate.semi_structured import nm_sparse_linears, time_semi_structured
 from detrprune.prune.methods import count_nonzero_parameters, count_parameters, sparsity_by_part
 from detrprune.prune.sparse_io import load_sparse, save_sparse, size_bound_bytes
 from detrprune.train.model import coco_evaluator_config, register_mmdet, test_dataloader_config
@@ -671,6 +672,13 @@ def evaluate_checkpoint(
     if torch.cuda.is_available():
         log.info("GPU latency: %d warm-up + %d timed runs (CUDA events)", warmup, runs)
         record.update(gpu_latency(model, batches, warmup, runs))
+    # A 2:4-pruned variant (and its fine-tuned twin): dense fp16 vs the sparse kernels on the
+    # GPU; without one the timing keys are None and gpu_2to4_skipped_reason says why. The
+    # Linears are read off the weights; unstructured pruning's chance 2:4 layers are not timed.
+    nm_linears = nm_sparse_linears(model) if meta.get("pruning", {}).get("nm") == [2, 4] else []
+    if nm_linears:
+        record["linears_2to4"] = len(nm_linears)
+        record.update(time_semi_structured(model, batches, warmup=warmup, runs=runs))
     record["pruning"] = meta.get("pruning", {})
     for key in ("finetune", "iterative_step"):
         if key in meta:

@@ -270,6 +270,8 @@ def nm_keep_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     The groups run along the input dimension (each row of a Linear's ``(out, in)`` weight), as
     sparse tensor cores read them. Equal magnitudes keep the earlier weight.
     """
+    if not 0 < n < m:
+        raise ValueError(f"N:M needs 0 < N < M, got {n}:{m}")
     rows, columns = weight.shape
     if columns % m:
         raise ValueError(f"{columns} input features are not a whole number of groups of {m}")
@@ -363,6 +365,7 @@ def weight_prune(
         "modules": list(parts),
     }
     if pattern is not None:
+        stats["nm"] = list(pattern)
         stats["nm_layers"] = len(targets)
         stats["nm_left_dense"] = skipped
     return stats

@@ -1,7 +1,7 @@
 """The PDF report: a title page (the study's settings, the baseline, how to read the numbers),
-the recovery, summary, detail, latency-elasticity and iterative-step tables, then one page per
-plot. Byte-identical for identical inputs: no creation dates, fixed fonts (TrueType, so the text
-stays extractable)."""
+the recovery, summary, detail, latency-elasticity, 2:4-on-GPU and iterative-step tables, then
+one page per plot. Byte-identical for identical inputs: no creation dates, fixed fonts
+(TrueType, so the text stays extractable)."""
 
 from __future__ import annotations
 
@@ -149,6 +149,25 @@ _ELASTICITY_NOTE = (
     "speed drifts:\nunpaired, so each elasticity here is indicative only. Judge speedups by the "
     "interleaved re-timing of `make bench` (bench/pruning_goals.py --retime, paired intervals)."
 )
+# The 2:4 variants' GPU timing (evaluate.semi_structured): dense fp16 against the same model with
+# its 2:4 Linears on the sparse tensor cores, or why it was not timed.
+_SEMI_STRUCTURED_HEADERS: dict[str, str] = {
+    "variant": "variant",
+    "finetuned": "ft",
+    "mAP": "mAP",
+    "delta_mAP": "dmAP",
+    "linears_2to4": "2:4 Linears",
+    "gpu_latency_ms_median_dense_fp16": "dense fp16 ms",
+    "gpu_latency_ms_median_2to4": "2:4 ms",
+    "gpu_speedup_2to4": "speedup",
+    "gpu_2to4_backend": "kernel",
+}
+_SEMI_STRUCTURED_NOTE = (
+    "Timed on the GPU by the evaluate rule: the model in fp16 with its 2:4 Linears compressed "
+    "for the sparse tensor cores against the same model dense in fp16, interleaved, CUDA "
+    "events;\nspeedup = dense / 2:4 (end to end). Per-layer speedups, grouped by kind, are in "
+    "results/eval/<variant>/metrics.json."
+)
 _STEP_NOTE = (
     "Each step prunes, evaluates, fine-tunes and evaluates again; drop = baseline mAP - "
     "fine-tuned mAP; the loop stops after the first step over budget; kept = the model evaluated "
@@ -234,7 +253,8 @@ def write_report(
     recovery table (each model against its control of equal training, with intervals), the
     summary table and the detail table (KITTI AP, GMACs by part, sparse sizes; split every 25
     rows), the latency elasticity of each filter variant (:func:`elasticity_table`; only when
-    there is one), the iterative loop's step table when ``steps`` is given, then one page per
+    there is one), the 2:4 variants' GPU timing (:func:`semi_structured_table`; only when there
+    is one), the iterative loop's step table when ``steps`` is given, then one page per
     plot.
 
     Args:
@@ -278,6 +298,14 @@ def write_report(
                     _ELASTICITY_HEADERS,
                     "Latency elasticity per filter variant",
                     _ELASTICITY_NOTE,
+                )
+            two_four = semi_structured_table(summary)
+            if not two_four.empty:
+                tables += _table_pages(
+                    two_four,
+                    _SEMI_STRUCTURED_HEADERS,
+                    "2:4 semi-structured sparsity on the GPU",
+                    _SEMI_STRUCTURED_NOTE + _not_timed_note(two_four),
                 )
             if steps is not None:
                 tables += _table_pages(steps, _STEP_HEADERS, "Iterative steps", _STEP_NOTE)
@@ -325,6 +353,21 @@ def elasticity_table(summary: pd.DataFrame) -> pd.DataFrame:
     table["latency_change"] = -100.0 * numbers["latency_reduction"] + 0.0
     table["elasticity"] = numbers["elasticity"]
     return table
+
+
+def semi_structured_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose model has 2:4 Linears (``linears_2to4``), timed on a GPU or not."""
+    if "linears_2to4" not in summary:
+        return summary.iloc[0:0]
+    return summary[summary["linears_2to4"].notna()]
+
+
+def _not_timed_note(rows: pd.DataFrame) -> str:
+    """Why rows of the 2:4 table have no GPU numbers (each distinct reason once)."""
+    if "gpu_2to4_skipped_reason" not in rows:
+        return ""
+    reasons = sorted(set(rows["gpu_2to4_skipped_reason"].dropna().astype(str)))
+    return "".join(f"\nNot timed: {reason}" for reason in reasons)
 
 
 def _fmt(value: object, digits: int = 4) -> str:

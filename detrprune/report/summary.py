@@ -13,7 +13,14 @@ from typing import Any
 
 import pandas as pd
 
-from detrprune.constants import CLASSES, GMACS_PARTS, LATENCY_PARTS, SPARSITY_PARTS
+from detrprune.constants import (
+    CLASSES,
+    GMACS_PARTS,
+    LATENCY_PARTS,
+    SEMI_STRUCTURED_COLUMNS,
+    SEMI_STRUCTURED_TEXT_COLUMNS,
+    SPARSITY_PARTS,
+)
 from detrprune.evaluate.paired import PairingError, Resamples, compare_with_control, read_resamples
 from detrprune.jobs import atomic_output
 from detrprune.variants import control_of, is_control
@@ -88,7 +95,15 @@ ONNX_COLUMNS = (
 # Measured only where CUDA is available (CUDA events); the device names the GPU.
 GPU_COLUMNS = ("gpu_latency_ms_median", "gpu_latency_ms_p90")
 OPTIONAL_COLUMNS += [*ONNX_COLUMNS, *GPU_COLUMNS, "gpu_latency_device"]
-_OPTIONAL_STR_COLUMNS = ("gpu_latency_device",)
+# Models with 2:4 Linears (evaluate.semi_structured.time_semi_structured): how many, and on a
+# GPU with sparse tensor cores the dense fp16 vs 2:4 end-to-end times. Elsewhere the metrics.json
+# holds None for the timings and the skip reason; None reads as missing here. The per-layer
+# speedups are dicts and stay in metrics.json.
+SEMI_STRUCTURED_NUMBER_COLUMNS = ("linears_2to4", *SEMI_STRUCTURED_COLUMNS)
+SEMI_STRUCTURED_STR_COLUMNS = (*SEMI_STRUCTURED_TEXT_COLUMNS, "gpu_2to4_skipped_reason")
+OPTIONAL_COLUMNS += [*SEMI_STRUCTURED_NUMBER_COLUMNS, *SEMI_STRUCTURED_STR_COLUMNS]
+_OPTIONAL_STR_COLUMNS = ("gpu_latency_device", *SEMI_STRUCTURED_STR_COLUMNS)
+_NULLABLE_COLUMNS = (*SEMI_STRUCTURED_NUMBER_COLUMNS, *SEMI_STRUCTURED_STR_COLUMNS)
 
 _STR_COLUMNS = ("variant", "method", "kind", "scope", "latency_device")
 _INT_COLUMNS = ("ratio", "params_total", "params_nonzero")
@@ -153,7 +168,9 @@ def _validate_record(record: object, path: Path) -> dict[str, Any]:
                 number = math.nan
             row[key] = number
     for key in OPTIONAL_COLUMNS:
-        if key in record and key in _OPTIONAL_STR_COLUMNS:
+        if key in _NULLABLE_COLUMNS and key in record and record[key] is None:
+            row[key] = None if key in _OPTIONAL_STR_COLUMNS else math.nan
+        elif key in record and key in _OPTIONAL_STR_COLUMNS:
             if not isinstance(record[key], str):
                 raise ReportError(f"{path}: key '{key}' must be a string, got {record[key]!r}")
             row[key] = record[key]
