@@ -39,7 +39,7 @@ FILTER_SCOPES = {
     "filter_all": "backbone+residual+ffn",
     "filter_attention": "backbone+ffn+attention:encoder",
 }
-WEIGHT_METHODS = {"weight": 90, "weight_global": 50, "weight_backbone": 50}
+WEIGHT_METHODS = {"weight": 90, "weight_global": 50, "weight_backbone": 50, "weight_2to4": 50}
 # The +attention target fine-tunes and exports a model pruned in backbone, FFNs and heads; the
 # iterative loop fine-tunes the residual stream's pruning.
 FINETUNED = ["finetune/filter_attention/r50", "finetune/weight/r90"]
@@ -157,6 +157,22 @@ def test_every_scope_is_pruned_and_reloads(study):
             study / "results" / "prune" / method / f"r{ratio}" / "model.pth"
         )
         assert meta["kind"] == "weight"
+        if meta["scope"] == "2:4":
+            # Every Linear of the R50 model's 6 + 6 layers but the sampling offsets keeps at
+            # most 2 of every 4 inputs.
+            linears = [
+                module
+                for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Linear)
+                and name.split(".")[0] in ("encoder", "decoder")
+                and "sampling_offsets" not in name
+            ]
+            assert len(linears) == meta["pruning"]["nm_layers"] >= 60, len(linears)
+            for linear in linears:
+                kept = (linear.weight != 0).reshape(linear.out_features, -1, 4).sum(-1)
+                assert int(kept.max()) <= 2
+            assert meta["pruning"]["sparsity"] >= 0.5
+            continue
         assert meta["pruning"]["sparsity"] == pytest.approx(ratio / 100, abs=0.01), method
 
 
