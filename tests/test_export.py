@@ -42,6 +42,7 @@ def _export_and_check(detector, batches, path: Path) -> dict:
     assert parity["onnx_parity_frames"] == len(batches)
     print(f"\n{path.name}: {parity}")
     assert parity["onnx_max_abs_diff"] < TOLERANCE
+    assert parity["onnx_queries_off"] == 0 and parity["onnx_queries"] > 0
     return parity
 
 
