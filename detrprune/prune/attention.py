@@ -20,7 +20,8 @@ functions doing the tensor surgery on each Linear:
 A head's importance is the L1 norm of the weights that carry its content: its ``value_proj``
 rows and ``output_proj`` columns (deformable attention), or its query/key/value rows of
 ``in_proj_weight`` and its ``out_proj`` columns (multi-head attention), biases included. The
-``ratio`` removes ``round(ratio * heads)`` heads of every attention layer (at least one kept).
+``ratio`` removes ``round(ratio * heads)`` heads of every attention layer (at least one kept)
+of the chosen stacks: the encoder, the decoder or both.
 
 A saved pruned model is rebuilt by :func:`shrink_attention_to_state_dict`: the head counts
 follow from the saved tensors' shapes, so no extra metadata is needed.
