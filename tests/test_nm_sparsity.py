@@ -15,7 +15,7 @@ from torch import nn
 
 from detrprune.config import ConfigError, validate_config
 from detrprune.constants import NM_DEFAULT_PARTS, nm_pattern
-from detrprune.prune.methods import nm_keep_mask, prunable_weights, weight_part, weight_prune
+from detrprune.prune.methods import nm_prune, prunable_weights, weight_part, weight_prune
 from detrprune.prune.sparse_io import load_sparse, save_sparse
 from detrprune.train.checkpoint import read_checkpoint
 
@@ -24,31 +24,36 @@ from .test_finetune import _finetune, _pruned_checkpoint
 from .test_sparse_io import _assert_bit_exact
 
 
-def _brute_force_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Per group, the subset of n positions with the largest total magnitude, earliest first."""
-    mask = torch.zeros_like(weight, dtype=torch.bool)
+def _kept_magnitudes_by_brute_force(weight: torch.Tensor, n: int, m: int) -> list[list[float]]:
+    """Per group, the magnitudes of the n-subset with the largest total, by trying them all.
+    (Which of equal magnitudes stays is torch.topk's choice, so magnitudes are compared.)"""
+    kept = []
     for row, start in itertools.product(range(weight.shape[0]), range(0, weight.shape[1], m)):
         group = weight[row, start : start + m].abs().tolist()
-        # Largest magnitudes; among equals the earlier position (lexicographically first subset).
-        best = max(
-            itertools.combinations(range(m), n),
-            key=lambda kept: (sorted((group[i] for i in kept), reverse=True), [-i for i in kept]),
-        )
-        for i in best:
-            mask[row, start + i] = True
-    return mask
+        best = max(itertools.combinations(range(m), n), key=lambda c: sum(group[i] for i in c))
+        kept.append(sorted(group[i] for i in best))
+    return kept
 
 
 @pytest.mark.parametrize(("n", "m"), [(2, 4), (4, 8), (1, 4)])
-def test_keep_mask_is_the_n_largest_of_every_m_inputs(n, m):
+def test_nm_prune_keeps_the_n_largest_of_every_m_inputs(n, m):
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(6, 4 * m, generator=generator)
-    weight[0, :m] = 1.0  # all equal: the earliest n stay
-    weight[1, :m] = 0.0
-    mask = nm_keep_mask(weight, n, m)
-    assert torch.equal(mask, _brute_force_mask(weight, n, m))
+    weight[0, :m] = 1.0  # all equal: any n of them, but exactly n
+    weight[1, :m] = -0.5  # equal magnitudes of the other sign
+    linear = nn.Linear(4 * m, 6, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+    nm_prune(linear, ["weight"], n, m)
+    pruned = linear.weight.detach()
+    mask = pruned != 0
     assert torch.equal(mask.reshape(6, -1, m).sum(-1), torch.full((6, 4), n))
-    assert mask[0, :m].tolist() == [True] * n + [False] * (m - n)
+    assert torch.equal(pruned[mask], weight[mask])  # kept weights keep their values
+    kept = [
+        sorted(pruned[row, start : start + m].abs()[mask[row, start : start + m]].tolist())
+        for row, start in itertools.product(range(6), range(0, 4 * m, m))
+    ]
+    assert kept == _kept_magnitudes_by_brute_force(weight, n, m)
 
 
 def _assert_pattern(weight: torch.Tensor, n: int, m: int, where: str) -> None:

@@ -27,7 +27,6 @@ from torch import nn
 
 from detrprune.evaluate.semi_structured import (
     TIMING_KEYS,
-    apply_nm_magnitude,
     follows_nm,
     group_layer_speedups,
     layer_kind,
@@ -36,7 +35,7 @@ from detrprune.evaluate.semi_structured import (
     shape_unsupported_reason,
     time_semi_structured,
 )
-from detrprune.prune.methods import weight_prune
+from detrprune.prune.methods import nm_prune, weight_prune
 from detrprune.train.model import synthetic_batch
 
 from .conftest import REPO
@@ -54,6 +53,12 @@ def gpu():
         if REQUIRE_GPU and not torch.cuda.is_available():
             pytest.fail("DETRPRUNE_REQUIRE_GPU=1 but torch sees no CUDA device")
         pytest.skip(f"2:4 kernels cannot run here ({UNSUPPORTED}): make gpu-smoke on a GPU")
+
+
+def apply_nm_magnitude(linear: nn.Linear, n: int = 2, m: int = 4) -> torch.Tensor:
+    """N:M by magnitude on one Linear (the workflow's pruning); returns what it kept."""
+    nm_prune(linear, ["weight"], n, m)
+    return linear.weight != 0
 
 
 def test_apply_nm_magnitude_zeroes_in_place_what_the_mask_drops():

@@ -89,18 +89,6 @@ def nm_sparse_linears(model: nn.Module, n: int = 2, m: int = 4) -> list[tuple[st
     return found
 
 
-@torch.no_grad()
-def apply_nm_magnitude(linear: nn.Linear, n: int = 2, m: int = 4) -> torch.Tensor:
-    """Zero all but the ``n`` largest-magnitude weights in every group of ``m`` consecutive
-    input weights of ``linear`` (in place, :func:`~detrprune.prune.methods.nm_keep_mask`);
-    returns the keep mask, shaped like the weight."""
-    from detrprune.prune.methods import nm_keep_mask
-
-    mask = nm_keep_mask(linear.weight, n, m)
-    linear.weight.mul_(mask.to(linear.weight.dtype))
-    return mask
-
-
 def layer_kind(name: str) -> str:
     """A Linear's kind from its module name: ``<part> attention`` or ``<part> ffn`` for the
     encoder and decoder, ``head`` (``bbox_head.*``) or ``other`` (e.g. the two-stage

@@ -264,21 +264,32 @@ def weight_part(name: str) -> str:
     return top if top in SPARSITY_PARTS else "other"
 
 
-def nm_keep_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """True for the ``n`` largest-magnitude weights of every ``m`` consecutive input weights.
+def nm_prune(root: nn.Module, weights: Sequence[str], n: int, m: int) -> None:
+    """Keep the ``n`` largest-magnitude of every ``m`` consecutive input weights of each named
+    weight (qualified names under ``root``, e.g. ``"encoder.layers.0.ffn.layers.1.weight"``) and
+    zero the rest, in place, as +0.0.
 
-    The groups run along the input dimension (each row of a Linear's ``(out, in)`` weight), as
-    sparse tensor cores read them. Equal magnitudes keep the earlier weight.
+    torch's own N:M sparsifier does it (``torch.ao.pruning.WeightNormSparsifier`` with 1 x M
+    blocks and M - N zeros in each): the groups run along the input dimension, as sparse tensor
+    cores read them. Which of equal magnitudes stays is ``torch.topk``'s choice.
     """
+    from torch.ao.pruning import WeightNormSparsifier
+
     if not 0 < n < m:
         raise ValueError(f"N:M needs 0 < N < M, got {n}:{m}")
-    rows, columns = weight.shape
-    if columns % m:
-        raise ValueError(f"{columns} input features are not a whole number of groups of {m}")
-    groups = weight.detach().abs().reshape(rows, columns // m, m)
-    kept = torch.sort(groups, dim=-1, descending=True, stable=True).indices[..., :n]
-    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, kept, True)
-    return mask.reshape(rows, columns)
+    for name in weights:
+        columns = root.get_parameter(name).shape[1]
+        if columns % m:
+            raise ValueError(f"{name}: {columns} inputs are not a whole number of groups of {m}")
+    sparsifier = WeightNormSparsifier(
+        sparsity_level=1.0, sparse_block_shape=(1, m), zeros_per_block=m - n
+    )
+    sparsifier.prepare(root, [{"tensor_fqn": name} for name in weights])
+    sparsifier.step()
+    sparsifier.squash_mask()
+    with torch.no_grad():
+        for name in weights:
+            root.get_parameter(name).add_(0.0)  # -0.0 -> +0.0: "zero" is all bits zero
 
 
 def weight_prune(
@@ -292,7 +303,7 @@ def weight_prune(
     ``layerwise`` removes the same fraction in every layer; ``global`` uses one threshold over all
     of them (which can empty whole layers whose weights are small by design, such as deformable
     attention's sampling offsets). An N:M scope (``"2:4"``) keeps the N largest of every M
-    consecutive input weights of each selected ``nn.Linear`` (:func:`nm_keep_mask`); its
+    consecutive input weights of each selected ``nn.Linear`` (:func:`nm_prune`); its
     ``ratio`` must be its sparsity, 1 - N/M, and Linears whose input width is not a multiple of
     M stay dense (counted and logged). ``modules`` (parts of :data:`SPARSITY_PARTS`, default all;
     :data:`NM_DEFAULT_PARTS` for N:M) limits which weights are pruned. Weights that are already
@@ -331,10 +342,7 @@ def weight_prune(
     if not targets:
         raise ValueError(f"weight pruning modules {list(parts)}: no prunable weight in them")
     if pattern is not None:
-        with torch.no_grad():
-            for module, param in targets:
-                weight = getattr(module, param)
-                weight.mul_(nm_keep_mask(weight, *pattern))
+        nm_prune(detector, [name for name, _, _ in selected], *pattern)
     elif scope == "global":
         prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=ratio)
     else:
