@@ -678,7 +678,8 @@ def evaluate_checkpoint(
     nm_linears = nm_sparse_linears(model) if meta.get("pruning", {}).get("nm") == [2, 4] else []
     if nm_linears:
         record["linears_2to4"] = len(nm_linears)
-        record.update(time_semi_structured(model, batches, warmup=warmup, runs=runs))
+        names = [name for name, _ in nm_linears]
+        record.update(time_semi_structured(model, batches, warmup=warmup, runs=runs, names=names))
     record["pruning"] = meta.get("pruning", {})
     for key in ("finetune", "iterative_step"):
         if key in meta:
