@@ -48,6 +48,8 @@ gpu-smoke: install
 	DETRPRUNE_REQUIRE_GPU=1 $(BIN)/python -m pytest -v -rs tests/test_full_study.py tests/test_evaluation.py tests/test_semi_structured.py
 	DETRPRUNE_REQUIRE_GPU=1 $(BIN)/python bench/semi_structured.py
 	DETRPRUNE_REQUIRE_GPU=1 $(BIN)/python bench/semi_structured.py --full-size
+	DETRPRUNE_REQUIRE_GPU=1 $(BIN)/python bench/semi_structured.py --full-size --modules encoder \
+		--layers ffn --out results/bench/semi_structured_full_size_encoder_ffn.json
 
 # The measured goals, the latency check (accuracy pass vs back-to-back), round_to 1 vs 8 and the
 # run's cost per rule on the demo's results; run after `make demo`.

@@ -1,13 +1,16 @@
 """2:4 semi-structured sparsity on the GPU: the detector dense fp16 against its 2:4 twin.
 
 Every Linear of the transformer (encoder and decoder, sampling offsets kept dense) is pruned to
-2:4 by magnitude, as the workflow's ``scope: "2:4"`` does, and
+2:4 by magnitude, as the workflow's ``scope: "2:4"`` does (``--modules``/``--layers`` choose
+fewer, as a method's keys do: ``--modules encoder --layers ffn`` is the demo's
+``weight_2to4``), and
 :func:`~detrprune.evaluate.semi_structured.time_semi_structured` times ``model.test_step``
 with those weights on the sparse tensor-core kernels against the dense fp16 model
 (interleaved, CUDA events), then each converted Linear alone on its real input shape::
 
     .venv/bin/python bench/semi_structured.py               # the demo size (config.yaml)
     .venv/bin/python bench/semi_structured.py --full-size   # R50, 6+6 layers (configs/kitti.yaml)
+    .venv/bin/python bench/semi_structured.py --full-size --modules encoder --layers ffn
 
 Weights: ``results/baseline/model.pth`` at the demo size when it exists, else a freshly
 initialised model (speed does not depend on trained values; the layers mmcv initialises to zero
@@ -32,6 +35,7 @@ import torch
 import yaml
 from torch import nn
 
+from detrprune.constants import NM_DEFAULT_PARTS, SPARSITY_PARTS, WEIGHT_LAYER_KINDS
 from detrprune.evaluate.semi_structured import (
     nm_sparse_linears,
     semi_structured_unsupported_reason,
@@ -42,9 +46,9 @@ from detrprune.prune.methods import weight_prune
 from detrprune.train.model import build_detector, model_config, synthetic_batch
 
 REPO = Path(__file__).resolve().parent.parent
+# The command-line settings the JSON record keeps.
+SETTINGS = ("warmup", "runs", "layer_runs", "layer_repeats", "images", "modules", "layers")
 BASELINE = Path("results/baseline/model.pth")
-# The transformer's parts; the head's 3- and 4-wide outputs are too narrow for the kernel.
-PRUNED_PARTS = ("encoder.", "decoder.")
 
 
 def model_settings(full_size: bool) -> dict[str, Any]:
@@ -73,18 +77,22 @@ def load_model(settings: dict[str, Any], checkpoint: Path | None) -> tuple[nn.Mo
 
 
 @torch.no_grad()
-def prune_transformer_2to4(model: nn.Module) -> list[str]:
-    """The workflow's ``scope: "2:4"`` (every Linear of the encoder and decoder, sampling
-    offsets kept dense); returns the names of the Linears that now follow 2:4.
+def prune_transformer_2to4(
+    model: nn.Module,
+    modules: tuple[str, ...] = NM_DEFAULT_PARTS,
+    layers: tuple[str, ...] = WEIGHT_LAYER_KINDS,
+) -> list[str]:
+    """The workflow's ``scope: "2:4"`` with a method's ``modules`` and ``layers`` (default:
+    every Linear of the encoder and decoder, sampling offsets kept dense); returns the names of
+    the Linears that now follow 2:4.
 
     A Linear that is all zero (mmcv's initial ``attention_weights``) first gets small random
     weights: a trained model's are not zero, and an all-zero layer does not count as 2:4.
     """
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and name.startswith(PRUNED_PARTS):
-            if not module.weight.any():
-                module.weight.normal_(0.0, 1e-3)
-    weight_prune(model, 0.5, "2:4")
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and not module.weight.any():
+            module.weight.normal_(0.0, 1e-3)
+    weight_prune(model, 0.5, "2:4", modules, layers)
     return [name for name, _ in nm_sparse_linears(model)]
 
 
@@ -141,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     add("--layer-runs", type=int, default=20, help="interleaved rounds per Linear alone")
     add("--layer-repeats", type=int, default=10, help="calls per timed round of a Linear")
     add("--images", type=int, default=2, help="synthetic images cycled")
+    add("--modules", nargs="+", choices=SPARSITY_PARTS, default=list(NM_DEFAULT_PARTS))
+    add("--layers", nargs="+", choices=WEIGHT_LAYER_KINDS, default=list(WEIGHT_LAYER_KINDS))
     add("--out", type=Path, help="JSON (default: results/bench/semi_structured[_full_size].json)")
     args = parser.parse_args(argv)
     if min(args.runs, args.layer_runs, args.layer_repeats, args.images) < 1 or args.warmup < 0:
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = model_settings(args.full_size)
     width, height = (int(v) for v in settings["input_scale"])
     model, weights = load_model(settings, checkpoint)
-    pruned = prune_transformer_2to4(model)
+    pruned = prune_transformer_2to4(model, tuple(args.modules), tuple(args.layers))
     found = [layer for layer, _ in nm_sparse_linears(model)]
     batches = [synthetic_batch((height, width), seed=i) for i in range(args.images)]
     reason = semi_structured_unsupported_reason()
@@ -185,10 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "pruned_2to4": pruned,
         "linears_2to4": len(found),
         "gpu_deformable_attention": path,
-        "settings": {
-            key: getattr(args, key)
-            for key in ("warmup", "runs", "layer_runs", "layer_repeats", "images")
-        },
+        "settings": {key: getattr(args, key) for key in SETTINGS},
         "torch": torch.__version__,
         **result,
     }

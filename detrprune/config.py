@@ -13,7 +13,14 @@ from typing import Any
 import jsonschema
 import yaml
 
-from detrprune.constants import FILTER_SCOPES, WEIGHT_SCOPES, nm_pattern
+from detrprune.constants import (
+    FILTER_SCOPES,
+    NM_DEFAULT_PARTS,
+    SPARSITY_PARTS,
+    TRANSFORMER_STACKS,
+    WEIGHT_SCOPES,
+    nm_pattern,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -102,6 +109,8 @@ def _check_pruning(pruning: Mapping[str, Any], source: str) -> None:
             )
         if "modules" in spec and spec["kind"] != "weight":
             raise ConfigError(f"{where}.modules: only weight pruning takes a module choice")
+        if "layers" in spec and spec["kind"] != "weight":
+            raise ConfigError(f"{where}.layers: only weight pruning takes a layer choice")
         if "criterion" in spec and spec["kind"] != "filter":
             raise ConfigError(f"{where}.criterion: only filter pruning takes a criterion")
         if "round_to" in spec and spec["kind"] != "filter":
@@ -113,6 +122,15 @@ def _check_pruning(pruning: Mapping[str, Any], source: str) -> None:
                 raise ConfigError(
                     f"{where}.ratios: scope {spec['scope']} zeroes {sparsity:g} % of the weights "
                     f"it prunes: its ratios must be [{sparsity:g}], got {spec['ratios']}"
+                )
+        if "layers" in spec and "other" not in spec["layers"]:
+            # FFNs and attention projections live in the transformer (sampling offsets too).
+            default = NM_DEFAULT_PARTS if pattern is not None else SPARSITY_PARTS
+            modules = spec.get("modules", default)
+            if not set(modules) & {*TRANSFORMER_STACKS, "sampling_offsets"}:
+                raise ConfigError(
+                    f"{where}.layers: {spec['layers']} are transformer layers, and modules "
+                    f"{modules} has none of them"
                 )
         if "transformer" in spec and not {"ffn", "attention"} & set(spec["scope"].split("+")):
             raise ConfigError(

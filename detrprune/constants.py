@@ -70,6 +70,18 @@ TRANSFORMER_STACKS: tuple[str, ...] = ("encoder", "decoder")
 # selected Linear: 2:4 is what sparse tensor cores (Ampere and later) run; 4:8 is the same
 # sparsity with more freedom in which weights stay, and no kernel.
 WEIGHT_SCOPES: tuple[str, ...] = ("layerwise", "global", "2:4", "4:8")
+# The kinds of layer a weight method's ``layers`` key chooses among (default all), within the
+# parts its ``modules`` names: the Linears of the transformer's feed-forward blocks, its attention
+# projections, and every other prunable weight (convs, the head, the two-stage projections).
+# Sparse 2:4 kernels speed up large matrix products: the encoder's FFNs, which see every image
+# token, are where they can pay.
+WEIGHT_LAYER_KINDS: tuple[str, ...] = ("ffn", "attention", "other")
+# The attention projections by module name: mmcv's deformable attention (value_proj,
+# output_proj, sampling_offsets, attention_weights) and nn.MultiheadAttention (its bare
+# in_proj_weight, out_proj).
+ATTENTION_LAYERS: frozenset[str] = frozenset(
+    {"value_proj", "output_proj", "sampling_offsets", "attention_weights", "in_proj", "out_proj"}
+)
 # The parts an N:M scope prunes when a method names no ``modules``: the transformer's Linears
 # (FFNs and attention projections; sampling offsets are a part of their own and stay dense).
 NM_DEFAULT_PARTS: tuple[str, ...] = ("encoder", "decoder")

@@ -54,13 +54,21 @@ def kitti_root(training_dir):
 
 
 def spec_of(method):
-    """A named method's kind, scope, criterion, channel rounding, transformer stacks and module
-    choice (what pruning needs; not its ratios). Keys a method leaves out stay out, so adding an
-    option reruns none of the methods that do not use it."""
+    """A named method's kind, scope, criterion, channel rounding, transformer stacks, and module
+    and layer choice (what pruning needs; not its ratios). Keys a method leaves out stay out, so
+    adding an option reruns none of the methods that do not use it."""
     spec = config["pruning"]["methods"][method]
     params = {
         key: spec[key]
-        for key in ("kind", "scope", "criterion", "round_to", "transformer", "modules")
+        for key in (
+            "kind",
+            "scope",
+            "criterion",
+            "round_to",
+            "transformer",
+            "modules",
+            "layers",
+        )
         if key in spec
     }
     if spec["kind"] == "filter":

@@ -47,6 +47,19 @@ def test_bad_ratio_names_the_key(bad):
             "config: pruning.methods.weight.modules[0]: 'transformer' is not one of",
         ),
         (
+            lambda p: p["methods"]["filter"].update(layers=["ffn"]),
+            "config: pruning.methods.filter.layers: only weight pruning takes a layer choice",
+        ),
+        (
+            lambda p: p["methods"]["weight"].update(layers=["mlp"]),
+            "config: pruning.methods.weight.layers[0]: 'mlp' is not one of",
+        ),
+        (
+            lambda p: p["methods"]["weight"].update(modules=["backbone"], layers=["ffn"]),
+            "config: pruning.methods.weight.layers: ['ffn'] are transformer layers, and modules "
+            "['backbone'] has none of them",
+        ),
+        (
             lambda p: p["methods"]["weight"].update(criterion="random"),
             "config: pruning.methods.weight.criterion: only filter pruning takes a criterion",
         ),
@@ -176,10 +189,17 @@ def test_frozen_layers_with_a_pretrained_start_are_valid(tmp_path):
 def test_the_schema_offers_the_scopes_and_parts_the_code_knows():
     """The schema documents the choices for users; detrprune.constants is where they live."""
     from detrprune.config import load_schema
-    from detrprune.constants import FILTER_CRITERIA, FILTER_SCOPES, SPARSITY_PARTS, WEIGHT_SCOPES
+    from detrprune.constants import (
+        FILTER_CRITERIA,
+        FILTER_SCOPES,
+        SPARSITY_PARTS,
+        WEIGHT_LAYER_KINDS,
+        WEIGHT_SCOPES,
+    )
 
     method = load_schema()["properties"]["pruning"]["properties"]["methods"]
     properties = method["additionalProperties"]["properties"]
     assert properties["scope"]["enum"] == [*FILTER_SCOPES, *WEIGHT_SCOPES]
     assert properties["modules"]["items"]["enum"] == list(SPARSITY_PARTS)
+    assert properties["layers"]["items"]["enum"] == list(WEIGHT_LAYER_KINDS)
     assert properties["criterion"]["enum"] == list(FILTER_CRITERIA)

@@ -120,16 +120,17 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "kitti_to_coco": 1,
         "train_baseline": 1,
         # filter 5 + filter_random 2 + filter_ffn 5 + filter_all 1 + filter_attention 1
-        # + weight 9 + weight_global 1 + weight_backbone 1 + weight_2to4 1 ratios
-        "prune": 26,
-        "finetune": 26,
+        # + weight 9 + weight_global 1 + weight_backbone 1 + weight_2to4 1
+        # + weight_2to4_transformer 1 ratios
+        "prune": 27,
+        "finetune": 27,
         "iterative": 1,
         # The controls of equal training: the baseline fine-tuned as the fine-tunes and as
         # the iterative loop were.
         "finetune_baseline": 1,
         "iterative_control": 1,
-        "evaluate": 56,  # baseline + 2 controls + 26 zero-shot + 26 fine-tuned + iterative
-        "export_onnx": 10,  # the final model of each of the 9 methods + iterative
+        "evaluate": 58,  # baseline + 2 controls + 27 zero-shot + 27 fine-tuned + iterative
+        "export_onnx": 11,  # the final model of each of the 10 methods + iterative
         "aggregate": 1,
         "report": 1,
     }

@@ -24,7 +24,7 @@ import pytest
 import torch
 import yaml
 
-from detrprune.prune.methods import prunable_weights
+from detrprune.prune.methods import layer_role, prunable_weights, weight_part
 from detrprune.train.checkpoint import load_detector, read_checkpoint
 
 from .conftest import REPO, run_snakemake
@@ -39,7 +39,17 @@ FILTER_SCOPES = {
     "filter_all": "backbone+residual+ffn",
     "filter_attention": "backbone+ffn+attention:encoder",
 }
-WEIGHT_METHODS = {"weight": 90, "weight_global": 50, "weight_backbone": 50, "weight_2to4": 50}
+WEIGHT_METHODS = {
+    "weight": 90,
+    "weight_global": 50,
+    "weight_backbone": 50,
+    "weight_2to4": 50,
+    "weight_2to4_transformer": 50,
+}
+# The Linears each 2:4 method prunes in the R50 model's 6 + 6 layers: the encoder's FFNs (2 a
+# layer); every Linear of both stacks but the sampling offsets (the decoder self-attention's
+# in_proj is a bare parameter, no Linear).
+NM_LINEARS = {"weight_2to4": 12, "weight_2to4_transformer": 6 * 5 + 6 * 6}
 # The +attention target fine-tunes and exports a model pruned in backbone, FFNs and heads; the
 # iterative loop fine-tunes the residual stream's pruning.
 FINETUNED = ["finetune/filter_attention/r50", "finetune/weight/r90"]
@@ -157,17 +167,16 @@ def test_every_scope_is_pruned_and_reloads(study):
             study / "results" / "prune" / method / f"r{ratio}" / "model.pth"
         )
         assert meta["kind"] == "weight"
-        if meta["scope"] == "2:4":
-            # Every Linear of the R50 model's 6 + 6 layers but the sampling offsets keeps at
-            # most 2 of every 4 inputs.
+        if method in NM_LINEARS:
+            # Every chosen Linear keeps at most 2 of every 4 inputs.
             linears = [
                 module
                 for name, module in model.named_modules()
                 if isinstance(module, torch.nn.Linear)
-                and name.split(".")[0] in ("encoder", "decoder")
-                and "sampling_offsets" not in name
+                and weight_part(f"{name}.weight") in meta["pruning"]["modules"]
+                and layer_role(name) in meta["pruning"]["layers"]
             ]
-            assert len(linears) == meta["pruning"]["nm_layers"] >= 60, len(linears)
+            assert len(linears) == meta["pruning"]["nm_layers"] == NM_LINEARS[method], method
             for linear in linears:
                 kept = (linear.weight != 0).reshape(linear.out_features, -1, 4).sum(-1)
                 assert int(kept.max()) <= 2

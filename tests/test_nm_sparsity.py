@@ -15,7 +15,14 @@ from torch import nn
 
 from detrprune.config import ConfigError, validate_config
 from detrprune.constants import NM_DEFAULT_PARTS, nm_pattern
-from detrprune.prune.methods import nm_prune, prunable_weights, weight_part, weight_prune
+from detrprune.prune.methods import (
+    describe_scope,
+    layer_role,
+    nm_prune,
+    prunable_weights,
+    weight_part,
+    weight_prune,
+)
 from detrprune.prune.sparse_io import load_sparse, save_sparse
 from detrprune.train.checkpoint import read_checkpoint
 
@@ -87,6 +94,45 @@ def test_two_four_scope_prunes_every_transformer_linear_and_nothing_else(tiny_de
     for name, param in detector.named_parameters():
         if name not in selected:
             assert torch.equal(param, before[name]), name
+
+
+def test_layers_ffn_limits_two_four_to_the_encoders_feed_forward_blocks(tiny_detector):
+    """``modules: [encoder], layers: [ffn]``: the encoder's FFN Linears follow 2:4; its attention
+    projections, the decoder and everything else keep every weight."""
+    detector, _ = tiny_detector
+    before = {name: param.detach().clone() for name, param in detector.named_parameters()}
+    stats = weight_prune(detector, 0.5, "2:4", modules=["encoder"], layers=["ffn"])
+    ffn = {
+        name: weight
+        for name, weight in _selected_linears(detector, ("encoder",)).items()
+        if ".ffn." in name
+    }
+    assert len(ffn) == 2 * len(detector.encoder.layers)
+    assert stats["nm_layers"] == len(ffn) and stats["layers"] == ["ffn"]
+    assert stats["sparsity"] == 0.5
+    for name, weight in ffn.items():
+        _assert_pattern(weight, 2, 4, name)
+        assert int((weight == 0).sum()) == weight.numel() // 2, name
+    for name, param in detector.named_parameters():
+        if name not in ffn:
+            assert torch.equal(param, before[name]), name
+    spec = {"kind": "weight", "scope": "2:4", "modules": ["encoder"], "layers": ["ffn"]}
+    assert describe_scope(spec) == "2:4:encoder:ffn"
+
+
+def test_every_prunable_weight_has_the_layer_kind_its_name_says(tiny_detector):
+    detector, _ = tiny_detector
+    roles = {name: layer_role(name) for name, _, _ in prunable_weights(detector)}
+    assert roles["decoder.layers.0.self_attn.attn.in_proj_weight"] == "attention"
+    assert roles["decoder.layers.0.self_attn.attn.out_proj.weight"] == "attention"
+    assert roles["encoder.layers.0.self_attn.value_proj.weight"] == "attention"
+    assert roles["encoder.layers.0.ffn.layers.1.weight"] == "ffn"
+    assert roles["bbox_head.reg_branches.0.0.weight"] == "other"
+    assert roles["memory_trans_fc.weight"] == "other"
+    # Nothing outside the transformer is an FFN or an attention projection.
+    for name, role in roles.items():
+        if weight_part(name) not in ("encoder", "decoder", "sampling_offsets"):
+            assert role == "other", name
 
 
 def test_a_linear_whose_width_is_no_multiple_of_m_stays_dense_and_is_named(tiny_detector):

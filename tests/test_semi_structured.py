@@ -238,13 +238,23 @@ def test_evaluate_checkpoint_records_2to4_and_the_summary_reads_it(tiny_detector
         assert summary["gpu_speedup_2to4"] > 0
 
 
-def test_the_bench_writes_its_record(tmp_path):
+@pytest.mark.parametrize(
+    ("choice", "linears"),
+    [
+        # 2 encoder + 2 decoder layers: 6 + 7 Linears each (the decoder's self-attention
+        # out_proj), less the 4 sampling_offsets, which the 2:4 scope leaves dense.
+        ([], 22),
+        # The demo's weight_2to4: the encoder's FFNs, two Linears a layer.
+        (["--modules", "encoder", "--layers", "ffn"], 4),
+    ],
+)
+def test_the_bench_writes_its_record(tmp_path, choice, linears):
     """bench/semi_structured.py end to end at the demo size (~10 s on 2 cores without a GPU,
     most of it importing mmdet and building the detector)."""
     out = tmp_path / "semi_structured.json"
     env = {k: v for k, v in os.environ.items() if k != "DETRPRUNE_REQUIRE_GPU"}
     run = subprocess.run(
-        [sys.executable, "bench/semi_structured.py", "--out", str(out)]
+        [sys.executable, "bench/semi_structured.py", "--out", str(out), *choice]
         + ["--warmup", "1", "--runs", "2", "--layer-runs", "2", "--layer-repeats", "1"],
         cwd=REPO,
         env=env,
@@ -254,9 +264,7 @@ def test_the_bench_writes_its_record(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     record = json.loads(out.read_text())
-    # 2 encoder + 2 decoder layers: 6 + 7 Linears each (the decoder's self-attention out_proj),
-    # less the 4 sampling_offsets, which the 2:4 scope leaves dense.
-    assert record["linears_2to4"] == len(record["pruned_2to4"]) == 22
+    assert record["linears_2to4"] == len(record["pruned_2to4"]) == linears
     assert not any("sampling_offsets" in name for name in record["pruned_2to4"])
     assert "| model |" in run.stdout
     if UNSUPPORTED is not None:

@@ -33,6 +33,7 @@ from detrprune.constants import (
     SEMI_STRUCTURED_DETAIL_KEYS,
     SEMI_STRUCTURED_TEXT_COLUMNS,
 )
+from detrprune.prune.methods import layer_role
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,6 @@ TIMING_KEYS = (
     *SEMI_STRUCTURED_COLUMNS,
     *SEMI_STRUCTURED_TEXT_COLUMNS,
     *SEMI_STRUCTURED_DETAIL_KEYS,
-)
-
-# Attention projections of mmcv's deformable attention (value_proj, output_proj,
-# sampling_offsets, attention_weights) and of nn.MultiheadAttention (in_proj, out_proj).
-ATTENTION_LAYERS = frozenset(
-    {"value_proj", "output_proj", "sampling_offsets", "attention_weights", "in_proj", "out_proj"}
 )
 
 # The dense operand's shape does not matter (torch pads it); the sparse weight's does.
@@ -96,11 +91,8 @@ def layer_kind(name: str) -> str:
     parts = name.split(".")
     if parts[0] == "bbox_head":
         return "head"
-    if parts[-1] in ATTENTION_LAYERS:
-        kind = "attention"
-    elif "ffn" in parts or "ffns" in parts:
-        kind = "ffn"
-    else:
+    kind = layer_role(name)
+    if kind == "other":
         return "other"
     # Encoder layers see every image token (~10 k at KITTI full size), decoder layers only the
     # queries: the same kind gains very differently in the two, so they are kept apart.

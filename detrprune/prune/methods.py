@@ -26,7 +26,8 @@ The residual width of the transformer and the detection heads always keep their 
 
 Weight pruning zeroes weights with ``torch.nn.utils.prune`` and makes the masks permanent, so the
 state dict is a plain one again (no ``weight_orig``/``weight_mask``). ``modules`` limits it to some
-model parts (see :data:`SPARSITY_PARTS`).
+model parts (see :data:`SPARSITY_PARTS`), ``layers`` to some kinds of layer within them (FFN,
+attention projection or other, :data:`WEIGHT_LAYER_KINDS`).
 """
 
 from __future__ import annotations
@@ -43,12 +44,14 @@ from torch import nn
 from torch.nn.utils import prune
 
 from detrprune.constants import (
+    ATTENTION_LAYERS,
     DEFAULT_ROUND_TO,
     FILTER_CRITERIA,
     FILTER_SCOPES,
     NM_DEFAULT_PARTS,
     SPARSITY_PARTS,
     TRANSFORMER_STACKS,
+    WEIGHT_LAYER_KINDS,
     WEIGHT_SCOPES,
     nm_pattern,
 )
@@ -264,6 +267,23 @@ def weight_part(name: str) -> str:
     return top if top in SPARSITY_PARTS else "other"
 
 
+def layer_role(name: str) -> str:
+    """The kind of layer (one of :data:`WEIGHT_LAYER_KINDS`) a module or prunable weight is, by
+    its qualified name: ``attention`` for an attention projection (:data:`ATTENTION_LAYERS`, or
+    ``nn.MultiheadAttention``'s ``in_proj_weight``), ``ffn`` for a layer inside a feed-forward
+    block of the transformer, ``other`` for the rest."""
+    parts = name.split(".")
+    if parts[-1] == "in_proj_weight":
+        return "attention"
+    if parts[-1] == "weight":
+        parts = parts[:-1]
+    if parts and parts[-1] in ATTENTION_LAYERS:
+        return "attention"
+    if "ffn" in parts or "ffns" in parts:
+        return "ffn"
+    return "other"
+
+
 def nm_prune(root: nn.Module, weights: Sequence[str], n: int, m: int) -> None:
     """Keep the ``n`` largest-magnitude of every ``m`` consecutive input weights of each named
     weight (qualified names under ``root``, e.g. ``"encoder.layers.0.ffn.layers.1.weight"``) and
@@ -297,18 +317,21 @@ def weight_prune(
     ratio: float,
     scope: str = "layerwise",
     modules: Sequence[str] | None = None,
+    layers: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Zero the smallest-magnitude ``ratio`` of the prunable weights, then make it permanent.
 
     ``layerwise`` removes the same fraction in every layer; ``global`` uses one threshold over all
     of them (which can empty whole layers whose weights are small by design, such as deformable
     attention's sampling offsets). An N:M scope (``"2:4"``) keeps the N largest of every M
-    consecutive input weights of each selected ``nn.Linear`` (:func:`nm_prune`); its
-    ``ratio`` must be its sparsity, 1 - N/M, and Linears whose input width is not a multiple of
-    M stay dense (counted and logged). ``modules`` (parts of :data:`SPARSITY_PARTS`, default all;
-    :data:`NM_DEFAULT_PARTS` for N:M) limits which weights are pruned. Weights that are already
-    zero count as pruned, so pruning an already-pruned model to a higher ratio extends its
-    masks. Returns the achieved sparsity over the selected weights.
+    consecutive input weights of each selected ``nn.Linear`` (:func:`nm_prune`); its ``ratio``
+    must be its sparsity, 1 - N/M, and Linears whose input width is not a multiple of M stay
+    dense (counted and logged). ``modules`` (parts of :data:`SPARSITY_PARTS`, default all;
+    :data:`NM_DEFAULT_PARTS` for N:M) limits which weights are pruned, and ``layers`` (kinds of
+    :data:`WEIGHT_LAYER_KINDS`, default all; :func:`layer_role`) which of theirs, e.g.
+    ``["ffn"]`` for the feed-forward blocks alone. Weights that are already zero count as
+    pruned, so pruning an already-pruned model to a higher ratio extends its masks. Returns the
+    achieved sparsity over the selected weights.
     """
     pattern = nm_pattern(scope)
     if scope not in WEIGHT_SCOPES and pattern is None:
@@ -327,10 +350,16 @@ def weight_prune(
         raise ValueError(
             f"weight pruning modules: unknown part(s) {unknown}, expected {SPARSITY_PARTS}"
         )
+    kinds = tuple(layers) if layers else WEIGHT_LAYER_KINDS
+    unknown = sorted(set(kinds) - set(WEIGHT_LAYER_KINDS))
+    if unknown:
+        raise ValueError(
+            f"weight pruning layers: unknown kind(s) {unknown}, expected {WEIGHT_LAYER_KINDS}"
+        )
     selected = [
         (name, module, param)
         for name, module, param in prunable_weights(detector)
-        if weight_part(name) in parts
+        if weight_part(name) in parts and layer_role(name) in kinds
     ]
     skipped: list[str] = []
     if pattern is not None:
@@ -340,7 +369,10 @@ def weight_prune(
         selected = [entry for entry in selected if entry[0] not in skipped]
     targets = [(module, param) for _, module, param in selected]
     if not targets:
-        raise ValueError(f"weight pruning modules {list(parts)}: no prunable weight in them")
+        raise ValueError(
+            f"weight pruning modules {list(parts)}, layers {list(kinds)}: no prunable weight "
+            "in them"
+        )
     if pattern is not None:
         nm_prune(detector, [name for name, _, _ in selected], *pattern)
     elif scope == "global":
@@ -358,7 +390,15 @@ def weight_prune(
     total = sum(getattr(m, p).numel() for m, p in targets)
     zeros = sum(int((getattr(m, p) == 0).sum()) for m, p in targets)
     sparsity = zeros / total
-    log.info("weight pruning %.0f%% (%s, %s): sparsity %.4f", 100 * ratio, scope, parts, sparsity)
+    log.info(
+        "weight pruning %.0f%% (%s, %s, %s): %d weight matrices, sparsity %.4f",
+        100 * ratio,
+        scope,
+        parts,
+        kinds,
+        len(targets),
+        sparsity,
+    )
     if skipped:
         log.info(
             "weight pruning %s: %d Linear(s) left dense (input width): %s",
@@ -371,6 +411,7 @@ def weight_prune(
         "zeroed_weights": zeros,
         "sparsity": sparsity,
         "modules": list(parts),
+        "layers": list(kinds),
     }
     if pattern is not None:
         stats["nm"] = list(pattern)
@@ -423,7 +464,7 @@ def apply_pruning(
             detector, ratio, input_hw, spec["scope"], criterion, seed, round_to, transformer
         )
     if kind == "weight":
-        return weight_prune(detector, ratio, spec["scope"], spec.get("modules"))
+        return weight_prune(detector, ratio, spec["scope"], spec.get("modules"), spec.get("layers"))
     raise ValueError(f"unknown pruning kind {kind!r}, expected 'filter' or 'weight'")
 
 
@@ -431,7 +472,8 @@ def describe_scope(spec: Mapping[str, Any]) -> str:
     """The scope as the summary shows it, e.g. ``backbone+ffn``, ``layerwise:backbone``,
     ``backbone:random`` (filters drawn at random, not by L1 norm), ``backbone:round1`` (widths
     rounded otherwise than to :data:`DEFAULT_ROUND_TO`) or ``backbone+ffn+attention:encoder``
-    (FFNs and heads pruned in the encoder only)."""
+    (FFNs and heads pruned in the encoder only); for weight methods the ``modules`` and
+    ``layers`` chosen, e.g. ``layerwise:backbone`` or ``2:4:encoder:ffn``."""
     if spec["kind"] == "filter":
         criterion = spec.get("criterion", "l1")
         round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
@@ -443,9 +485,12 @@ def describe_scope(spec: Mapping[str, Any]) -> str:
             + (f":round{round_to}" if round_to != DEFAULT_ROUND_TO else "")
         )
     modules = spec.get("modules")
-    if spec["kind"] == "weight" and modules and tuple(modules) != SPARSITY_PARTS:
-        return f"{spec['scope']}:{'+'.join(modules)}"
-    return str(spec["scope"])
+    layers = spec.get("layers")
+    return (
+        str(spec["scope"])
+        + (f":{'+'.join(modules)}" if modules and tuple(modules) != SPARSITY_PARTS else "")
+        + (f":{'+'.join(layers)}" if layers and set(layers) != set(WEIGHT_LAYER_KINDS) else "")
+    )
 
 
 def prune_checkpoint(
