@@ -15,11 +15,10 @@ import yaml
 
 from detrprune.constants import (
     FILTER_SCOPES,
-    NM_DEFAULT_PARTS,
-    SPARSITY_PARTS,
     TRANSFORMER_STACKS,
     WEIGHT_SCOPES,
     nm_pattern,
+    weight_modules,
 )
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -125,8 +124,7 @@ def _check_pruning(pruning: Mapping[str, Any], source: str) -> None:
                 )
         if "layers" in spec and "other" not in spec["layers"]:
             # FFNs and attention projections live in the transformer (sampling offsets too).
-            default = NM_DEFAULT_PARTS if pattern is not None else SPARSITY_PARTS
-            modules = spec.get("modules", default)
+            modules = list(weight_modules(spec["scope"], spec.get("modules")))
             if not set(modules) & {*TRANSFORMER_STACKS, "sampling_offsets"}:
                 raise ConfigError(
                     f"{where}.layers: {spec['layers']} are transformer layers, and modules "

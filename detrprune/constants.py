@@ -5,6 +5,7 @@ check, the rules and the report can use them without loading torch."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 # The KITTI classes the detector learns, in category-id order (COCO ids 1, 2, 3).
 CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")
@@ -85,6 +86,14 @@ ATTENTION_LAYERS: frozenset[str] = frozenset(
 # The parts an N:M scope prunes when a method names no ``modules``: the transformer's Linears
 # (FFNs and attention projections; sampling offsets are a part of their own and stay dense).
 NM_DEFAULT_PARTS: tuple[str, ...] = ("encoder", "decoder")
+
+
+def weight_modules(scope: str, modules: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The parts a weight method with ``scope`` prunes: its ``modules``, else all of
+    :data:`SPARSITY_PARTS` (:data:`NM_DEFAULT_PARTS` for an N:M scope)."""
+    if modules:
+        return tuple(modules)
+    return NM_DEFAULT_PARTS if nm_pattern(scope) is not None else SPARSITY_PARTS
 
 
 def nm_pattern(scope: str) -> tuple[int, int] | None:

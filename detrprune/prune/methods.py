@@ -48,12 +48,12 @@ from detrprune.constants import (
     DEFAULT_ROUND_TO,
     FILTER_CRITERIA,
     FILTER_SCOPES,
-    NM_DEFAULT_PARTS,
     SPARSITY_PARTS,
     TRANSFORMER_STACKS,
     WEIGHT_LAYER_KINDS,
     WEIGHT_SCOPES,
     nm_pattern,
+    weight_modules,
 )
 from detrprune.prune.attention import HeadPrunedMultiheadAttention, prune_attention_heads
 
@@ -343,8 +343,7 @@ def weight_prune(
         raise ValueError(
             f"weight pruning {scope}: the ratio is its sparsity, {expected:g}, got {100 * ratio:g}"
         )
-    default_parts = NM_DEFAULT_PARTS if pattern is not None else SPARSITY_PARTS
-    parts = tuple(modules) if modules else default_parts
+    parts = weight_modules(scope, modules)
     unknown = sorted(set(parts) - set(SPARSITY_PARTS))
     if unknown:
         raise ValueError(
