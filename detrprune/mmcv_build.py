@@ -102,8 +102,8 @@ def plan_build(toolchain: Toolchain, cuda: str = "auto") -> BuildPlan:
             )
         return BuildPlan(
             False,
-            f"{head} CPU ops ({message}; deformable attention cannot run on the GPU until "
-            f"mmcv is rebuilt with a CUDA {wanted} toolkit)",
+            f"{head} CPU ops ({message}; on the GPU deformable attention runs its slower "
+            f"PyTorch path until mmcv is rebuilt with a CUDA {wanted} toolkit)",
         )
     if toolchain.nvcc_cuda is None or _major(toolchain.nvcc_cuda) != wanted:
         raise BuildError(

@@ -193,3 +193,19 @@ def test_conda_post_deploy_runs_the_same_build_code(tmp_path):
         f"python {REPO}/detrprune/mmcv_build.py install --cuda auto",
         f"pip install --no-deps -e {REPO}",
     ]
+
+
+def test_cuda_tensors_reach_a_deformable_attention_this_mmcv_has(monkeypatch):
+    """mmcv 2.1.0 sends every CUDA tensor to its compiled kernel, built or not: with CPU ops
+    only, a GPU run failed ("ms_deform_attn_impl_forward ... not found"). Building a model
+    (register_mmdet) re-routes them to the PyTorch path. The flag mmcv sets at import on a CUDA
+    machine is set here by hand; only a GPU shows the re-routed forward run (make gpu-smoke)."""
+    import mmcv.ops.multi_scale_deform_attn as deform_attn
+    from mmcv.ops import get_compiling_cuda_version
+
+    from detrprune.train.model import register_mmdet
+
+    monkeypatch.setattr(deform_attn, "IS_CUDA_AVAILABLE", True)
+    register_mmdet()
+    has_cuda_kernel = get_compiling_cuda_version() != mmcv_build.CPU_BUILD_MARK
+    assert deform_attn.IS_CUDA_AVAILABLE is has_cuda_kernel

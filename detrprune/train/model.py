@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from typing import Any
 from mmengine.config import Config
 
 from detrprune.constants import CLASSES
+from detrprune.mmcv_build import CPU_BUILD_MARK
+
+log = logging.getLogger(__name__)
 
 # ResNet stage widths for the stages Deformable DETR takes (out_indices 1..3, plus the extra
 # level the neck makes by a stride-2 conv when num_levels == 4).
@@ -50,6 +54,32 @@ def register_mmdet() -> None:
 
     register_all_modules(init_default_scope=True)
     _register_any_width_detr()
+    route_deformable_attention()
+
+
+def route_deformable_attention() -> bool:
+    """Send CUDA tensors to mmcv's PyTorch deformable attention where mmcv has no CUDA kernel.
+
+    mmcv 2.1.0 runs its compiled kernel for every CUDA tensor (``IS_CUDA_AVAILABLE and
+    value.is_cuda``) whether or not that kernel was built, so an mmcv with CPU ops only (built
+    with ``MMCV_CUDA=no``, or before a CUDA torch replaced the CPU one) fails on a GPU with
+    "ms_deform_attn_impl_forward ... cuda ... not found". Its ``grid_sample`` path runs on any
+    device: slower than the kernel, so ``evaluate`` records which one a GPU timing ran
+    (``gpu_deformable_attention``). Returns whether CUDA tensors were re-routed.
+    """
+    import mmcv
+    import mmcv.ops.multi_scale_deform_attn as deform_attn
+    from mmcv.ops import get_compiling_cuda_version
+
+    if not deform_attn.IS_CUDA_AVAILABLE or get_compiling_cuda_version() != CPU_BUILD_MARK:
+        return False
+    deform_attn.IS_CUDA_AVAILABLE = False
+    log.warning(
+        "mmcv %s was built without CUDA ops: deformable attention runs its PyTorch grid_sample "
+        "path on the GPU (reinstall with MMCV_CUDA=yes for the CUDA kernel)",
+        mmcv.__version__,
+    )
+    return True
 
 
 DETECTOR_TYPE = "DeformableDETRAnyWidth"
