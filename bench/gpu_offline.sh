@@ -11,17 +11,18 @@
 # run's environment: MMCV_CUDA=no (default) builds mmcv's CPU ops only, in minutes, and the GPU
 # then runs deformable attention's PyTorch path, which every record names
 # (gpu_deformable_attention); MMCV_CUDA=yes builds its CUDA kernels too (TORCH_CUDA_ARCH_LIST,
-# default the GPU's own), which takes longer. SITE (default .gpu-site) gets the
-# packages; MAX_JOBS (default all cores) the build's parallelism.
+# default the GPU's own), which takes longer. SITE (default .gpu-site) gets the packages;
+# MAX_JOBS (default all cores) is the build's parallelism.
 set -euo pipefail
 
 # What the GPU machine's python lacks, pinned as the stack's venv has them (requirements.txt and
 # their requirements); numpy, scipy, torch, matplotlib, pandas, opencv, onnx, pytest and the
 # like are taken as they are there. setuptools < 82 keeps pkg_resources for mmcv's setup.py.
 WHEELS=(
-  mmengine==0.10.7 mmdet==3.3.0 torch-pruning==1.6.1 yacs==0.1.8 pycocotools==2.0.11 shapely==2.2.0 terminaltables==3.1.10
-  addict==2.4.0 yapf==0.43.0 platformdirs==4.14.9 termcolor==3.3.0 jsonschema==4.26.0
-  jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1
+  mmengine==0.10.7 mmdet==3.3.0 torch-pruning==1.6.1 yacs==0.1.8 pycocotools==2.0.11
+  shapely==2.2.0 terminaltables==3.1.10 addict==2.4.0 yapf==0.43.0 platformdirs==4.14.9
+  termcolor==3.3.0 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0
+  rpds-py==2026.9.1
   "setuptools<82"
 )
 # Pure Python, published as source only: built into wheels here.
@@ -68,7 +69,7 @@ run() {
     local start=$SECONDS
     MMCV_WITH_OPS=1 FORCE_CUDA=$force MAX_JOBS=${MAX_JOBS:-$(nproc)} python3 -m pip install \
       --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target "$site" \
-      "$wheelhouse"/mmcv-2.1.0.tar.gz >"$out/mmcv_build.log" 2>&1 ||
+      "$wheelhouse/mmcv-${MMCV#*==}.tar.gz" >"$out/mmcv_build.log" 2>&1 ||
       { tail -30 "$out/mmcv_build.log"; return 1; }
     echo "mmcv built in $((SECONDS - start)) s"
   fi
