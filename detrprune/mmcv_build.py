@@ -31,6 +31,14 @@ MMCV_VERSION = "2.1.0"
 CPU_BUILD_MARK = "not available"
 
 
+def compiled_cuda_version() -> str | None:
+    """The CUDA version the installed mmcv's ops were compiled with; None for CPU ops only."""
+    from mmcv.ops import get_compiling_cuda_version
+
+    version = get_compiling_cuda_version()
+    return None if version == CPU_BUILD_MARK else version
+
+
 class BuildError(Exception):
     """The installed torch and CUDA toolkit cannot give the asked-for mmcv build."""
 
@@ -164,13 +172,13 @@ def verify(expect_cuda: bool) -> str:
 
     try:
         import mmcv
-        from mmcv.ops import MultiScaleDeformableAttention, get_compiling_cuda_version
+        from mmcv.ops import MultiScaleDeformableAttention
     except ImportError as error:  # mmcv-lite, or a build without its compiled _ext
         raise BuildError(f"mmcv: `import mmcv.ops` failed ({error})") from error
     if mmcv.__version__ != MMCV_VERSION:
         raise BuildError(f"mmcv {mmcv.__version__} is installed, expected {MMCV_VERSION}")
-    compiled_cuda = get_compiling_cuda_version()
-    is_cuda_build = compiled_cuda != CPU_BUILD_MARK
+    compiled_cuda = compiled_cuda_version()
+    is_cuda_build = compiled_cuda is not None
     if is_cuda_build != expect_cuda:
         raise BuildError(
             f"mmcv {MMCV_VERSION} is a {'CUDA ' + compiled_cuda if is_cuda_build else 'CPU'} "

@@ -22,7 +22,7 @@ from typing import Any
 from mmengine.config import Config
 
 from detrprune.constants import CLASSES
-from detrprune.mmcv_build import CPU_BUILD_MARK
+from detrprune.mmcv_build import compiled_cuda_version
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,8 @@ def route_deformable_attention() -> bool:
     """
     import mmcv
     import mmcv.ops.multi_scale_deform_attn as deform_attn
-    from mmcv.ops import get_compiling_cuda_version
 
-    if not deform_attn.IS_CUDA_AVAILABLE or get_compiling_cuda_version() != CPU_BUILD_MARK:
+    if not deform_attn.IS_CUDA_AVAILABLE or compiled_cuda_version() is not None:
         return False
     deform_attn.IS_CUDA_AVAILABLE = False
     log.warning(
