@@ -17,7 +17,7 @@ report: "report/workflow.rst"
 sys.path.insert(0, workflow.basedir)
 from detrprune.config import ConfigError, train_result_settings, validate_config
 from detrprune.report import report_plots
-from detrprune.variants import FINETUNED_BASELINE, ITERATIVE_CONTROL
+from detrprune.variants import FINETUNED_BASELINE, ITERATIVE_CONTROL, replicate_of
 
 try:
     validate_config(config, source="config")

@@ -67,7 +67,7 @@ def validate_config(
     if error is not None:
         raise ConfigError(f"{source}: {key_path(error.absolute_path)}: {error.message}")
     _check_model(config["model"], source)
-    _check_pruning(config["pruning"], source)
+    _check_pruning(config["pruning"], config["seed"], source)
 
 
 def _check_model(model: Mapping[str, Any], source: str) -> None:
@@ -96,7 +96,7 @@ def _check_model(model: Mapping[str, Any], source: str) -> None:
 KIND_SCOPES = {"filter": FILTER_SCOPES, "weight": WEIGHT_SCOPES}
 
 
-def _check_pruning(pruning: Mapping[str, Any], source: str) -> None:
+def _check_pruning(pruning: Mapping[str, Any], seed: int, source: str) -> None:
     """Cross-field rules the schema cannot say in one readable line."""
     for name, spec in pruning["methods"].items():
         where = f"{source}: pruning.methods.{name}"
@@ -135,6 +135,12 @@ def _check_pruning(pruning: Mapping[str, Any], source: str) -> None:
                 f"{where}.transformer: only a filter scope with +ffn or +attention prunes the "
                 f"transformer (scope is {spec['scope']!r})"
             )
+    replicate_seeds = pruning["finetune"].get("replicate_seeds", [])
+    if seed in replicate_seeds:
+        raise ConfigError(
+            f"{source}: pruning.finetune.replicate_seeds: {seed} is the study's own seed, whose "
+            "fine-tuning every target already has: list other seeds"
+        )
     iterative = pruning["iterative"]
     if iterative["enabled"] and iterative["method"] not in pruning["methods"]:
         raise ConfigError(

@@ -7,14 +7,22 @@ compared with the baseline; a fine-tuned one (``finetune/<method>/r<ratio>``) wi
 fine-tuned on the same schedule (``finetune/baseline``); the iterative loop's result with the
 baseline fine-tuned as the loop fine-tuned up to the step it kept (``control/iterative``). The
 two controls are themselves compared with the baseline: how much the extra training alone gives.
+
+A fine-tuned model and its control can be fine-tuned again with other training seeds
+(``pruning.finetune.replicate_seeds``): ``replicate/s<seed>/<variant>``, evaluated like the others
+and paired with the control's replicate of the same seed (:mod:`detrprune.report.seeds`).
 """
 
 from __future__ import annotations
+
+import re
 
 BASELINE = "baseline"
 FINETUNED_BASELINE = "finetune/baseline"
 ITERATIVE = "iterative"
 ITERATIVE_CONTROL = "control/iterative"
+REPLICATE = "replicate"
+_REPLICATE_PATTERN = re.compile(rf"{REPLICATE}/s(0|[1-9][0-9]*)/(finetune/.+)")
 
 
 def control_of(variant: str) -> str | None:
@@ -31,3 +39,16 @@ def control_of(variant: str) -> str | None:
 def is_control(variant: str) -> bool:
     """True for the baseline's fine-tuned twins, which exist to be compared with."""
     return variant in (FINETUNED_BASELINE, ITERATIVE_CONTROL)
+
+
+def replicate_of(variant: str, seed: int) -> str:
+    """The variant fine-tuned again with training seed ``seed``: ``replicate/s<seed>/<variant>``."""
+    if not variant.startswith("finetune/"):
+        raise ValueError(f"{variant}: only fine-tuned variants have seed replicates")
+    return f"{REPLICATE}/s{seed}/{variant}"
+
+
+def split_replicate(name: str) -> tuple[str, int] | None:
+    """``replicate/s<seed>/<variant>`` -> (variant, seed); None for a name that is not one."""
+    match = _REPLICATE_PATTERN.fullmatch(name)
+    return None if match is None else (match.group(2), int(match.group(1)))

@@ -1,6 +1,7 @@
 # Target lists and path conventions. Ratios are integer percents in paths (r30), never floats.
 # A variant is a model's folder under results/: baseline, prune/<method>/r<ratio>,
 # finetune/<method>/r<ratio> or iterative; its metrics are results/eval/<variant>/metrics.json.
+# A seed replicate of a fine-tuned variant is results/replicate/s<seed>/<variant>.
 
 from pathlib import Path
 
@@ -14,6 +15,12 @@ PRUNING_METHODS = {
     for name, spec in config["pruning"]["methods"].items()
 }
 FINETUNE = config["pruning"]["finetune"]
+# What decides a fine-tuned result: replicate_seeds only adds targets, so a change of it reruns
+# none of the existing ones.
+FINETUNE_RECIPE = {
+    key: value for key, value in FINETUNE.items() if key != "replicate_seeds"
+}
+REPLICATE_SEEDS = FINETUNE.get("replicate_seeds", []) if FINETUNE["enabled"] else []
 # What decides a training result: the training rules' params (run-only values such as
 # log_interval rerun nothing; the scripts read them from the config).
 TRAIN = train_result_settings(config["train"])
@@ -46,6 +53,7 @@ wildcard_constraints:
     method=r"[a-z][a-z0-9_]*",
     ratio=r"[1-9][0-9]?",
     variant=r"baseline|iterative|finetune/baseline|control/iterative|(prune|finetune)/[a-z][a-z0-9_]*/r[1-9][0-9]?",
+    seed=r"0|[1-9][0-9]*",
 
 
 def kitti_root(training_dir):
@@ -103,6 +111,18 @@ def control_variants():
 def all_metrics():
     variants = ["baseline", *control_variants(), *pruned_variants()]
     return [f"results/eval/{v}/metrics.json" for v in variants]
+
+
+def replicate_metrics():
+    """The seed replicates' accuracy: every fine-tuned target and its control, per extra seed."""
+    tuned = [FINETUNED_BASELINE] + [
+        f"finetune/{m}/r{r}" for m, ratios in PRUNING_METHODS.items() for r in ratios
+    ]
+    return [
+        f"results/eval/{replicate_of(variant, seed)}/metrics.json"
+        for seed in REPLICATE_SEEDS
+        for variant in tuned
+    ]
 
 
 def all_resamples():

@@ -39,6 +39,37 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+# A seed replicate differs from the variant it replicates only in its weights' values: its
+# accuracy is measured, its latency, FLOPs and size are the variant's.
+rule evaluate_replicate:
+    input:
+        model="results/replicate/s{seed}/{variant}/model.pth",
+        val=COCO_JSON["val"],
+        images=KITTI_TRAINING,
+    output:
+        metrics="results/eval/replicate/s{seed}/{variant}/metrics.json",
+        resamples="results/eval/replicate/s{seed}/{variant}/resamples.npz",
+    log:
+        "logs/evaluate/replicate/s{seed}/{variant}.log",
+    benchmark:
+        "benchmarks/evaluate_replicate/s{seed}/{variant}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["evaluate"]["threads"]
+    resources:
+        mem_mb=config["resources"]["evaluate"]["mem_mb"],
+        runtime=config["resources"]["evaluate"]["runtime"],
+        gpu=1,
+    params:
+        evaluate={key: config["evaluate"][key] for key in ("threads", "bootstrap")},
+        input_scale=config["model"]["input_scale"],
+        data_root=lambda wildcards, input: kitti_root(input.images),
+        # The same bootstrap resamples as every other variant.
+        seed=config["seed"],
+    script:
+        "../scripts/evaluate_replicate.py"
+
+
 rule export_onnx:
     input:
         model="results/{variant}/model.pth",

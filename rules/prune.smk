@@ -1,5 +1,6 @@
 # One pruned, reloadable checkpoint per named method and ratio; a fine-tuned twin of each when
-# pruning.finetune.enabled; the iterative prune/fine-tune loop when pruning.iterative.enabled.
+# pruning.finetune.enabled (and one per pruning.finetune.replicate_seeds); the iterative
+# prune/fine-tune loop when pruning.iterative.enabled.
 
 
 rule prune:
@@ -49,7 +50,7 @@ rule finetune:
     params:
         model=config["model"],
         train=TRAIN,
-        finetune=FINETUNE,
+        finetune=FINETUNE_RECIPE,
         seed=config["seed"],
         data_root=lambda wildcards, input: kitti_root(input.images),
         # The Runner's own checkpoints: not an output, so a failed job does not delete them.
@@ -75,11 +76,52 @@ use rule finetune as finetune_baseline with:
     params:
         model=config["model"],
         train=TRAIN,
-        finetune=FINETUNE,
+        finetune=FINETUNE_RECIPE,
         seed=config["seed"],
         data_root=lambda wildcards, input: kitti_root(input.images),
         work_dir=f"work/{FINETUNED_BASELINE}",
         variant=FINETUNED_BASELINE,
+
+
+# Seed replicates: every fine-tuned target and its control, fine-tuned again with another
+# training seed (data order, dropout), so the summary can say how much the comparison moves
+# between training runs.
+use rule finetune as finetune_replicate with:
+    output:
+        "results/replicate/s{seed}/finetune/{method}/r{ratio}/model.pth",
+    log:
+        "logs/replicate/s{seed}/finetune/{method}/r{ratio}.log",
+    benchmark:
+        "benchmarks/finetune_replicate/s{seed}/{method}/r{ratio}.tsv"
+    params:
+        model=config["model"],
+        train=TRAIN,
+        finetune=FINETUNE_RECIPE,
+        seed=lambda wildcards: int(wildcards.seed),
+        data_root=lambda wildcards, input: kitti_root(input.images),
+        work_dir=lambda wildcards: (
+            f"work/replicate/s{wildcards.seed}/finetune/{wildcards.method}/r{wildcards.ratio}"
+        ),
+        variant=lambda wildcards: replicate_of(
+            f"finetune/{wildcards.method}/r{wildcards.ratio}", int(wildcards.seed)
+        ),
+
+
+use rule finetune_baseline as finetune_baseline_replicate with:
+    output:
+        f"results/replicate/s{{seed}}/{FINETUNED_BASELINE}/model.pth",
+    log:
+        f"logs/replicate/s{{seed}}/{FINETUNED_BASELINE}.log",
+    benchmark:
+        "benchmarks/finetune_baseline_replicate/s{seed}.tsv"
+    params:
+        model=config["model"],
+        train=TRAIN,
+        finetune=FINETUNE_RECIPE,
+        seed=lambda wildcards: int(wildcards.seed),
+        data_root=lambda wildcards, input: kitti_root(input.images),
+        work_dir=lambda wildcards: f"work/replicate/s{wildcards.seed}/{FINETUNED_BASELINE}",
+        variant=lambda wildcards: replicate_of(FINETUNED_BASELINE, int(wildcards.seed)),
 
 
 rule iterative:
@@ -116,7 +158,7 @@ rule iterative:
         spec=spec_of(ITERATIVE["method"]) if ITERATIVE["enabled"] else None,
         model=config["model"],
         train=TRAIN,
-        finetune=FINETUNE,
+        finetune=FINETUNE_RECIPE,
         seed=config["seed"],
         flops_images=config["evaluate"]["flops_images"],
         data_root=lambda wildcards, input: kitti_root(input.images),
@@ -151,7 +193,7 @@ rule iterative_control:
         iterative=ITERATIVE,
         model=config["model"],
         train=TRAIN,
-        finetune=FINETUNE,
+        finetune=FINETUNE_RECIPE,
         seed=config["seed"],
         data_root=lambda wildcards, input: kitti_root(input.images),
         work_dir=f"work/{ITERATIVE_CONTROL}",

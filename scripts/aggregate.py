@@ -1,4 +1,5 @@
-"""Rule aggregate: every variant's metrics.json, resamples.npz (and onnx.json) -> summary.csv."""
+"""Rule aggregate: every variant's metrics.json, resamples.npz (and onnx.json), and the seed
+replicates' metrics.json -> summary.csv."""
 
 from detrprune.jobs import log_to
 from detrprune.report.summary import aggregate
@@ -9,4 +10,5 @@ with log_to(snakemake.log[0]):
         snakemake.output[0],
         list(snakemake.input.onnx),
         list(snakemake.input.resamples),
+        list(snakemake.input.replicates),
     )

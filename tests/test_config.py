@@ -85,6 +85,14 @@ def test_bad_ratio_names_the_key(bad):
             "config: pruning.methods.filter_ffn.transformer[0]: 'neck' is not one of",
         ),
         (
+            lambda p: p["finetune"].update(replicate_seeds=[1, 2024]),
+            "config: pruning.finetune.replicate_seeds: 2024 is the study's own seed",
+        ),
+        (
+            lambda p: p["finetune"].update(replicate_seeds=[1, 1]),
+            "config: pruning.finetune.replicate_seeds: [1, 1] has non-unique elements",
+        ),
+        (
             lambda p: p["iterative"].update(method="nope"),
             "config: pruning.iterative.method: 'nope' is not a method under pruning.methods",
         ),

@@ -253,6 +253,70 @@ def test_a_value_a_rule_uses_still_reruns_it(study, tmp_path):
     assert planned["train_baseline"] == 1 and planned["evaluate"] == 16
 
 
+REPLICATES = {"pruning": {"finetune": {"replicate_seeds": [7]}}}
+FINETUNED = [
+    "finetune/baseline",
+    *(f"finetune/{m}/r{r}" for m, r in [("filter", 20), ("filter", 50), ("filter_ffn", 50)]),
+    *(f"finetune/{m}/r{r}" for m, r in [("weight", 30), ("weight", 70), ("weight_global", 50)]),
+]
+
+
+def test_replicate_seeds_add_their_own_targets_and_redo_nothing(study, tmp_path):
+    """Each seed fine-tunes every fine-tuned model and the control again; no existing model is
+    redone (the recipe the fine-tuning rules see leaves the seed list out)."""
+    assert dry_run_with(study, tmp_path, REPLICATES) == {
+        "finetune_replicate": 6,
+        "finetune_baseline_replicate": 1,
+        "evaluate_replicate": 7,
+        "aggregate": 1,
+        "report": 1,
+    }
+
+
+def test_replicate_seeds_reach_the_summary_and_report(study, tmp_path):
+    import json
+    import shutil
+
+    from pypdf import PdfReader
+
+    from detrprune.train.checkpoint import read_checkpoint
+
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy, symlinks=True)
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump(REPLICATES))
+    run = snakemake(copy, "results/report.pdf", "--configfile", str(override))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+
+    summary = pd.read_csv(copy / "results" / "summary.csv").set_index("variant")
+    assert sorted(summary.index[summary["seeds"].notna()]) == sorted(FINETUNED)
+    assert (summary.loc[FINETUNED, "seeds"] == 2).all()
+    for variant in FINETUNED:
+        replicate = f"replicate/s7/{variant}"
+        record = json.loads((copy / f"results/eval/{replicate}/metrics.json").read_text())
+        assert record["variant"] == replicate and record["finetune"]["iters"] == 2
+        for log in (f"logs/{replicate}.log", f"logs/evaluate/{replicate}.log"):
+            assert (copy / log).stat().st_size > 0, log
+    # The seed is applied: seed 7 fine-tunes to other weights than the study's seed.
+    own, _, _ = read_checkpoint(copy / "results/finetune/filter/r50/model.pth")
+    other, _, _ = read_checkpoint(copy / "results/replicate/s7/finetune/filter/r50/model.pth")
+    assert own.keys() == other.keys()
+    assert any(not own[key].equal(other[key]) for key in own)
+    # The mean difference is the within-seed differences' mean, recomputed from the records.
+    row = summary.loc["finetune/filter/r50"]
+    replicate_maps = {
+        variant: json.loads(
+            (copy / f"results/eval/replicate/s7/{variant}/metrics.json").read_text()
+        )["mAP"]
+        for variant in ("finetune/filter/r50", "finetune/baseline")
+    }
+    own_delta = row["mAP"] - summary.loc["finetune/baseline", "mAP"]
+    seed_delta = replicate_maps["finetune/filter/r50"] - replicate_maps["finetune/baseline"]
+    assert row["delta_mAP_seed_mean"] == pytest.approx((own_delta + seed_delta) / 2, abs=1e-6)
+    text = "\n".join(p.extract_text() for p in PdfReader(copy / "results/report.pdf").pages)
+    assert "Training-seed replicates" in text and "over 2 training seeds" in text
+
+
 def test_snakemakes_html_report_shows_every_plot_and_table(study):
     from detrprune.report import report_plots
 

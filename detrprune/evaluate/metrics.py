@@ -588,6 +588,96 @@ def size_metrics(
     }
 
 
+def accuracy_record(
+    model: nn.Module,
+    meta: Mapping[str, Any],
+    *,
+    val_json: Path,
+    data_root: Path,
+    input_scale: tuple[int, int],
+    classes: Sequence[str],
+    bootstrap_resamples: int,
+    seed: int,
+    out_resamples: Path | None,
+    step_times_ms: list[float] | None = None,
+    step_parts_ms: list[dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """The variant's identity (from its checkpoint ``meta``), COCO and KITTI AP, and their
+    percentile-bootstrap 95 % intervals over the validation images (``bootstrap_resamples``
+    resamples drawn with ``seed``, from the one inference pass). ``out_resamples`` gets those
+    per-resample metrics (:func:`~detrprune.evaluate.paired.write_resamples`), which pair the
+    variant with its control when the summary is aggregated. The inference pass's step times go
+    to ``step_times_ms`` and ``step_parts_ms`` when given."""
+    record: dict[str, Any] = {
+        "variant": meta["variant"],
+        "method": meta["method"],
+        "kind": meta.get("kind", meta["method"]),
+        "scope": meta.get("scope", "none"),
+        "ratio": int(meta["ratio"]),
+        "finetuned": bool(meta.get("finetuned", False)),
+    }
+    log.info("evaluating %s: COCO AP on %s", record["variant"], val_json)
+    accuracy, detections = coco_accuracy(
+        model,
+        val_json,
+        data_root,
+        input_scale,
+        classes,
+        [] if step_times_ms is None else step_times_ms,
+        [] if step_parts_ms is None else step_parts_ms,
+    )
+    record.update(accuracy)
+    coco_gt = json.loads(Path(val_json).read_text())
+    record.update(kitti_ap(coco_gt, detections))
+    log.info(
+        "bootstrap: %d resamples of the %d val images", bootstrap_resamples, len(coco_gt["images"])
+    )
+    samples = bootstrap_accuracy(coco_gt, detections, resamples=bootstrap_resamples, seed=seed)
+    record.update(accuracy_intervals(samples))
+    record["bootstrap_resamples"] = bootstrap_resamples
+    if out_resamples is not None:
+        image_ids = [image["id"] for image in coco_gt["images"]]
+        write_resamples(out_resamples, record["variant"], samples, seed=seed, image_ids=image_ids)
+    return record
+
+
+def evaluate_accuracy(
+    checkpoint: Path,
+    *,
+    val_json: Path,
+    data_root: Path,
+    input_scale: tuple[int, int],
+    classes: Sequence[str],
+    threads: int,
+    bootstrap_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    out_resamples: Path | None = None,
+) -> dict[str, Any]:
+    """Only the accuracy part of :func:`evaluate_checkpoint` (:func:`accuracy_record`), plus
+    the fine-tuning settings: for a seed replicate, whose architecture, and so whose latency,
+    FLOPs and size, are those of the variant it replicates."""
+    from detrprune.train.checkpoint import load_detector
+
+    torch.set_num_threads(threads)
+    model, _, meta = load_detector(checkpoint)
+    record = accuracy_record(
+        model,
+        meta,
+        val_json=val_json,
+        data_root=data_root,
+        input_scale=input_scale,
+        classes=classes,
+        bootstrap_resamples=bootstrap_resamples,
+        seed=seed,
+        out_resamples=out_resamples,
+    )
+    record["inference_device"] = next(model.parameters()).device.type
+    if "finetune" in meta:
+        record["finetune"] = meta["finetune"]
+    log.info("metrics: %s", {k: v for k, v in record.items() if not isinstance(v, dict)})
+    return record
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     baseline_checkpoint: Path,
@@ -604,14 +694,9 @@ def evaluate_checkpoint(
     seed: int = 0,
     out_resamples: Path | None = None,
 ) -> dict[str, Any]:
-    """All metrics of one variant as the flat record ``metrics.json`` holds.
-
-    mAP, mAP50 and the KITTI moderate mAP get percentile-bootstrap 95 % intervals over the
-    validation images (``bootstrap_resamples`` resamples drawn with ``seed``, from the one
-    inference pass). ``out_resamples`` gets those per-resample metrics
-    (:func:`~detrprune.evaluate.paired.write_resamples`), which pair the variant with its
-    control when the summary is aggregated.
-    """
+    """All metrics of one variant as the flat record ``metrics.json`` holds: the accuracy and
+    its intervals (:func:`accuracy_record`), then CPU (and GPU) latency, GMACs, size and
+    sparsity."""
     from detrprune.train.checkpoint import load_detector, read_checkpoint
 
     torch.set_num_threads(threads)
@@ -622,34 +707,23 @@ def evaluate_checkpoint(
     baseline_nonzero = sum(
         int(torch.count_nonzero(t)) for k, t in baseline_state.items() if k in parameter_names
     )
-    record: dict[str, Any] = {
-        "variant": meta["variant"],
-        "method": meta["method"],
-        "kind": meta.get("kind", meta["method"]),
-        "scope": meta.get("scope", "none"),
-        "ratio": int(meta["ratio"]),
-        "finetuned": bool(meta.get("finetuned", False)),
-    }
-    log.info("evaluating %s: COCO AP on %s", record["variant"], val_json)
     step_times_ms: list[float] = []
     step_parts_ms: list[dict[str, float]] = []
-    accuracy, detections = coco_accuracy(
-        model, val_json, data_root, input_scale, classes, step_times_ms, step_parts_ms
+    record = accuracy_record(
+        model,
+        meta,
+        val_json=val_json,
+        data_root=data_root,
+        input_scale=input_scale,
+        classes=classes,
+        bootstrap_resamples=bootstrap_resamples,
+        seed=seed,
+        out_resamples=out_resamples,
+        step_times_ms=step_times_ms,
+        step_parts_ms=step_parts_ms,
     )
     # The accuracy pass's calls are CPU latency runs only where it ran on the CPU.
     on_cpu = next(model.parameters()).device.type == "cpu"
-    record.update(accuracy)
-    coco_gt = json.loads(Path(val_json).read_text())
-    record.update(kitti_ap(coco_gt, detections))
-    log.info(
-        "bootstrap: %d resamples of the %d val images", bootstrap_resamples, len(coco_gt["images"])
-    )
-    samples = bootstrap_accuracy(coco_gt, detections, resamples=bootstrap_resamples, seed=seed)
-    record.update(accuracy_intervals(samples))
-    record["bootstrap_resamples"] = bootstrap_resamples
-    if out_resamples is not None:
-        image_ids = [image["id"] for image in coco_gt["images"]]
-        write_resamples(out_resamples, record["variant"], samples, seed=seed, image_ids=image_ids)
     batches = load_val_batches(val_json, data_root, input_scale, max(flops_images, 5))
     if runs < 30:
         log.warning("latency over %d < 30 runs: a smoke-run figure, not a study's median", runs)

@@ -2,7 +2,9 @@
 
 A change is called a gain or a drop only when the paired 95 % interval of the mAP difference to
 the control of equal training excludes 0 (``significant``); otherwise the words are "no
-significant difference", whatever the point estimate.
+significant difference", whatever the point estimate. A model with training-seed replicates
+(:mod:`detrprune.report.seeds`) gets the same words for its mean difference over the seeds, whose
+interval also covers the fine-tuning's own randomness.
 """
 
 from __future__ import annotations
@@ -20,9 +22,27 @@ def _verdict(row: pd.Series) -> str:
     return "significant gain" if row["delta_mAP"] > 0 else "significant drop"
 
 
+def _seed_line(row: pd.Series) -> list[str]:
+    """The difference over training seeds, when the row has replicates."""
+    if pd.isna(row.get("seeds", float("nan"))):
+        return []
+    mean, low, high = (row[f"delta_mAP_seed_{key}"] for key in ("mean", "ci95_low", "ci95_high"))
+    if pd.isna(low):
+        verdict = "not compared"
+    elif low > 0 or high < 0:
+        verdict = "significant gain" if mean > 0 else "significant drop"
+    else:
+        verdict = "no significant difference"
+    return [
+        f"  over {int(row['seeds'])} training seeds {mean:+.3f} [{low:+.3f}, {high:+.3f}]: "
+        f"{verdict}"
+    ]
+
+
 def findings(summary: pd.DataFrame) -> list[str]:
     """Two lines per fine-tuned model and control (the recovery claims), in table order: the
-    share of the control's mAP kept, then the difference with its interval and the verdict."""
+    share of the control's mAP kept, then the difference with its interval and the verdict; a
+    third with the difference over training seeds where the row has seed replicates."""
     needed = {"control", "map_kept", "delta_mAP", "delta_mAP_ci95_low", "significant"}
     if not needed <= set(summary.columns):
         return ["(no comparisons with controls in this summary)"]
@@ -35,5 +55,6 @@ def findings(summary: pd.DataFrame) -> list[str]:
             f"{row['variant']}: {kept} of the mAP of {row['control']}",
             f"  difference {row['delta_mAP']:+.3f} [{row['delta_mAP_ci95_low']:+.3f}, "
             f"{row['delta_mAP_ci95_high']:+.3f}]: {_verdict(row)}",
+            *_seed_line(row),
         ]
     return lines or ["(no fine-tuned model has a control in this summary)"]

@@ -126,6 +126,29 @@ _RECOVERY_NOTE = (
     "both). A change is called\nsignificant only when that interval excludes 0; mAP low/high = "
     "the variant's own 95 % interval."
 )
+# The fine-tuned rows with seed replicates (report.seeds): the comparison over training runs
+# beside the single run's interval over images.
+_SEED_HEADERS: dict[str, str] = {
+    "variant": "variant",
+    "control": "control",
+    "seeds": "seeds",
+    "mAP_seed_mean": "mAP mean",
+    "mAP_seed_sd": "mAP sd",
+    "delta_mAP_seed_mean": "delta mean",
+    "delta_mAP_seed_ci95_low": "delta low",
+    "delta_mAP_seed_ci95_high": "delta high",
+    "delta_mAP": "delta (own seed)",
+    "delta_mAP_ci95_low": "images low",
+    "delta_mAP_ci95_high": "images high",
+}
+_SEED_NOTE = (
+    "Every fine-tuned model and its control fine-tuned again with other training seeds "
+    "(pruning.finetune.replicate_seeds; seeds counts the study's own seed too). delta = mAP - "
+    "control mAP within each seed;\ndelta mean and its 95 % Student t interval over the seeds "
+    "(low/high) show how much the comparison moves between training runs. images low/high = "
+    "the own seed's paired bootstrap interval\nover the validation images, which leaves that "
+    "randomness out. sd = the standard deviation of the model's mAP over the seeds."
+)
 # Each filter variant's latency change against its GMACs change (the baseline first, as the
 # reference both are relative to).
 _ELASTICITY_HEADERS: dict[str, str] = {
@@ -254,7 +277,8 @@ def write_report(
     summary table and the detail table (KITTI AP, GMACs by part, sparse sizes; split every 25
     rows), the latency elasticity of each filter variant (:func:`elasticity_table`; only when
     there is one), the 2:4 variants' GPU timing (:func:`semi_structured_table`; only when there
-    is one), the iterative loop's step table when ``steps`` is given, then one page per
+    is one), the training-seed replicates (:func:`seed_table`; only when there are some), the
+    iterative loop's step table when ``steps`` is given, then one page per
     plot.
 
     Args:
@@ -306,6 +330,11 @@ def write_report(
                     _SEMI_STRUCTURED_HEADERS,
                     "2:4 semi-structured sparsity on the GPU",
                     _SEMI_STRUCTURED_NOTE + _not_timed_note(two_four),
+                )
+            replicated = seed_table(summary)
+            if not replicated.empty:
+                tables += _table_pages(
+                    replicated, _SEED_HEADERS, "Training-seed replicates", _SEED_NOTE
                 )
             if steps is not None:
                 tables += _table_pages(steps, _STEP_HEADERS, "Iterative steps", _STEP_NOTE)
@@ -360,6 +389,13 @@ def semi_structured_table(summary: pd.DataFrame) -> pd.DataFrame:
     if "linears_2to4" not in summary:
         return summary.iloc[0:0]
     return summary[summary["linears_2to4"].notna()]
+
+
+def seed_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows with seed replicates (``seeds``), in the summary's order."""
+    if "seeds" not in summary:
+        return summary.iloc[0:0]
+    return summary[summary["seeds"].notna()]
 
 
 def _not_timed_note(rows: pd.DataFrame) -> str:

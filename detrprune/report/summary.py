@@ -1,6 +1,7 @@
 """The summary table: every evaluated variant's ``metrics.json`` (and ``onnx.json``) merged
-into ``results/summary.csv``, one row per variant with fixed columns and dtypes, and the checks
-the plots and the PDF apply to it and to the iterative loop's step table."""
+into ``results/summary.csv``, one row per variant with fixed columns and dtypes (seed replicates
+are folded into their variant's row), and the checks the plots and the PDF apply to it and to the
+iterative loop's step table."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from detrprune.constants import (
 )
 from detrprune.evaluate.paired import PairingError, Resamples, compare_with_control, read_resamples
 from detrprune.jobs import atomic_output
-from detrprune.variants import control_of, is_control
+from detrprune.report.seeds import SEED_COLUMNS, ReplicateError, add_seed_replicates
+from detrprune.variants import control_of, is_control, split_replicate
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,8 @@ SEMI_STRUCTURED_NUMBER_COLUMNS = ("linears_2to4", *SEMI_STRUCTURED_COLUMNS)
 SEMI_STRUCTURED_STR_COLUMNS = (*SEMI_STRUCTURED_TEXT_COLUMNS, "gpu_2to4_skipped_reason")
 OPTIONAL_COLUMNS += [*SEMI_STRUCTURED_NUMBER_COLUMNS, *SEMI_STRUCTURED_STR_COLUMNS]
 _OPTIONAL_STR_COLUMNS = ("gpu_latency_device", *SEMI_STRUCTURED_STR_COLUMNS)
+# Computed from the seed replicates (report.seeds), never read from a metrics.json.
+OPTIONAL_COLUMNS += SEED_COLUMNS
 _NULLABLE_COLUMNS = (*SEMI_STRUCTURED_NUMBER_COLUMNS, *SEMI_STRUCTURED_STR_COLUMNS)
 
 _STR_COLUMNS = ("variant", "method", "kind", "scope", "latency_device")
@@ -219,6 +223,7 @@ def aggregate(
     out_csv: Path,
     onnx_paths: Sequence[Path] = (),
     resample_paths: Sequence[Path] = (),
+    replicate_paths: Sequence[Path] = (),
 ) -> pd.DataFrame:
     """Merge per-variant ``metrics.json`` files into one summary table and write it as CSV.
 
@@ -230,6 +235,9 @@ def aggregate(
         resample_paths: ``resamples.npz`` files (:mod:`detrprune.evaluate.paired`); a row
             whose own and whose control's file are both given gets the paired
             :data:`PAIRED_COLUMNS` (NaN / NA otherwise).
+        replicate_paths: metrics.json files of seed replicates (``replicate/s<seed>/<variant>``);
+            each replicated row gets :data:`~detrprune.report.seeds.SEED_COLUMNS`, its mAP and
+            its delta to the control over the seeds.
 
     Returns:
         The summary table: one row per file, columns :data:`SUMMARY_COLUMNS` in that order,
@@ -240,7 +248,8 @@ def aggregate(
 
     Raises:
         ReportError: unreadable file, missing/mistyped key, two files describing the same
-            (method, ratio, finetuned) variant, or resamples that cannot be paired.
+            (method, ratio, finetuned) variant, or resamples or replicates that cannot be
+            paired.
     """
     if not metrics_paths:
         raise ReportError(f"{out_csv}: no metrics files given")
@@ -266,6 +275,10 @@ def aggregate(
     _merge_onnx(rows, onnx_paths)
     _add_comparisons(rows)
     _add_paired(rows, resample_paths)
+    try:
+        add_seed_replicates(rows, _read_replicates(replicate_paths))
+    except ReplicateError as exc:
+        raise ReportError(f"{out_csv}: {exc}") from exc
     rows.sort(key=_sort_key)
     optional = [c for c in OPTIONAL_COLUMNS if any(c in row for row in rows)]
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS + optional)
@@ -278,6 +291,7 @@ def aggregate(
             **{c: "float64" for c in PAIRED_COLUMNS if c != "significant"},
             "significant": "boolean",
             **{c: "float64" for c in optional if c not in _OPTIONAL_STR_COLUMNS},
+            **({"seeds": "Int64"} if "seeds" in optional else {}),
         }
     )
 
@@ -326,6 +340,35 @@ def _add_paired(rows: list[dict[str, Any]], resample_paths: Sequence[Path]) -> N
             except PairingError as exc:
                 raise ReportError(str(exc)) from exc
             row.update({key: paired[key] for key in PAIRED_COLUMNS})
+
+
+def _read_replicates(paths: Sequence[Path]) -> dict[str, dict[int, float]]:
+    """Replicated variant -> {seed: mAP}, from the replicates' metrics.json files."""
+    replicates: dict[str, dict[int, float]] = {}
+    for raw_path in paths:
+        path = Path(raw_path)
+        # A replicate's record holds its accuracy only (evaluate.metrics.evaluate_accuracy).
+        record = _read_json(path, "metrics")
+        if not isinstance(record, dict):
+            raise ReportError(f"{path}: expected a JSON object, got {type(record).__name__}")
+        for key, valid in (
+            ("variant", isinstance(record.get("variant"), str)),
+            ("mAP", _is_number(record.get("mAP"))),
+        ):
+            if not valid:
+                raise ReportError(f"{path}: key '{key}' missing or mistyped ({record.get(key)!r})")
+        parsed = split_replicate(record["variant"])
+        if parsed is None:
+            raise ReportError(
+                f"{path}: variant {record['variant']!r} is not a seed replicate "
+                "(replicate/s<seed>/finetune/...)"
+            )
+        variant, seed = parsed
+        if seed in replicates.setdefault(variant, {}):
+            raise ReportError(f"{path}: a second replicate of {variant} with seed {seed}")
+        replicates[variant][seed] = float(record["mAP"])
+        log.info("%s: seed %d replicate, mAP %.4f", variant, seed, record["mAP"])
+    return replicates
 
 
 def _read_json(path: Path, what: str) -> Any:
