@@ -486,6 +486,53 @@ def test_goal_e_accuracy_against_the_control(twin, verdict):
     assert goal["verdict"] == verdict
 
 
+# Seed replicates (pruning.finetune.replicate_seeds) of the twin and its control.
+OVER_SEEDS = {"seeds": 4, "delta_mAP_seed_mean": -0.045}
+
+
+@pytest.mark.parametrize(
+    ("twin", "verdict"),
+    [
+        # one lucky seed: its interval includes 0, but over four seeds a drop of 10 %
+        (
+            {
+                **OVER_SEEDS,
+                "map_kept": 0.95,
+                "delta_mAP_ci95_low": -0.05,
+                "delta_mAP_ci95_high": 0.01,
+                "delta_mAP_seed_ci95_low": -0.07,
+                "delta_mAP_seed_ci95_high": -0.02,
+                "map_kept_seed_mean": 0.90,
+            },
+            NOT_MET,
+        ),
+        # one unlucky seed: a significant drop of 8 %, but over the seeds no difference
+        (
+            {
+                **OVER_SEEDS,
+                "map_kept": 0.92,
+                "delta_mAP_ci95_low": -0.08,
+                "delta_mAP_ci95_high": -0.02,
+                "delta_mAP_seed_ci95_low": -0.04,
+                "delta_mAP_seed_ci95_high": 0.01,
+                "map_kept_seed_mean": 0.96,
+            },
+            MET,
+        ),
+    ],
+    ids=["lucky-seed", "unlucky-seed"],
+)
+def test_goal_e_accuracy_is_judged_over_training_seeds_where_there_are_some(twin, verdict):
+    rows = elastic_study(**twin)
+    goal = goal_e(rows, baseline_row(rows))
+    accuracy = check_of(goal, "accuracy")
+    assert accuracy["verdict"] == verdict
+    assert accuracy["measured"]["training_seeds"] == 4
+    assert accuracy["measured"]["map_kept_seed_mean"] == twin["map_kept_seed_mean"]
+    # The single run's numbers stay beside them.
+    assert accuracy["measured"]["map_kept"] == twin["map_kept"]
+
+
 def test_goal_e_not_met_by_accuracy_outweighs_a_met_elasticity():
     rows = elastic_study(map_kept=0.9, delta_mAP_ci95_low=-0.1, delta_mAP_ci95_high=-0.05)
     goal = goal_e(rows, baseline_row(rows))

@@ -67,6 +67,7 @@ def test_deltas_are_taken_within_each_seed():
     assert pruned["delta_mAP_seed_mean"] == pytest.approx(-0.05)
     assert pruned["delta_mAP_seed_ci95_low"] == pytest.approx(-0.05)
     assert pruned["delta_mAP_seed_ci95_high"] == pytest.approx(-0.05)
+    assert pruned["map_kept_seed_mean"] == pytest.approx(0.45 / 0.50)
     # The baseline is trained once: the control's gain over it, seed by seed, is against it.
     assert control["delta_mAP_seed_mean"] == pytest.approx((0.10 + 0.0 + 0.20) / 3)
     assert control["delta_mAP_seed_ci95_low"] < 0 < control["delta_mAP_seed_ci95_high"]

@@ -541,24 +541,36 @@ def accuracy_check(row: pd.Series | None) -> tuple[bool | None, dict[str, Any], 
     interval of its control of equal training (``delta_mAP_ci95_low <= 0 <= ..._high``) or keeps
     >= :data:`CONTROL_MAP_KEEP` of the control's mAP (``map_kept``).
 
+    A row with training-seed replicates (``seeds``, :mod:`detrprune.report.seeds`) is judged over
+    the seeds instead: the t interval of the within-seed differences and the mean mAP kept, so
+    that one lucky (or unlucky) fine-tuning run does not decide.
+
     Returns the outcome (None: not measured), the numbers behind it and the reason when None.
     """
     if row is None:
         return None, {}, "no fine-tuned row of this method and ratio"
-    low, high, kept = (
-        float(row.get(column, math.nan))
-        for column in ("delta_mAP_ci95_low", "delta_mAP_ci95_high", "map_kept")
+    over_seeds = not pd.isna(row.get("seeds", math.nan))
+    columns = (
+        ("delta_mAP_seed_ci95_low", "delta_mAP_seed_ci95_high", "map_kept_seed_mean")
+        if over_seeds
+        else ("delta_mAP_ci95_low", "delta_mAP_ci95_high", "map_kept")
     )
+    low, high, kept = (float(row.get(column, math.nan)) for column in columns)
     measured = {
         "variant": row["variant"],
         "control": _text(row.get("control")),
         "mAP": float(row["mAP"]),
-        "map_kept": kept,
+        "map_kept": float(row.get("map_kept", math.nan)),
         "delta_mAP": float(row.get("delta_mAP", math.nan)),
-        "delta_mAP_ci95_low": low,
-        "delta_mAP_ci95_high": high,
+        "delta_mAP_ci95_low": float(row.get("delta_mAP_ci95_low", math.nan)),
+        "delta_mAP_ci95_high": float(row.get("delta_mAP_ci95_high", math.nan)),
         "required_map_kept": CONTROL_MAP_KEEP,
+        "training_seeds": int(row["seeds"]) if over_seeds else 1,
     }
+    if over_seeds:
+        measured |= {
+            column: float(row.get(column, math.nan)) for column in ("delta_mAP_seed_mean", *columns)
+        }
     within = None if _missing(low, high) else bool(low <= 0.0 <= high)
     close = None if _missing(kept) else bool(kept >= CONTROL_MAP_KEEP)
     passed = _either(within, close)

@@ -27,6 +27,7 @@ SEED_COLUMNS = (
     "delta_mAP_seed_mean",
     "delta_mAP_seed_ci95_low",
     "delta_mAP_seed_ci95_high",
+    "map_kept_seed_mean",
 )
 
 
@@ -76,6 +77,7 @@ def add_seed_replicates(
         own = [row["mAP"], *(seeds[seed] for seed in sorted(seeds))]
         control = row["control"]
         deltas = [math.nan] * len(own)
+        kept = math.nan
         if control in maps:
             control_seeds = replicates.get(control)
             if control_seeds is not None and set(seeds) - set(control_seeds):
@@ -91,6 +93,8 @@ def add_seed_replicates(
                 ),
             ]
             deltas = [mine - theirs for mine, theirs in zip(own, control_maps, strict=True)]
+            control_mean = float(np.mean(control_maps))
+            kept = float(np.mean(own)) / control_mean if control_mean > 0 else math.nan
         delta_mean, low, high = t_interval(deltas)
         row.update(
             seeds=len(own),
@@ -99,4 +103,5 @@ def add_seed_replicates(
             delta_mAP_seed_mean=delta_mean,
             delta_mAP_seed_ci95_low=low,
             delta_mAP_seed_ci95_high=high,
+            map_kept_seed_mean=kept,
         )
