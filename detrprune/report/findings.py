@@ -14,12 +14,13 @@ import pandas as pd
 from detrprune.variants import is_control
 
 
-def _verdict(row: pd.Series) -> str:
-    if pd.isna(row["significant"]):
+def _verdict(delta: float, low: float, high: float) -> str:
+    """The words for a difference and its interval."""
+    if pd.isna(low) or pd.isna(high):
         return "not compared"
-    if not bool(row["significant"]):
+    if low <= 0 <= high:
         return "no significant difference"
-    return "significant gain" if row["delta_mAP"] > 0 else "significant drop"
+    return "significant gain" if delta > 0 else "significant drop"
 
 
 def _seed_line(row: pd.Series) -> list[str]:
@@ -27,15 +28,9 @@ def _seed_line(row: pd.Series) -> list[str]:
     if pd.isna(row.get("seeds", float("nan"))):
         return []
     mean, low, high = (row[f"delta_mAP_seed_{key}"] for key in ("mean", "ci95_low", "ci95_high"))
-    if pd.isna(low):
-        verdict = "not compared"
-    elif low > 0 or high < 0:
-        verdict = "significant gain" if mean > 0 else "significant drop"
-    else:
-        verdict = "no significant difference"
     return [
         f"  over {int(row['seeds'])} training seeds {mean:+.3f} [{low:+.3f}, {high:+.3f}]: "
-        f"{verdict}"
+        f"{_verdict(mean, low, high)}"
     ]
 
 
@@ -54,7 +49,8 @@ def findings(summary: pd.DataFrame) -> list[str]:
         lines += [
             f"{row['variant']}: {kept} of the mAP of {row['control']}",
             f"  difference {row['delta_mAP']:+.3f} [{row['delta_mAP_ci95_low']:+.3f}, "
-            f"{row['delta_mAP_ci95_high']:+.3f}]: {_verdict(row)}",
+            f"{row['delta_mAP_ci95_high']:+.3f}]: "
+            f"{_verdict(row['delta_mAP'], row['delta_mAP_ci95_low'], row['delta_mAP_ci95_high'])}",
             *_seed_line(row),
         ]
     return lines or ["(no fine-tuned model has a control in this summary)"]

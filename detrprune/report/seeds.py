@@ -42,9 +42,8 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     if sample.size < 2:
         raise ReplicateError(f"a t interval needs at least two values, got {sample.size}")
     mean = float(sample.mean())
-    half = float(stats.t.ppf(0.5 + level / 2, sample.size - 1)) * sample.std(ddof=1)
-    half /= math.sqrt(sample.size)
-    return mean, float(mean - half), float(mean + half)
+    low, high = stats.t.interval(level, sample.size - 1, loc=mean, scale=stats.sem(sample))
+    return mean, float(low), float(high)
 
 
 def add_seed_replicates(
