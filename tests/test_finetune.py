@@ -220,7 +220,11 @@ def test_validations_survive_a_kill(tiny_detector, micro, micro_data, tmp_path, 
     finally:
         IterBasedTrainLoop.run_iter, ValLoop.run = run_iter, run_val
     assert not (tmp_path / "finetuned.pth").exists()
+    assert (tmp_path / "work" / "iter_1.pth").exists(), "a killed run keeps what it resumes from"
     resumed = _finetune(pruned, micro, micro_data, tmp_path, finetune, validate=True)
+    # Finished, it keeps only the final checkpoint (weights and AdamW's moments).
+    for work in (tmp_path / "work", tmp_path / "uninterrupted" / "work"):
+        assert sorted(path.name for path in work.glob("*.pth")) == ["iter_2.pth"], work
 
     def as_text(validations):  # NaN (no Cyclist in the split) equals NaN here
         return json.dumps(validations, sort_keys=True)

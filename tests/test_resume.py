@@ -119,6 +119,8 @@ def test_a_changed_log_interval_resumes_and_changed_data_retrains(micro, micro_d
 
     first = train()
     final = work_dir / "iter_2.pth"
+    # The finished run keeps only its final checkpoint (each holds AdamW's moments too).
+    assert sorted(path.name for path in work_dir.glob("*.pth")) == [final.name]
     written = final.stat().st_mtime_ns
     # Before: any config change wiped the work folder and trained again from iteration 0.
     resumed = train(log_interval=5, num_workers=1)

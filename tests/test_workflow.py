@@ -273,16 +273,28 @@ def test_replicate_seeds_add_their_own_targets_and_redo_nothing(study, tmp_path)
     }
 
 
+def _copy_finished_study(study: Path, copy: Path) -> None:
+    """The finished study with its Snakemake records, less the Runner's resume checkpoints in
+    ``work/`` (not a workflow output: nothing in a finished study reads them)."""
+    import shutil
+
+    shutil.copytree(
+        study,
+        copy,
+        symlinks=True,
+        ignore=lambda folder, names: ["work"] if Path(folder) == study else [],
+    )
+
+
 def test_replicate_seeds_reach_the_summary_and_report(study, tmp_path):
     import json
-    import shutil
 
     from pypdf import PdfReader
 
     from detrprune.train.checkpoint import read_checkpoint
 
     copy = tmp_path / "study"
-    shutil.copytree(study, copy, symlinks=True)
+    _copy_finished_study(study, copy)
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump(REPLICATES))
     run = snakemake(copy, "results/report.pdf", "--configfile", str(override))
@@ -356,10 +368,8 @@ def test_metrics_record_parts_sparsity_and_provenance(study):
 def test_keep_going_a_failing_target_does_not_stop_the_others(study, tmp_path):
     """A truncated checkpoint (as a full disk or a dead network file system leaves) fails its
     jobs; with --keep-going every other stale job still runs, and the error names the job's log."""
-    import shutil
-
     copy = tmp_path / "study"
-    shutil.copytree(study, copy, symlinks=True)
+    _copy_finished_study(study, copy)
     broken = copy / "results/prune/weight/r30/model.pth"
     broken.write_bytes(broken.read_bytes()[:1000])
     stale = [

@@ -219,6 +219,30 @@ def prepare_work_dir(work_dir: Path, stamp: str) -> str | None:
     return latest
 
 
+def keep_final_checkpoint(work_dir: Path) -> int:
+    """Delete a finished run's earlier Runner checkpoints from ``work_dir``; returns bytes freed.
+
+    Each holds the weights and AdamW's two moments (three times the model: about 490 MB for
+    the full R50 model) and served only to resume a killed run. The final one stays: a rerun
+    whose settings changed only in what :func:`training_stamp` ignores resumes from it
+    instead of training again.
+    """
+    from mmengine.runner import find_latest_checkpoint
+
+    latest = find_latest_checkpoint(str(work_dir))
+    if latest is None:
+        return 0
+    final = Path(latest).resolve()
+    freed = 0
+    for earlier in sorted(Path(work_dir).glob("iter_*.pth")):
+        if earlier.resolve() != final:
+            freed += earlier.stat().st_size
+            earlier.unlink()
+    if freed:
+        log.info("%s: removed the earlier resume checkpoints (%.0f MB)", work_dir, freed / 1e6)
+    return freed
+
+
 def train_baseline(
     model: Mapping[str, Any],
     train: Mapping[str, Any],
@@ -234,7 +258,8 @@ def train_baseline(
 ) -> None:
     """Train the baseline detector and write its checkpoint and resolved mmdet config.
 
-    The Runner's own checkpoints stay in ``work_dir`` (not a workflow output); what the DAG
+    The Runner's own checkpoints stay in ``work_dir`` (not a workflow output; once the run has
+    finished, only its final one, :func:`keep_final_checkpoint`); what the DAG
     passes on is ``out_model``, a weights-only checkpoint (see :mod:`detrprune.train.checkpoint`).
     The Runner validates before the first iteration, every ``train.val_interval`` iterations
     and after the last; ``out_validations`` gets those results (:func:`write_validations`), the
@@ -283,6 +308,7 @@ def train_baseline(
     Path(out_config).parent.mkdir(parents=True, exist_ok=True)
     cfg.dump(str(out_config))
     log.info("baseline written to %s (config %s)", out_model, out_config)
+    keep_final_checkpoint(Path(work_dir))
 
 
 def _device_of(detector: torch.nn.Module) -> str:
@@ -409,4 +435,5 @@ def finetune_checkpoint(
         return {"meta": meta, "validations": validations}
     save_detector(detector, out_model, pruned_model_cfg, meta)
     log.info("fine-tuned model written to %s", out_model)
+    keep_final_checkpoint(Path(work_dir))
     return {"meta": meta, "validations": validations}
