@@ -533,6 +533,44 @@ def test_goal_e_accuracy_is_judged_over_training_seeds_where_there_are_some(twin
     assert accuracy["measured"]["map_kept"] == twin["map_kept"]
 
 
+@pytest.mark.parametrize(
+    ("twin", "ruled_out"),
+    [
+        # control 0.56 (0.55 + 0.01): 3 % of it is 0.0168, and the interval ends above that
+        ({"delta_mAP_ci95_low": -0.015, "delta_mAP_ci95_high": 0.01}, True),
+        # the same point estimate, but a wide interval: met, yet a 10 % drop is not ruled out
+        ({"delta_mAP_ci95_low": -0.06, "delta_mAP_ci95_high": 0.04}, False),
+        # over four seeds: control 0.58 (0.55 + 0.03), the interval's lower end -0.05
+        (
+            {
+                **OVER_SEEDS,
+                "mAP_seed_mean": 0.55,
+                "delta_mAP_seed_mean": -0.03,
+                "delta_mAP_seed_ci95_low": -0.052,
+                "delta_mAP_seed_ci95_high": 0.002,
+                "map_kept_seed_mean": 0.95,
+            },
+            False,
+        ),
+    ],
+    ids=["narrow", "wide", "seeds"],
+)
+def test_goal_e_says_whether_the_interval_rules_out_a_drop_beyond_3_percent(twin, ruled_out):
+    """The interval containing 0 meets the goal, but only a narrow one also shows the drop is
+    small: the four-seed demo run (-0.025 [-0.052, +0.002]) was MET on a wide interval."""
+    rows = elastic_study(**twin)
+    goal = goal_e(rows, baseline_row(rows))
+    accuracy = check_of(goal, "accuracy")
+    assert accuracy["verdict"] == MET
+    control = 0.58 if "seeds" in twin else 0.56
+    assert accuracy["measured"]["tolerated_drop"] == pytest.approx(-0.03 * control)
+    assert accuracy["measured"]["drop_over_3pct_ruled_out"] is ruled_out
+    warned = [line for line in goal_lines("e", goal) if "is not ruled out" in line]
+    assert len(warned) == (0 if ruled_out else 1)
+    if warned:
+        assert f"below {-0.03 * control:+.3f} (-3 % of the control)" in warned[0]
+
+
 def test_goal_e_not_met_by_accuracy_outweighs_a_met_elasticity():
     rows = elastic_study(map_kept=0.9, delta_mAP_ci95_low=-0.1, delta_mAP_ci95_high=-0.05)
     goal = goal_e(rows, baseline_row(rows))

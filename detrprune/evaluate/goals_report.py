@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from detrprune.evaluate.goals import (
+    MET,
     NOT_MET,
     THRESHOLDS,
     baseline_row,
@@ -310,6 +311,13 @@ def goal_lines(
     else:
         for check in goal["checks"]:
             lines += _check_lines([check], "    ")
+            measured = check["measured"]
+            if check["verdict"] == MET and measured.get("drop_over_3pct_ruled_out") is False:
+                lines.append(
+                    "        but the interval reaches below "
+                    f"{measured['tolerated_drop']:+.3f} (-3 % of the control): a larger drop "
+                    "is not ruled out"
+                )
             variant = check["subject"]
             explained = (by_part or {}).get(variant)
             if (
