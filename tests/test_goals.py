@@ -879,7 +879,7 @@ def test_retime_summary_without_model_files(tmp_path):
     assert record["models"] == {} and record["images"] == 0
     assert set(record["not_measured"]) == {"baseline", "prune/f50", "prune/w90"}
     assert record["input_scale"] == [64, 32] and record["threads"] == 1
-    assert record["runs_per_round"] == 6  # 30 runs over 5 rounds
+    assert record["runs_per_round"] == 2  # 40 runs over 20 rounds
     only_filters = retime_summary(study(), RetimeSettings(results=tmp_path, input_scale=(64, 32)))
     assert set(only_filters["not_measured"]) == {"baseline", "prune/f50"}
 

@@ -33,8 +33,10 @@ class RetimeSettings:
     input_scale: tuple[int, int] | None = None  # (W, H); None: the config's model.input_scale
     threads: int | None = None  # torch threads; None: the config's evaluate.threads (else 2)
     kinds: tuple[str, ...] = ("filter",)  # kinds re-timed besides the baseline ("all": every row)
-    runs: int = 30  # timed runs per model, spread over the rounds
-    rounds: int = 5  # round-robin rounds
+    runs: int = 40  # timed runs per model, spread over the rounds
+    # Many short rounds pair drift finely: on a 2-core VM, 5 rounds of 6 runs gave elasticities
+    # 0.76-0.96 for one model and 20 rounds of 2 gave 0.94-1.05, with narrower intervals.
+    rounds: int = 20  # round-robin rounds
     warmup: int = 3  # untimed runs per model at the start
     switch_warmup: int = 1  # untimed runs each time a model comes up
     images: int = 5  # validation images cycled
