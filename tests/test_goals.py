@@ -557,7 +557,7 @@ def test_goal_e_accuracy_is_judged_over_training_seeds_where_there_are_some(twin
 )
 def test_goal_e_says_whether_the_interval_rules_out_a_drop_beyond_3_percent(twin, ruled_out):
     """The interval containing 0 meets the goal, but only a narrow one also shows the drop is
-    small: the four-seed demo run (-0.025 [-0.052, +0.002]) was MET on a wide interval."""
+    small: the 256-d study's four-seed run (-0.025 [-0.052, +0.002]) was MET on a wide interval."""
     rows = elastic_study(**twin)
     goal = goal_e(rows, baseline_row(rows))
     accuracy = check_of(goal, "accuracy")
