@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from detrprune.evaluate.goals import (
+    CONTROL_MAP_KEEP,
     MET,
     NOT_MET,
     THRESHOLDS,
@@ -315,7 +316,8 @@ def goal_lines(
             if check["verdict"] == MET and measured.get("drop_over_3pct_ruled_out") is False:
                 lines.append(
                     "        but the interval reaches below "
-                    f"{measured['tolerated_drop']:+.3f} (-3 % of the control): a larger drop "
+                    f"{measured['tolerated_drop']:+.3f} (-{100 * (1 - CONTROL_MAP_KEEP):.0f} % of "
+                    "the control): a larger drop "
                     "is not ruled out"
                 )
             variant = check["subject"]
