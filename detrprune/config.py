@@ -15,6 +15,7 @@ import yaml
 
 from detrprune.constants import (
     FILTER_SCOPES,
+    POINT_STACKS,
     TRANSFORMER_STACKS,
     WEIGHT_SCOPES,
     nm_pattern,
@@ -130,10 +131,18 @@ def _check_pruning(pruning: Mapping[str, Any], seed: int, source: str) -> None:
                     f"{where}.layers: {spec['layers']} are transformer layers, and modules "
                     f"{modules} has none of them"
                 )
-        if "transformer" in spec and not {"ffn", "attention"} & set(spec["scope"].split("+")):
+        transformer_parts = {"ffn", "attention", "points"}
+        if "transformer" in spec and not transformer_parts & set(spec["scope"].split("+")):
             raise ConfigError(
-                f"{where}.transformer: only a filter scope with +ffn or +attention prunes the "
-                f"transformer (scope is {spec['scope']!r})"
+                f"{where}.transformer: only a filter scope with +ffn, +attention or +points "
+                f"prunes the transformer (scope is {spec['scope']!r})"
+            )
+        stacks = spec.get("transformer", POINT_STACKS)
+        if "points" in spec["scope"].split("+") and not set(stacks) <= set(POINT_STACKS):
+            raise ConfigError(
+                f"{where}.transformer: scope {spec['scope']} prunes the sampling points of "
+                f"{list(POINT_STACKS)} only (the decoder scales its box-relative offsets by the "
+                f"point count): leave transformer out or set it to {list(POINT_STACKS)}"
             )
     replicate_seeds = pruning["finetune"].get("replicate_seeds", [])
     if seed in replicate_seeds:

@@ -33,7 +33,8 @@ SPARSITY_PARTS: tuple[str, ...] = (
 )
 
 # The scopes each pruning kind understands.
-# "+attention" also removes whole heads of every attention layer of the transformer.
+# "+attention" also removes whole heads of every attention layer of the transformer; "+points"
+# keeps the heads and removes sampling points of every deformable attention's heads and levels.
 FILTER_SCOPES: tuple[str, ...] = (
     "backbone",
     "backbone+ffn",
@@ -42,6 +43,7 @@ FILTER_SCOPES: tuple[str, ...] = (
     "backbone+attention",
     "backbone+ffn+attention",
     "backbone+residual+ffn+attention",
+    "backbone+points",
 )
 # What evaluation records of a 2:4 model on the GPU (detrprune.evaluate.semi_structured): the
 # numbers and text that reach results/summary.csv, and the per-layer detail metrics.json keeps.
@@ -62,11 +64,23 @@ SEMI_STRUCTURED_DETAIL_KEYS: tuple[str, ...] = (
     "gpu_2to4_kept_dense",
 )
 
-# The transformer stacks whose FFNs and attention heads the ``+ffn`` and ``+attention`` parts
-# prune (a method's ``transformer`` key; default both). The encoder runs over every pixel of
-# every level, the decoder over a few hundred queries: almost all the transformer's time is in
-# the encoder, and pruning the decoder costs accuracy for little time.
+# The transformer stacks whose FFNs, attention heads and sampling points the ``+ffn``,
+# ``+attention`` and ``+points`` parts prune (a method's ``transformer`` key; default both). The
+# encoder runs over every pixel of every level, the decoder over a few hundred queries: almost
+# all the transformer's time is in the encoder, and pruning the decoder costs accuracy for little
+# time.
 TRANSFORMER_STACKS: tuple[str, ...] = ("encoder", "decoder")
+# The stacks whose sampling points ``+points`` can remove: the decoder's cross-attention divides
+# its offsets by the point count when its reference points are boxes (two-stage and refine).
+POINT_STACKS: tuple[str, ...] = ("encoder",)
+
+
+def default_transformer_stacks(scope: str) -> tuple[str, ...]:
+    """The stacks a filter ``scope`` prunes in when its method names none: the encoder for
+    ``+points`` (:data:`POINT_STACKS`), both stacks otherwise."""
+    return POINT_STACKS if "points" in scope.split("+") else TRANSFORMER_STACKS
+
+
 # "N:M" scopes keep the N largest-magnitude weights of every M consecutive input weights of each
 # selected Linear: 2:4 is what sparse tensor cores (Ampere and later) run; 4:8 is the same
 # sparsity with more freedom in which weights stay, and no kernel.

@@ -83,6 +83,7 @@ PRUNING_SPECS = [
     {"kind": "filter", "scope": "backbone+ffn"},
     {"kind": "filter", "scope": "backbone+residual+ffn"},
     {"kind": "filter", "scope": "backbone+residual+ffn+attention"},
+    {"kind": "filter", "scope": "backbone+points"},
     {"kind": "weight", "scope": "layerwise"},
     {"kind": "weight", "scope": "global"},
     {"kind": "weight", "scope": "global", "modules": ["backbone", "encoder", "decoder"]},

@@ -1,11 +1,12 @@
-"""Whole attention heads removed from a real mmdet Deformable DETR (scope ``+attention``).
+"""Whole attention heads (scope ``+attention``) and sampling points (scope ``+points``) removed
+from a real mmdet Deformable DETR.
 
 Reload and fine-tuning of the scope are swept with every other scope (``PRUNING_SPECS`` in
 test_pruning.py and test_finetune.py); its full-size run is in test_full_study.py.
 
 The micro detector has 4 heads in every attention layer: the encoder's and the decoder's
-deformable attention (mmcv ``MultiScaleDeformableAttention``) and the decoder's query
-self-attention (``nn.MultiheadAttention``).
+deformable attention (mmcv ``MultiScaleDeformableAttention``, 3 levels of 4 sampling points per
+head) and the decoder's query self-attention (``nn.MultiheadAttention``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from detrprune.prune.attention import (
     heads_to_remove,
     multihead_attentions,
     prune_attention_heads,
+    prune_sampling_points,
     without_heads,
 )
 from detrprune.prune.methods import _raw_outputs, filter_prune, prune_checkpoint
@@ -177,15 +179,107 @@ def test_random_head_choice_is_seeded(micro):
     assert not torch.equal(first, other)
 
 
-def test_a_head_count_that_does_not_divide_is_refused(tiny_detector, tmp_path):
+@pytest.mark.parametrize(
+    ("prune", "tensor", "rows_cut", "message"),
+    [
+        (prune_attention_heads, "value_proj", 1, "not a whole number of heads"),
+        (prune_sampling_points, "sampling_offsets", 2, "not a whole number of points"),
+    ],
+)
+def test_a_count_that_does_not_divide_is_refused(
+    tiny_detector, tmp_path, prune, tensor, rows_cut, message
+):
+    """A saved deformable attention whose rows are not whole heads (value_proj) or whole points
+    per head and level (sampling_offsets) is refused, not loaded with wrong counts."""
     detector, cfg = tiny_detector
-    prune_attention_heads(detector, 0.5)
+    prune(detector, 0.5)
     path = tmp_path / "model.pth"
     save_detector(detector, path, cfg, {"variant": "x"})
     payload = torch.load(path, weights_only=True)
     name = next(name for name, _ in deformable_attentions(detector))
-    key = f"{name}.sampling_offsets.weight"
-    payload["state_dict"][key] = payload["state_dict"][key][:-1]
+    key = f"{name}.{tensor}.weight"
+    payload["state_dict"][key] = payload["state_dict"][key][:-rows_cut]
     torch.save(payload, path)
-    with pytest.raises(CheckpointError, match="not a whole number of heads"):
+    with pytest.raises(CheckpointError, match=message):
         load_detector(path)
+
+
+def _silence_point(detector, point: int) -> None:
+    """Give ``point`` of every head and level of every deformable attention a logit of -1e4:
+    a softmax weight of exactly zero, whatever the query."""
+    with torch.no_grad():
+        for _, module in deformable_attentions(detector):
+            heads, levels, points = module.num_heads, module.num_levels, module.num_points
+            weight = module.attention_weights.weight.view(heads, levels, points, -1)
+            bias = module.attention_weights.bias.view(heads, levels, points)
+            weight[:, :, point] = 0
+            bias[:, :, point] = -1e4
+
+
+def test_removing_a_silent_sampling_point_leaves_every_output_unchanged(tiny_detector):
+    """A point no head ever attends to samples nothing: its bias ranks it last, and removing it
+    from every head and level of the encoder changes no output beyond float rounding; heads,
+    value and output projections stay whole. The decoder's points are refused."""
+    detector, _ = tiny_detector
+    _silence_point(detector, point=2)
+    offsets = {
+        name: module.sampling_offsets.weight.detach().clone().view(4, 3, 4, 2, -1)
+        for name, module in deformable_attentions(detector)
+    }
+    batch = synthetic_batch((H, W))
+    with torch.no_grad():
+        before = _raw_outputs(detector, batch)
+    counts = prune_sampling_points(detector, 0.25)
+    assert counts == {"encoder.layers.0.self_attn": [4, 3]}
+    for name, module in deformable_attentions(detector):
+        if not name.startswith("encoder."):
+            assert module.num_points == 4
+            continue
+        assert module.num_heads == 4 and module.num_points == 3
+        assert module.value_proj.out_features == module.output_proj.in_features == 32
+        kept = offsets[name][:, :, [0, 1, 3]].reshape(module.sampling_offsets.weight.shape)
+        assert torch.equal(module.sampling_offsets.weight, kept), name
+    with torch.no_grad():
+        after = _raw_outputs(detector, batch)
+    for expected, got in zip(before, after, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="prunes the sampling points of \\['encoder'\\] only"):
+        prune_sampling_points(detector, 0.25, stacks=("encoder", "decoder"))
+
+
+def test_points_scope_keeps_the_heads_reloads_and_halves_the_sampling(tmp_path, micro):
+    """``backbone+points`` at 50 % keeps 2 of 4 points per head and level in the encoder only;
+    the checkpoint reloads weights-only into a fresh model, and fvcore counts half the
+    grid_sample work of the encoder, whose projections are untouched, against ``backbone``."""
+    from detrprune.evaluate.metrics import fvcore_gmacs
+    from detrprune.train.model import inference_batch
+
+    from .conftest import REPO
+
+    baseline, _ = saved_micro_baseline(tmp_path, micro)
+    frame = sorted((REPO / "tests" / "data" / "kitti_sample" / "training" / "image_2").glob("*"))
+    specs = {
+        "backbone": {"kind": "filter", "scope": "backbone"},
+        "points": {"kind": "filter", "scope": "backbone+points", "transformer": ["encoder"]},
+    }
+    gmacs, models = {}, {}
+    for name, spec in specs.items():
+        out = tmp_path / f"{name}.pth"
+        meta = prune_checkpoint(baseline, out, "m", spec, 50, (H, W))
+        models[name], _, _ = load_detector(out)  # prune_checkpoint compared its outputs already
+        gmacs[name] = fvcore_gmacs(models[name], [inference_batch(frame[:1], (W, H))])
+    assert meta["scope"] == "backbone+points:encoder"
+    assert meta["pruning"]["sampling_points"] == {"encoder.layers.0.self_attn": [4, 2]}
+    for name, module in deformable_attentions(models["points"]):
+        assert module.num_heads == 4, name
+        assert module.num_points == (2 if name.startswith("encoder.") else 4), name
+    plain, pruned = gmacs["backbone"], gmacs["points"]
+    assert pruned["gmacs_encoder"] < plain["gmacs_encoder"]
+    for part in ("gmacs_backbone", "gmacs_decoder"):
+        assert pruned[part] == pytest.approx(plain[part]), part
+    sampled = [op for op in plain["gmacs_by_operator"] if "grid_sampler" in op]
+    assert sampled, plain["gmacs_by_operator"]
+    encoder_share = {  # the decoder's sampling is untouched: only the encoder's half goes
+        op: pruned["gmacs_by_operator"][op] / plain["gmacs_by_operator"][op] for op in sampled
+    }
+    assert all(0.5 < share < 1.0 for share in encoder_share.values()), encoder_share

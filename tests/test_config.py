@@ -31,7 +31,8 @@ def test_bad_ratio_names_the_key(bad):
             lambda p: p["methods"]["filter"].update(scope="global"),
             "config: pruning.methods.filter.scope: 'global' is not a filter pruning scope "
             "(expected one of backbone, backbone+ffn, backbone+residual, backbone+residual+ffn, "
-            "backbone+attention, backbone+ffn+attention, backbone+residual+ffn+attention)",
+            "backbone+attention, backbone+ffn+attention, backbone+residual+ffn+attention, "
+            "backbone+points)",
         ),
         (
             lambda p: p["methods"]["weight"].update(scope="backbone+ffn"),
@@ -77,8 +78,15 @@ def test_bad_ratio_names_the_key(bad):
         ),
         (
             lambda p: p["methods"]["filter"].update(transformer=["encoder"]),
-            "config: pruning.methods.filter.transformer: only a filter scope with +ffn or "
-            "+attention prunes the transformer (scope is 'backbone')",
+            "config: pruning.methods.filter.transformer: only a filter scope with +ffn, "
+            "+attention or +points prunes the transformer (scope is 'backbone')",
+        ),
+        (
+            lambda p: p["methods"]["filter"].update(
+                scope="backbone+points", transformer=["encoder", "decoder"]
+            ),
+            "config: pruning.methods.filter.transformer: scope backbone+points prunes the "
+            "sampling points of ['encoder'] only",
         ),
         (
             lambda p: p["methods"]["filter_ffn"].update(transformer=["neck"]),

@@ -74,15 +74,25 @@ def test_export_leaves_the_detector_in_eval_mode(tiny_detector, kitti_batches, t
     assert not any(module.training for module in detector.modules())
 
 
-@pytest.mark.parametrize("scope", ["backbone+residual+ffn", "backbone+residual+ffn+attention"])
-def test_filter_pruned_detector_exports_and_matches(tiny_detector, kitti_batches, tmp_path, scope):
+@pytest.mark.parametrize(
+    ("scope", "transformer"),
+    [
+        ("backbone+residual+ffn", ("encoder", "decoder")),
+        ("backbone+residual+ffn+attention", ("encoder", "decoder")),
+        ("backbone+points", ("encoder",)),
+    ],
+)
+def test_filter_pruned_detector_exports_and_matches(
+    tiny_detector, kitti_batches, tmp_path, scope, transformer
+):
     detector, _ = tiny_detector
     dense_path = tmp_path / "dense.onnx"
     export_onnx(detector, kitti_batches[0], dense_path)
-    # The widest scopes: residual stream and FFN widths change too, not only inner convs, and
-    # with +attention deformable attention loses whole heads (fewer GridSample channels).
-    filter_prune(detector, 0.3, (H, W), scope=scope)
-    assert detector.backbone.conv1.out_channels < 64
+    # The widest scopes: residual stream and FFN widths change too, not only inner convs; with
+    # +attention deformable attention loses whole heads (fewer GridSample channels), with
+    # +points the encoder's sampling points (fewer GridSample locations).
+    stats = filter_prune(detector, 0.3, (H, W), scope=scope, transformer=transformer)
+    assert stats["params_after"] < stats["params_before"]
     pruned_path = tmp_path / "pruned.onnx"
     _export_and_check(detector, kitti_batches, pruned_path)
     assert pruned_path.stat().st_size < 0.8 * dense_path.stat().st_size

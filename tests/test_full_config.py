@@ -120,17 +120,17 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "kitti_to_coco": 1,
         "train_baseline": 1,
         # filter 5 + filter_random 2 + filter_ffn 5 + filter_all 1 + filter_attention 1
-        # + weight 9 + weight_global 1 + weight_backbone 1 + weight_2to4 1
+        # + filter_points 1 + weight 9 + weight_global 1 + weight_backbone 1 + weight_2to4 1
         # + weight_2to4_transformer 1 ratios
-        "prune": 27,
-        "finetune": 27,
+        "prune": 28,
+        "finetune": 28,
         "iterative": 1,
         # The controls of equal training: the baseline fine-tuned as the fine-tunes and as
         # the iterative loop were.
         "finetune_baseline": 1,
         "iterative_control": 1,
-        "evaluate": 58,  # baseline + 2 controls + 27 zero-shot + 27 fine-tuned + iterative
-        "export_onnx": 11,  # the final model of each of the 10 methods + iterative
+        "evaluate": 60,  # baseline + 2 controls + 28 zero-shot + 28 fine-tuned + iterative
+        "export_onnx": 12,  # the final model of each of the 11 methods + iterative
         "aggregate": 1,
         "report": 1,
     }

@@ -52,10 +52,15 @@ from detrprune.constants import (
     TRANSFORMER_STACKS,
     WEIGHT_LAYER_KINDS,
     WEIGHT_SCOPES,
+    default_transformer_stacks,
     nm_pattern,
     weight_modules,
 )
-from detrprune.prune.attention import HeadPrunedMultiheadAttention, prune_attention_heads
+from detrprune.prune.attention import (
+    HeadPrunedMultiheadAttention,
+    prune_attention_heads,
+    prune_sampling_points,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +85,7 @@ def filter_prune(
     criterion: str = "l1",
     seed: int = 0,
     round_to: int = 1,
-    transformer: Sequence[str] = TRANSFORMER_STACKS,
+    transformer: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Remove ``ratio`` of the channels of every group in ``scope``, ranked by ``criterion``.
 
@@ -89,10 +94,12 @@ def filter_prune(
     group L1 norm; "random" draws the channels (seeded by ``seed``): the control that says
     whether the L1 ranking beats chance. ``round_to`` > 1 rounds every kept width down to a
     multiple of it (Torch-Pruning's ``round_to``; CPU and GPU kernels favour multiples of 8);
-    attention heads are whole already. ``transformer`` names the stacks (of
-    :data:`TRANSFORMER_STACKS`) whose FFNs and heads ``ffn`` and ``attention`` prune. Returns
-    parameter counts before and after, the FFN widths when the scope has ``ffn`` and the head
-    counts when it has ``attention``.
+    attention heads and sampling points are whole already. ``transformer`` names the stacks (of
+    :data:`TRANSFORMER_STACKS`) whose FFNs, heads and sampling points ``ffn``, ``attention``
+    and ``points`` prune (default: :func:`~detrprune.constants.default_transformer_stacks`).
+    Returns parameter counts before and after, the FFN widths when the scope has ``ffn``, the
+    head counts when it has ``attention`` and the points per head and level when it has
+    ``points``.
     """
     if scope not in FILTER_SCOPES:
         raise ValueError(f"pruning.filter.scope: unknown scope {scope!r}, expected {FILTER_SCOPES}")
@@ -104,6 +111,8 @@ def filter_prune(
         raise ValueError(f"filter pruning ratio must be in (0, 1), got {ratio}")
     if round_to < 1:
         raise ValueError(f"pruning.filter.round_to must be >= 1, got {round_to}")
+    if transformer is None:
+        transformer = default_transformer_stacks(scope)
     if not transformer or not set(transformer) <= set(TRANSFORMER_STACKS):
         raise ValueError(
             f"pruning.filter.transformer: {list(transformer)} is not a non-empty choice of "
@@ -146,6 +155,11 @@ def filter_prune(
                 if "attention" in parts
                 else {}
             )
+            sampling_points = (
+                prune_sampling_points(detector, ratio, criterion, transformer)
+                if "points" in parts
+                else {}
+            )
     finally:
         for p, flag in grad_flags.items():
             p.requires_grad_(flag)
@@ -159,6 +173,8 @@ def filter_prune(
     }
     if attention_heads:
         stats["attention_heads"] = attention_heads
+    if sampling_points:
+        stats["sampling_points"] = sampling_points
     return stats
 
 
@@ -458,7 +474,7 @@ def apply_pruning(
     if kind == "filter":
         criterion = spec.get("criterion", "l1")
         round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
-        transformer = tuple(spec.get("transformer", TRANSFORMER_STACKS))
+        transformer = tuple(spec.get("transformer", default_transformer_stacks(spec["scope"])))
         return filter_prune(
             detector, ratio, input_hw, spec["scope"], criterion, seed, round_to, transformer
         )
@@ -476,7 +492,7 @@ def describe_scope(spec: Mapping[str, Any]) -> str:
     if spec["kind"] == "filter":
         criterion = spec.get("criterion", "l1")
         round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
-        stacks = tuple(spec.get("transformer", TRANSFORMER_STACKS))
+        stacks = tuple(spec.get("transformer", default_transformer_stacks(spec["scope"])))
         return (
             str(spec["scope"])
             + (f":{'+'.join(stacks)}" if set(stacks) != set(TRANSFORMER_STACKS) else "")
