@@ -55,6 +55,7 @@ def register_mmdet() -> None:
     register_all_modules(init_default_scope=True)
     _register_any_width_detr()
     route_deformable_attention()
+    contiguous_deformable_sampling()
 
 
 def route_deformable_attention() -> bool:
@@ -79,6 +80,41 @@ def route_deformable_attention() -> bool:
         mmcv.__version__,
     )
     return True
+
+
+class ContiguousSamplingFunctional:
+    """``torch.nn.functional`` as mmcv's deformable attention module sees it, but for
+    ``grid_sample``, which gets its input and grid made contiguous first."""
+
+    def __getattr__(self, name: str) -> Any:
+        import torch.nn.functional
+
+        return getattr(torch.nn.functional, name)
+
+    @staticmethod
+    def grid_sample(input, grid, *args, **kwargs):  # noqa: A002 (torch's own parameter name)
+        import torch.nn.functional
+
+        return torch.nn.functional.grid_sample(
+            input.contiguous(), grid.contiguous(), *args, **kwargs
+        )
+
+
+def contiguous_deformable_sampling() -> None:
+    """Hand ``grid_sample`` contiguous tensors in mmcv's PyTorch deformable attention.
+
+    mmcv 2.1.0's ``multi_scale_deformable_attn_pytorch`` (the path on CPU, and on a GPU without
+    mmcv's CUDA ops) slices each level out of one sampling grid, so ``grid_sample`` gets a
+    non-contiguous grid (and value). PyTorch's CPU kernel then takes a strided path that is about
+    3x slower for the demo's shapes and hardly faster with fewer sampling points per query
+    (README "What is measured"). A contiguous copy gives bit-identical outputs. mmcv's module
+    reaches ``grid_sample`` through its global ``F``, so only that name is replaced there; every
+    other ``F.<name>`` is torch's.
+    """
+    import mmcv.ops.multi_scale_deform_attn as deform_attn
+
+    if not isinstance(deform_attn.F, ContiguousSamplingFunctional):
+        deform_attn.F = ContiguousSamplingFunctional()
 
 
 DETECTOR_TYPE = "DeformableDETRAnyWidth"
