@@ -23,37 +23,25 @@ import argparse
 import copy
 import random
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional
-import yaml
+
+# The sibling bench's model loading: config.yaml (or configs/kitti.yaml) sizes, checkpoint or
+# seeded random init. The script's folder is on sys.path when it runs.
+from semi_structured import load_model, model_settings
 
 from detrprune.evaluate.goals import speedup_interval
-from detrprune.evaluate.metrics import cpu_description
+from detrprune.evaluate.metrics import cpu_description, time_test_steps
 from detrprune.jobs import write_json
 from detrprune.prune.attention import prune_sampling_points
-from detrprune.train.checkpoint import load_detector
-from detrprune.train.model import (
-    ContiguousSamplingFunctional,
-    build_detector,
-    inference_batch,
-    model_config,
-)
+from detrprune.train.model import ContiguousSamplingFunctional, inference_batch
 
 REPO = Path(__file__).resolve().parent.parent
 FRAME = REPO / "tests" / "data" / "kitti_sample" / "training" / "image_2" / "000001.png"
 REFERENCE = "mmcv, dense"
 DEMO_BASELINE = Path("results/baseline/model.pth")
-
-
-def model_settings(full_size: bool) -> dict:
-    """``model`` of config.yaml, with configs/kitti.yaml's values over it for ``full_size``."""
-    model = yaml.safe_load((REPO / "config.yaml").read_text())["model"]
-    if full_size:
-        model.update(yaml.safe_load((REPO / "configs" / "kitti.yaml").read_text())["model"])
-    return model
 
 
 def main() -> None:
@@ -82,13 +70,7 @@ def main() -> None:
         raise SystemExit(f"{checkpoint}: no such checkpoint (run make demo first, or --checkpoint)")
     torch.set_num_threads(args.threads)
     settings = model_settings(args.full_size)
-    if checkpoint is None:
-        torch.manual_seed(0)
-        dense = build_detector(model_config(settings))  # applies the contiguous sampling
-        dense.init_weights()
-    else:
-        dense, _, _ = load_detector(checkpoint)
-    dense.eval()
+    dense, weights = load_model(settings, checkpoint)  # built with the contiguous sampling
     fewer_points = copy.deepcopy(dense)
     prune_sampling_points(fewer_points, 0.5)
     batch = inference_batch([FRAME], tuple(settings["input_scale"]))
@@ -99,13 +81,7 @@ def main() -> None:
 
     def timed(functional: str, model: str, count: int) -> list[float]:
         deform_attn.F = functionals[functional]
-        times = []
-        with torch.no_grad():
-            for _ in range(count):
-                start = time.perf_counter()
-                models[model].test_step(batch)
-                times.append(1000.0 * (time.perf_counter() - start))
-        return times
+        return time_test_steps(models[model], [batch], count)
 
     try:
         for functional, model in cases:
@@ -139,7 +115,6 @@ def main() -> None:
             f"{row['model']:40s} {row['median_ms']:9.1f} ms  {row['speedup']:.2f}x "
             f"[{row['speedup_ci95_low']:.2f}, {row['speedup_ci95_high']:.2f}]"
         )
-    weights = str(checkpoint) if checkpoint else "random (seed 0)"
     print(f"weights: {weights}")
     record = {"size": size, "device": device, "weights": weights, "rounds": args.rounds}
     record["runs_per_round"] = args.runs

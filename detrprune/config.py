@@ -137,8 +137,8 @@ def _check_pruning(pruning: Mapping[str, Any], seed: int, source: str) -> None:
                 f"{where}.transformer: only a filter scope with +ffn, +attention or +points "
                 f"prunes the transformer (scope is {spec['scope']!r})"
             )
-        stacks = spec.get("transformer", POINT_STACKS)
-        if "points" in spec["scope"].split("+") and not set(stacks) <= set(POINT_STACKS):
+        points_stacks = set(spec.get("transformer", POINT_STACKS))
+        if "points" in spec["scope"].split("+") and not points_stacks <= set(POINT_STACKS):
             raise ConfigError(
                 f"{where}.transformer: scope {spec['scope']} prunes the sampling points of "
                 f"{list(POINT_STACKS)} only (the decoder scales its box-relative offsets by the "

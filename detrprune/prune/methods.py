@@ -474,7 +474,7 @@ def apply_pruning(
     if kind == "filter":
         criterion = spec.get("criterion", "l1")
         round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
-        transformer = tuple(spec.get("transformer", default_transformer_stacks(spec["scope"])))
+        transformer = spec.get("transformer")  # None: the scope's default stacks
         return filter_prune(
             detector, ratio, input_hw, spec["scope"], criterion, seed, round_to, transformer
         )
