@@ -131,6 +131,14 @@ def _check_pruning(pruning: Mapping[str, Any], seed: int, source: str) -> None:
                     f"{where}.layers: {spec['layers']} are transformer layers, and modules "
                     f"{modules} has none of them"
                 )
+        if "part_ratios" in spec:
+            if spec["kind"] != "filter":
+                raise ConfigError(f"{where}.part_ratios: only filter pruning takes part ratios")
+            extra = sorted(set(spec["part_ratios"]) - set(spec["scope"].split("+")))
+            if extra:
+                raise ConfigError(
+                    f"{where}.part_ratios: {', '.join(extra)} not in scope {spec['scope']!r}"
+                )
         transformer_parts = {"ffn", "attention", "points"}
         if "transformer" in spec and not transformer_parts & set(spec["scope"].split("+")):
             raise ConfigError(
@@ -155,4 +163,10 @@ def _check_pruning(pruning: Mapping[str, Any], seed: int, source: str) -> None:
         raise ConfigError(
             f"{source}: pruning.iterative.method: {iterative['method']!r} is not a method under "
             f"pruning.methods ({', '.join(pruning['methods'])})"
+        )
+    if iterative["enabled"] and "part_ratios" in pruning["methods"][iterative["method"]]:
+        # Whole heads and points do not split into equal steps the way channel fractions do.
+        raise ConfigError(
+            f"{source}: pruning.iterative.method: {iterative['method']!r} has part_ratios, which "
+            "the iterative loop does not split into steps: choose a method without them"
         )

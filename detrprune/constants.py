@@ -34,7 +34,8 @@ SPARSITY_PARTS: tuple[str, ...] = (
 
 # The scopes each pruning kind understands.
 # "+attention" also removes whole heads of every attention layer of the transformer; "+points"
-# keeps the heads and removes sampling points of every deformable attention's heads and levels.
+# removes sampling points of every deformable attention's heads and levels (after "+attention"'s
+# heads when a scope has both).
 FILTER_SCOPES: tuple[str, ...] = (
     "backbone",
     "backbone+ffn",
@@ -44,7 +45,12 @@ FILTER_SCOPES: tuple[str, ...] = (
     "backbone+ffn+attention",
     "backbone+residual+ffn+attention",
     "backbone+points",
+    "backbone+attention+points",
 )
+# The parts of a filter scope a method's ``part_ratios`` can give their own ratio (percent),
+# instead of the target's: the transformer's FFN widths, heads and sampling points. The target's
+# ratio stays the backbone's (and the residual stream's), the axis its plots are drawn on.
+PART_RATIO_PARTS: tuple[str, ...] = ("ffn", "attention", "points")
 # What evaluation records of a 2:4 model on the GPU (detrprune.evaluate.semi_structured): the
 # numbers and text that reach results/summary.csv, and the per-layer detail metrics.json keeps.
 SEMI_STRUCTURED_COLUMNS: tuple[str, ...] = (

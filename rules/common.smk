@@ -62,27 +62,18 @@ def kitti_root(training_dir):
 
 
 def spec_of(method):
-    """A named method's kind, scope, criterion, channel rounding, transformer stacks, and module
-    and layer choice (what pruning needs; not its ratios). Keys a method leaves out stay out, so
-    adding an option reruns none of the methods that do not use it."""
-    spec = config["pruning"]["methods"][method]
-    params = {
-        key: spec[key]
-        for key in (
-            "kind",
-            "scope",
-            "criterion",
-            "round_to",
-            "transformer",
-            "modules",
-            "layers",
-        )
-        if key in spec
+    """A named method as pruning needs it: every key but its ratios (kind, scope and the options
+    it sets). Keys a method leaves out stay out, so adding an option reruns none of the methods
+    that do not use it, and an option the schema accepts always reaches the pruner."""
+    spec = {
+        key: value
+        for key, value in config["pruning"]["methods"][method].items()
+        if key != "ratios"
     }
     if spec["kind"] == "filter":
         # The rounding in effect, default included: a change of the default reruns the targets.
-        params["round_to"] = spec.get("round_to", DEFAULT_ROUND_TO)
-    return params
+        spec["round_to"] = spec.get("round_to", DEFAULT_ROUND_TO)
+    return spec
 
 
 def method_spec(wildcards):

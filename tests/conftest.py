@@ -84,6 +84,11 @@ PRUNING_SPECS = [
     {"kind": "filter", "scope": "backbone+residual+ffn"},
     {"kind": "filter", "scope": "backbone+residual+ffn+attention"},
     {"kind": "filter", "scope": "backbone+points"},
+    {
+        "kind": "filter",
+        "scope": "backbone+attention+points",
+        "part_ratios": {"attention": 25, "points": 50},
+    },
     {"kind": "weight", "scope": "layerwise"},
     {"kind": "weight", "scope": "global"},
     {"kind": "weight", "scope": "global", "modules": ["backbone", "encoder", "decoder"]},

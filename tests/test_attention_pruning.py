@@ -283,3 +283,37 @@ def test_points_scope_keeps_the_heads_reloads_and_halves_the_sampling(tmp_path, 
         op: pruned["gmacs_by_operator"][op] / plain["gmacs_by_operator"][op] for op in sampled
     }
     assert all(0.5 < share < 1.0 for share in encoder_share.values()), encoder_share
+
+
+def test_part_ratios_prune_heads_and_points_at_their_own_ratios(tmp_path, micro):
+    """``part_ratios`` give heads and points their own ratios while the target's prunes the
+    backbone: ``backbone+attention+points`` at 50 % with heads at 25 % and points at 50 % keeps
+    3 of 4 encoder heads with 2 of 4 points each, leaves the decoder whole, prunes the backbone
+    exactly as ``backbone`` at 50 %, and reloads."""
+    baseline, _ = saved_micro_baseline(tmp_path, micro)
+    specs = {
+        "backbone": {"kind": "filter", "scope": "backbone"},
+        "mixed": {
+            "kind": "filter",
+            "scope": "backbone+attention+points",
+            "part_ratios": {"points": 50, "attention": 25},
+        },
+    }
+    models, metas = {}, {}
+    for name, spec in specs.items():
+        out = tmp_path / f"{name}.pth"
+        metas[name] = prune_checkpoint(baseline, out, "m", spec, 50, (H, W))
+        models[name], _, _ = load_detector(out)  # prune_checkpoint compared its outputs already
+    meta = metas["mixed"]
+    assert meta["scope"] == "backbone+attention+points:encoder:attention25+points50"
+    assert meta["pruning"]["attention_heads"] == {"encoder.layers.0.self_attn": [4, 3]}
+    assert meta["pruning"]["sampling_points"] == {"encoder.layers.0.self_attn": [4, 2]}
+    for name, module in deformable_attentions(models["mixed"]):
+        expected = (3, 2) if name.startswith("encoder.") else (4, 4)
+        assert (module.num_heads, module.num_points) == expected, name
+    backbones = [models[name].backbone.state_dict() for name in specs]
+    assert {k: v.shape for k, v in backbones[0].items()} == {
+        k: v.shape for k, v in backbones[1].items()
+    }
+    with pytest.raises(ValueError, match="'ffn' is not a part of scope 'backbone\\+points'"):
+        filter_prune(models["backbone"], 0.5, (H, W), "backbone+points", part_ratios={"ffn": 0.5})

@@ -32,7 +32,7 @@ def test_bad_ratio_names_the_key(bad):
             "config: pruning.methods.filter.scope: 'global' is not a filter pruning scope "
             "(expected one of backbone, backbone+ffn, backbone+residual, backbone+residual+ffn, "
             "backbone+attention, backbone+ffn+attention, backbone+residual+ffn+attention, "
-            "backbone+points)",
+            "backbone+points, backbone+attention+points)",
         ),
         (
             lambda p: p["methods"]["weight"].update(scope="backbone+ffn"),
@@ -87,6 +87,29 @@ def test_bad_ratio_names_the_key(bad):
             ),
             "config: pruning.methods.filter.transformer: scope backbone+points prunes the "
             "sampling points of ['encoder'] only",
+        ),
+        (
+            lambda p: p["methods"]["weight"].update(part_ratios={"attention": 25}),
+            "config: pruning.methods.weight.part_ratios: only filter pruning takes part ratios",
+        ),
+        (
+            lambda p: p["methods"]["filter_ffn"].update(part_ratios={"attention": 25}),
+            "config: pruning.methods.filter_ffn.part_ratios: attention not in scope 'backbone+ffn'",
+        ),
+        (
+            lambda p: p["methods"]["filter_ffn"].update(part_ratios={"backbone": 25}),
+            "config: pruning.methods.filter_ffn.part_ratios: Additional properties are not "
+            "allowed ('backbone' was unexpected)",
+        ),
+        (
+            lambda p: p["methods"]["filter_ffn"].update(part_ratios={"ffn": 100}),
+            "config: pruning.methods.filter_ffn.part_ratios.ffn: 100 is greater than the maximum "
+            "of 99",
+        ),
+        (
+            lambda p: p["methods"]["filter_all"].update(part_ratios={"ffn": 25}),
+            "config: pruning.iterative.method: 'filter_all' has part_ratios, which the iterative "
+            "loop does not split into steps",
         ),
         (
             lambda p: p["methods"]["filter_ffn"].update(transformer=["neck"]),

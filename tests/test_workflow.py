@@ -240,8 +240,19 @@ RUN_ONLY = {"log_interval": 3, "num_workers": 1, "checkpoint_interval": 3, "thre
                 "export_onnx": 5,
             },
         ),
+        # A method's option reaches its prune job's params, so its targets rerun (the iterative
+        # loop is off: it refuses part_ratios on its method, filter_ffn).
+        (
+            {
+                "pruning": {
+                    "iterative": {"enabled": False},
+                    "methods": {"filter_ffn": {"part_ratios": {"ffn": 25}}},
+                }
+            },
+            {"prune": 1, "finetune": 1, "evaluate": 2, "export_onnx": 1},
+        ),
     ],
-    ids=["train-run-only-values", "onnx-frames", "flops-images", "finetune-iters"],
+    ids=["train-run-only-values", "onnx-frames", "flops-images", "finetune-iters", "method-option"],
 )
 def test_a_value_reruns_only_the_rules_that_use_it(study, tmp_path, change, expected):
     downstream = {"aggregate": 1, "report": 1} if expected else {}

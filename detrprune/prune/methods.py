@@ -18,9 +18,13 @@ the backbone's channels. Its scope is a ``+``-joined set of parts:
 * ``attention``: whole heads of every attention layer of the transformer (deformable attention
   in the encoder and the decoder's cross-attention, and the decoder's self-attention), ranked by
   the L1 norm of the weights that carry each head's content (:mod:`detrprune.prune.attention`).
+* ``points``: sampling points of every head and level of the encoder's deformable attention,
+  ranked by their attention logit's bias (after ``attention``'s heads when the scope has both).
 
-A method's ``transformer`` key limits ``ffn`` and ``attention`` to some of the transformer's
-stacks (:data:`TRANSFORMER_STACKS`, default both): ``[encoder]`` prunes where the time is.
+A method's ``transformer`` key limits ``ffn``, ``attention`` and ``points`` to some of the
+transformer's stacks (:data:`TRANSFORMER_STACKS`, default both; ``points``: the encoder):
+``[encoder]`` prunes where the time is. Its ``part_ratios`` give ``ffn``, ``attention`` or
+``points`` a ratio of their own, the same for all its targets, whose ratio then prunes the rest.
 
 The residual width of the transformer and the detection heads always keep their widths.
 
@@ -48,6 +52,7 @@ from detrprune.constants import (
     DEFAULT_ROUND_TO,
     FILTER_CRITERIA,
     FILTER_SCOPES,
+    PART_RATIO_PARTS,
     SPARSITY_PARTS,
     TRANSFORMER_STACKS,
     WEIGHT_LAYER_KINDS,
@@ -86,6 +91,7 @@ def filter_prune(
     seed: int = 0,
     round_to: int = 1,
     transformer: Sequence[str] | None = None,
+    part_ratios: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Remove ``ratio`` of the channels of every group in ``scope``, ranked by ``criterion``.
 
@@ -97,6 +103,9 @@ def filter_prune(
     attention heads and sampling points are whole already. ``transformer`` names the stacks (of
     :data:`TRANSFORMER_STACKS`) whose FFNs, heads and sampling points ``ffn``, ``attention``
     and ``points`` prune (default: :func:`~detrprune.constants.default_transformer_stacks`).
+    ``part_ratios`` gives some of those parts (:data:`PART_RATIO_PARTS`) their own ratio, e.g.
+    ``{"attention": 0.25, "points": 0.5}``: heads are the costly cut in accuracy, points the
+    cheap one, and one ratio for both cannot trade them. ``ratio`` prunes the rest.
     Returns parameter counts before and after, the FFN widths when the scope has ``ffn``, the
     head counts when it has ``attention`` and the points per head and level when it has
     ``points``.
@@ -111,6 +120,16 @@ def filter_prune(
         raise ValueError(f"filter pruning ratio must be in (0, 1), got {ratio}")
     if round_to < 1:
         raise ValueError(f"pruning.filter.round_to must be >= 1, got {round_to}")
+    parts = scope.split("+")
+    part_ratios = dict(part_ratios or {})
+    for part, part_ratio in part_ratios.items():
+        if part not in PART_RATIO_PARTS or part not in parts:
+            raise ValueError(
+                f"pruning.filter.part_ratios: {part!r} is not a part of scope {scope!r} that "
+                f"takes its own ratio ({', '.join(p for p in PART_RATIO_PARTS if p in parts)})"
+            )
+        if not 0.0 < part_ratio < 1.0:
+            raise ValueError(f"pruning.filter.part_ratios.{part}: {part_ratio} is not in (0, 1)")
     if transformer is None:
         transformer = default_transformer_stacks(scope)
     if not transformer or not set(transformer) <= set(TRANSFORMER_STACKS):
@@ -144,19 +163,21 @@ def filter_prune(
                 round_to=round_to if round_to > 1 else None,
             )
             pruner.step()
-            parts = scope.split("+")
+            ffn_ratio, head_ratio, point_ratio = (
+                part_ratios.get(part, ratio) for part in ("ffn", "attention", "points")
+            )
             ffn_hidden = (
-                prune_ffn_hidden(detector, ratio, criterion, round_to, transformer)
+                prune_ffn_hidden(detector, ffn_ratio, criterion, round_to, transformer)
                 if "ffn" in parts
                 else {}
             )
             attention_heads = (
-                prune_attention_heads(detector, ratio, criterion, transformer)
+                prune_attention_heads(detector, head_ratio, criterion, transformer)
                 if "attention" in parts
                 else {}
             )
             sampling_points = (
-                prune_sampling_points(detector, ratio, criterion, transformer)
+                prune_sampling_points(detector, point_ratio, criterion, transformer)
                 if "points" in parts
                 else {}
             )
@@ -468,15 +489,25 @@ def apply_pruning(
 
     ``ratio`` is a fraction; for weight pruning it is the sparsity to reach over the selected
     weights (zeros already there count), for filter pruning the fraction of the current channels
-    to remove.
+    to remove (the parts in the method's ``part_ratios`` take their own, in percent).
     """
     kind = spec["kind"]
     if kind == "filter":
         criterion = spec.get("criterion", "l1")
         round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
         transformer = spec.get("transformer")  # None: the scope's default stacks
+        percents = spec.get("part_ratios", {})
+        part_ratios = {part: percent / 100.0 for part, percent in percents.items()}
         return filter_prune(
-            detector, ratio, input_hw, spec["scope"], criterion, seed, round_to, transformer
+            detector,
+            ratio,
+            input_hw,
+            spec["scope"],
+            criterion,
+            seed,
+            round_to,
+            transformer,
+            part_ratios,
         )
     if kind == "weight":
         return weight_prune(detector, ratio, spec["scope"], spec.get("modules"), spec.get("layers"))
@@ -486,16 +517,24 @@ def apply_pruning(
 def describe_scope(spec: Mapping[str, Any]) -> str:
     """The scope as the summary shows it, e.g. ``backbone+ffn``, ``layerwise:backbone``,
     ``backbone:random`` (filters drawn at random, not by L1 norm), ``backbone:round1`` (widths
-    rounded otherwise than to :data:`DEFAULT_ROUND_TO`) or ``backbone+ffn+attention:encoder``
-    (FFNs and heads pruned in the encoder only); for weight methods the ``modules`` and
+    rounded otherwise than to :data:`DEFAULT_ROUND_TO`), ``backbone+ffn+attention:encoder``
+    (FFNs and heads pruned in the encoder only) or
+    ``backbone+attention+points:encoder:attention25+points50`` (parts at their own ratios, in
+    percent); for weight methods the ``modules`` and
     ``layers`` chosen, e.g. ``layerwise:backbone`` or ``2:4:encoder:ffn``."""
     if spec["kind"] == "filter":
         criterion = spec.get("criterion", "l1")
         round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
         stacks = tuple(spec.get("transformer", default_transformer_stacks(spec["scope"])))
+        part_ratios = spec.get("part_ratios", {})
         return (
             str(spec["scope"])
             + (f":{'+'.join(stacks)}" if set(stacks) != set(TRANSFORMER_STACKS) else "")
+            + (
+                ":" + "+".join(f"{part}{part_ratios[part]}" for part in sorted(part_ratios))
+                if part_ratios
+                else ""
+            )
             + (f":{criterion}" if criterion != "l1" else "")
             + (f":round{round_to}" if round_to != DEFAULT_ROUND_TO else "")
         )
