@@ -61,6 +61,7 @@ from detrprune.constants import (
     nm_pattern,
     weight_modules,
 )
+from detrprune.jobs import percent_to_fraction
 from detrprune.prune.attention import (
     HeadPrunedMultiheadAttention,
     prune_attention_heads,
@@ -163,21 +164,24 @@ def filter_prune(
                 round_to=round_to if round_to > 1 else None,
             )
             pruner.step()
-            ffn_ratio, head_ratio, point_ratio = (
-                part_ratios.get(part, ratio) for part in ("ffn", "attention", "points")
-            )
             ffn_hidden = (
-                prune_ffn_hidden(detector, ffn_ratio, criterion, round_to, transformer)
+                prune_ffn_hidden(
+                    detector, part_ratios.get("ffn", ratio), criterion, round_to, transformer
+                )
                 if "ffn" in parts
                 else {}
             )
             attention_heads = (
-                prune_attention_heads(detector, head_ratio, criterion, transformer)
+                prune_attention_heads(
+                    detector, part_ratios.get("attention", ratio), criterion, transformer
+                )
                 if "attention" in parts
                 else {}
             )
             sampling_points = (
-                prune_sampling_points(detector, point_ratio, criterion, transformer)
+                prune_sampling_points(
+                    detector, part_ratios.get("points", ratio), criterion, transformer
+                )
                 if "points" in parts
                 else {}
             )
@@ -497,7 +501,7 @@ def apply_pruning(
         round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
         transformer = spec.get("transformer")  # None: the scope's default stacks
         percents = spec.get("part_ratios", {})
-        part_ratios = {part: percent / 100.0 for part, percent in percents.items()}
+        part_ratios = {part: percent_to_fraction(percent) for part, percent in percents.items()}
         return filter_prune(
             detector,
             ratio,
@@ -563,7 +567,6 @@ def prune_checkpoint(
     The saved file is reloaded into a freshly built model and must give the pruned model's
     outputs, so a checkpoint that cannot be rebuilt fails here rather than in evaluation.
     """
-    from detrprune.jobs import percent_to_fraction
     from detrprune.train.checkpoint import load_detector, save_detector
 
     ratio = percent_to_fraction(ratio_percent)
