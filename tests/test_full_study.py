@@ -40,7 +40,7 @@ FILTER_SCOPES = {
     "filter_ffn": "backbone+ffn",
     "filter_all": "backbone+residual+ffn",
     "filter_attention": "backbone+ffn+attention:encoder",
-    "filter_points": "backbone+points:encoder",
+    "filter_points": "backbone+points:encoder:points50",
 }
 WEIGHT_METHODS = {
     "weight": 90,
