@@ -47,16 +47,28 @@ def run_snakemake(
     )
 
 
+def checkpoint_resumable(pointer: Path) -> bool:
+    """Whether the checkpoint a Runner's ``last_checkpoint`` names has its digest recorded
+    (:mod:`detrprune.train.resume`), i.e. a rerun would resume from it."""
+    try:
+        target = pointer.read_text().strip()
+    except FileNotFoundError:
+        return False
+    return bool(target) and Path(target + ".sha256").exists()
+
+
 def kill_at_first_checkpoint(command: list[str], marker: Path, timeout: float = 600) -> None:
     """Start ``command`` in a session of its own and SIGKILL the whole session (as when a node
-    dies) once ``marker`` (a Runner's ``last_checkpoint``) exists."""
+    dies) once the checkpoint ``marker`` (a Runner's ``last_checkpoint``) names is resumable."""
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + timeout
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+    while (
+        not checkpoint_resumable(marker) and process.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
-    assert marker.exists(), f"{marker} never appeared: no checkpoint was written"
+    assert checkpoint_resumable(marker), f"{marker} never named a resumable checkpoint"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
 

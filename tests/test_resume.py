@@ -12,7 +12,8 @@ import yaml
 
 from detrprune.train.checkpoint import read_checkpoint
 from detrprune.train.model import build_training_config
-from detrprune.train.runner import train_baseline, training_stamp
+from detrprune.train.resume import training_stamp
+from detrprune.train.runner import train_baseline
 
 from .conftest import kill_at_first_checkpoint, micro_config, snakemake_command
 

@@ -88,11 +88,8 @@ def iterative_prune(
     raises the sparsity to ``cumulative_ratio`` (existing zeros count as pruned).
     """
     from detrprune.evaluate.metrics import fvcore_gmacs, load_val_batches
-    from detrprune.train.runner import (
-        finetune_checkpoint,
-        prepare_work_dir,
-        resume_stamp,
-    )
+    from detrprune.train.resume import prepare_work_dir, resume_stamp
+    from detrprune.train.runner import finetune_checkpoint
 
     work_dir = Path(work_dir)
     settings = {

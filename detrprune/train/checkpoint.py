@@ -6,12 +6,18 @@ longer matches its mmdet config; :func:`load_detector` therefore builds the mode
 and then shrinks every layer whose saved tensors are smaller, using Torch-Pruning's own
 channel-removal functions (and removing the attention heads a pruned model lacks), before
 loading the weights strictly.
+
+The config in the file names the classes to build, and mmengine's registries import any dotted
+name they do not know (``"os.system"`` would run a command): :func:`check_model_types` accepts
+only names registered in the registries the detector is built from, at every depth, before
+anything is built.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +28,7 @@ from torch import nn
 
 from detrprune.jobs import atomic_output
 from detrprune.prune.attention import shrink_attention_to_state_dict
-from detrprune.train.model import build_detector
+from detrprune.train.model import build_detector, register_mmdet
 
 FORMAT = "detrprune-checkpoint-v1"
 
@@ -52,7 +58,8 @@ StateDict = dict[str, torch.Tensor]
 
 
 def read_checkpoint(path: Path) -> tuple[StateDict, dict[str, Any], dict[str, Any]]:
-    """(state_dict, model_cfg, meta) of a checkpoint, loaded without unpickling any class."""
+    """(state_dict, model_cfg, meta) of a checkpoint, loaded without unpickling any class; its
+    model config names only registered types (:func:`check_model_types`)."""
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
@@ -61,7 +68,63 @@ def read_checkpoint(path: Path) -> tuple[StateDict, dict[str, Any], dict[str, An
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} file")
-    return payload["state_dict"], json.loads(payload["model_cfg"]), json.loads(payload["meta"])
+    try:
+        model_cfg, meta = json.loads(payload["model_cfg"]), json.loads(payload["meta"])
+        state = payload["state_dict"]
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: malformed {FORMAT} file ({error})") from error
+    if not isinstance(model_cfg, dict) or not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: malformed {FORMAT} file (model_cfg or meta not a dict)")
+    check_model_types(model_cfg, where=str(path))
+    return state, model_cfg, meta
+
+
+# A registered name is a plain identifier: anything else (a dotted path, "mod:func") would be
+# imported by mmengine's Registry.get.
+_TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Registered for fine-tuning only (detrprune.train.runner); a saved model config never names it.
+_NEVER_IN_A_FILE = frozenset({"DetrpruneCheckpointModel"})
+
+
+def registered_model_types() -> frozenset[str]:
+    """Every type name a detector's config may use: mmdet's MODELS and TASK_UTILS registries
+    (with mmcv's and mmengine's, their parents) and mmengine's weight initialisers."""
+    from mmdet.registry import MODELS, TASK_UTILS
+    from mmengine.registry import WEIGHT_INITIALIZERS
+
+    register_mmdet()
+    names: set[str] = set()
+    for registry in (MODELS, TASK_UTILS, WEIGHT_INITIALIZERS):
+        while registry is not None:
+            names.update(name for name in registry.module_dict if isinstance(name, str))
+            registry = registry.parent
+    return frozenset(names - _NEVER_IN_A_FILE)
+
+
+def check_model_types(model_cfg: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`CheckpointError` unless every ``type`` in ``model_cfg``, at any depth, is a
+    registered name (:func:`registered_model_types`) and no ``_scope_`` switches registries."""
+    allowed = registered_model_types()
+
+    def visit(value: Any, key_path: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                inner = f"{key_path}.{key}"
+                if key == "_scope_":
+                    raise CheckpointError(f"{where}: {inner}: a registry scope is not allowed")
+                if key == "type" and not (
+                    isinstance(item, str) and _TYPE_NAME.fullmatch(item) and item in allowed
+                ):
+                    raise CheckpointError(
+                        f"{where}: {inner}: {item!r} is not a registered mmdet/mmcv/mmengine "
+                        "type: refusing to build the model"
+                    )
+                visit(item, inner)
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                visit(item, f"{key_path}[{index}]")
+
+    visit(model_cfg, "model_cfg")
 
 
 def load_detector(path: Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:

@@ -1,10 +1,8 @@
 """Training and fine-tuning by mmengine's Runner (no hand-written loop), resumable after a kill.
 
-The Runner keeps periodic checkpoints (weights, optimizer, scheduler, iteration) in a work folder
-that is not a workflow output, so Snakemake does not delete it when a job dies; a rerun resumes
-from the latest one. Those files hold pickled mmengine objects, which ``torch.load`` refuses
-since torch 2.6 (``weights_only=True``). They are loaded through one narrow, registered scheme
-that accepts only the work folder's own checkpoints; everything the DAG passes between rules
+The Runner keeps periodic checkpoints in a work folder that is not a workflow output, so a
+rerun resumes a killed job; :mod:`detrprune.train.resume` decides which checkpoint (only one
+whose sha256 was recorded at its save is unpickled). Everything the DAG passes between rules
 stays weights-only (see :mod:`detrprune.train.checkpoint`).
 
 Fine-tuning hands the Runner a pruned model through a registered builder
@@ -17,10 +15,7 @@ models the gradients of the zeroed weights are masked, so those weights stay exa
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
-import shutil
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,32 +23,22 @@ from typing import Any
 
 import torch
 
-from detrprune.data.download import sha256_file
 from detrprune.train.checkpoint import save_detector
 from detrprune.train.distributed import configure_runner, in_worker, is_main_process, launch
 from detrprune.train.hooks import RngStateKeeper, ValRecorder, register_hook, write_validations
 from detrprune.train.model import build_training_config, register_mmdet
 from detrprune.train.pretrained import PretrainedStart, init_files
+from detrprune.train.resume import (
+    WORK_DIR_SCHEME,
+    CheckpointDigests,
+    keep_final_checkpoint,
+    prepare_work_dir,
+    register_work_dir_loader,
+    resumable_checkpoint,
+    training_stamp,
+)
 
 log = logging.getLogger(__name__)
-
-WORK_DIR_SCHEME = "detrprune-workdir://"
-CONFIG_STAMP = "detrprune-config.sha256"
-
-
-def _register_work_dir_loader() -> None:
-    """Let the Runner resume from its own checkpoints (trusted: this workflow wrote them)."""
-    from mmengine.runner import CheckpointLoader
-
-    if WORK_DIR_SCHEME in CheckpointLoader._schemes:
-        return
-
-    @CheckpointLoader.register_scheme(prefixes=WORK_DIR_SCHEME)
-    def load_own_checkpoint(filename: str, map_location=None):
-        return torch.load(
-            filename[len(WORK_DIR_SCHEME) :], map_location=map_location, weights_only=False
-        )
-
 
 PRUNED_MODEL_TYPE = "DetrpruneCheckpointModel"
 
@@ -133,114 +118,6 @@ def check_zeros_kept(detector: torch.nn.Module) -> None:
             pruned = getattr(module, param).detach()[~keep]
             if bool((pruned != 0).any()) or bool(torch.signbit(pruned).any()):
                 raise RuntimeError(f"fine-tuning moved pruned weights of {name} away from zero")
-
-
-# The mmengine config entries of RUN_ONLY_TRAIN_KEYS (detrprune.config): a change of these
-# resumes the work folder instead of wiping it (days of checkpoints at full size).
-_RESUME_NEUTRAL_CFG = (
-    ("default_hooks", "logger", "interval"),
-    ("default_hooks", "checkpoint", "interval"),
-    ("train_dataloader", "num_workers"),
-    ("train_dataloader", "persistent_workers"),
-    ("val_dataloader", "num_workers"),
-    ("val_dataloader", "persistent_workers"),
-    ("test_dataloader", "num_workers"),
-    ("test_dataloader", "persistent_workers"),
-    ("work_dir",),
-    ("log_level",),
-)
-# Config values naming a file whose content, not its path, decides the result (the train/val
-# JSON, a fine-tuned input model, the pretrained starts of model.init).
-_CONTENT_KEYS = ("ann_file", "checkpoint", "backbone", "detector")
-
-
-def resume_stamp(settings: Mapping[str, Any], files: Any = ()) -> str:
-    """A digest of what decides a run's result, so that a work folder is resumed only by the
-    run it belongs to: ``settings`` (JSON), the content of every file in ``files`` and of every
-    file a :data:`_CONTENT_KEYS` value in ``settings`` names (its path does not count), and this
-    package's version."""
-    from detrprune import __version__
-
-    def content(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {
-                key: (
-                    _file_digest(item)
-                    if key in _CONTENT_KEYS and isinstance(item, str | Path)
-                    else content(item)
-                )
-                for key, item in value.items()
-            }
-        if isinstance(value, list | tuple):
-            return [content(item) for item in value]
-        return value
-
-    digest = hashlib.sha256(__version__.encode())
-    digest.update(json.dumps(content(settings), sort_keys=True, default=str).encode())
-    for path in files:
-        digest.update(_file_digest(path).encode())
-    return digest.hexdigest()
-
-
-def _file_digest(value: str | Path) -> str:
-    """sha256 of the file a config value names (a checkpoint scheme prefix removed), or the
-    value itself where it names no file."""
-    path = Path(str(value).split("://", 1)[-1])
-    return f"sha256:{sha256_file(path)}" if str(value) and path.is_file() else str(value)
-
-
-def training_stamp(cfg, processes: int = 1) -> str:
-    """:func:`resume_stamp` of an mmengine training config, resume-neutral values removed;
-    ``processes`` (data-parallel ranks) sets the total batch, so it is part of it."""
-    settings = {**cfg.to_dict(), "data_parallel_processes": processes}
-    for path in _RESUME_NEUTRAL_CFG:
-        parent = settings
-        for key in path[:-1]:
-            parent = parent.get(key) or {}
-        parent.pop(path[-1], None)
-    return resume_stamp(settings)
-
-
-def prepare_work_dir(work_dir: Path, stamp: str) -> str | None:
-    """The latest checkpoint to resume from, or None; a work dir of another run is wiped."""
-    from mmengine.runner import find_latest_checkpoint
-
-    stamp_file = work_dir / CONFIG_STAMP
-    if work_dir.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
-        log.info(
-            "%s holds checkpoints of another configuration or input: starting afresh", work_dir
-        )
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    stamp_file.write_text(stamp)
-    latest = find_latest_checkpoint(str(work_dir))
-    if latest is not None and Path(latest).resolve().parent != work_dir.resolve():
-        raise RuntimeError(f"{work_dir}: last_checkpoint points outside the work dir: {latest}")
-    return latest
-
-
-def keep_final_checkpoint(work_dir: Path) -> int:
-    """Delete a finished run's earlier Runner checkpoints from ``work_dir``; returns bytes freed.
-
-    Each holds the weights and AdamW's two moments (three times the model: about 490 MB for
-    the full R50 model) and served only to resume a killed run. The final one stays: a rerun
-    whose settings changed only in what :func:`training_stamp` ignores resumes from it
-    instead of training again.
-    """
-    from mmengine.runner import find_latest_checkpoint
-
-    latest = find_latest_checkpoint(str(work_dir))
-    if latest is None:
-        return 0
-    final = Path(latest).resolve()
-    freed = 0
-    for earlier in sorted(Path(work_dir).glob("iter_*.pth")):
-        if earlier.resolve() != final:
-            freed += earlier.stat().st_size
-            earlier.unlink()
-    if freed:
-        log.info("%s: removed the earlier resume checkpoints (%.0f MB)", work_dir, freed / 1e6)
-    return freed
 
 
 def train_baseline(
@@ -332,16 +209,17 @@ def _run(cfg, work_dir: Path, processes: int = 1) -> tuple[torch.nn.Module, list
     In a data-parallel worker (:mod:`detrprune.train.distributed`) the launching process has already
     prepared the work folder; the worker only finds the checkpoint to resume from.
     """
-    from mmengine.runner import Runner, find_latest_checkpoint
+    from mmengine.runner import Runner
 
     if in_worker():
         configure_runner(cfg)
-        latest = find_latest_checkpoint(str(work_dir))
+        latest = resumable_checkpoint(work_dir)
     else:
         latest = prepare_work_dir(work_dir, training_stamp(cfg, processes))
     cfg.custom_hooks = [
         *cfg.get("custom_hooks", []),
         dict(type=register_hook("DetrpruneRngStateKeeper", RngStateKeeper)),
+        dict(type=register_hook("DetrpruneCheckpointDigests", CheckpointDigests)),
     ]
     # mmengine keeps one logger, MessageHub and visualiser per name, and reuses an existing one:
     # the recipe names its visualiser "visualizer", the others are named after the second the
@@ -351,7 +229,7 @@ def _run(cfg, work_dir: Path, processes: int = 1) -> tuple[torch.nn.Module, list
     if cfg.get("visualizer"):
         cfg.visualizer["name"] = cfg.experiment_name
     if latest is not None:
-        _register_work_dir_loader()
+        register_work_dir_loader()
         cfg.resume = True
         cfg.load_from = WORK_DIR_SCHEME + str(latest)
         log.info("resuming from %s", latest)
