@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -58,7 +59,7 @@ def test_extract_kitti_replaces_a_previous_extraction(kitti_zips, tmp_path: Path
     assert sorted(os.listdir(tmp_path)) == ["kitti"]
 
 
-def test_extract_kitti_keeps_training_only_and_counts(kitti_zips, tmp_path: Path):
+def test_extract_kitti_keeps_training_only_and_counts(kitti_zips, tmp_path: Path, caplog):
     images_zip, labels_zip = kitti_zips
     mixed = tmp_path / "images.zip"
     with zipfile.ZipFile(images_zip) as src, zipfile.ZipFile(mixed, "w") as dst:
@@ -68,7 +69,8 @@ def test_extract_kitti_keeps_training_only_and_counts(kitti_zips, tmp_path: Path
             dst.writestr(name, data)
             dst.writestr(name.replace("training/", "testing/"), data)
         dst.writestr("training/image_2/000100.png", data)
-    stats = extract_kitti(mixed, labels_zip, tmp_path / "kitti")
+    with caplog.at_level(logging.INFO, logger="detrprune"):
+        stats = extract_kitti(mixed, labels_zip, tmp_path / "kitti")
     assert stats == {
         "images": NUM_SCENES + 1,
         "labels": NUM_SCENES,
@@ -76,6 +78,8 @@ def test_extract_kitti_keeps_training_only_and_counts(kitti_zips, tmp_path: Path
         "skipped_entries": NUM_SCENES,
     }
     assert not (tmp_path / "kitti" / "testing").exists()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "1 images have no label file" in warning and "000100" in warning
 
 
 def test_label_without_image_raises(kitti_zips, tmp_path: Path):

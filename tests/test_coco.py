@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +22,8 @@ from detrprune.data.coco import (
 )
 from detrprune.data.kitti import KittiLabelError, parse_label_file
 
-SAMPLE = Path(__file__).parent / "data" / "kitti_sample"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "tests" / "data" / "kitti_sample"
 LABEL_DIR = SAMPLE / "training" / "label_2"
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 
@@ -316,3 +320,79 @@ def test_standard_split_counts_unlisted_frames_and_rejects_bad_lists(tmp_path: P
 def test_unknown_split_method(tmp_path: Path):
     with pytest.raises(ConversionError, match="kitti.split: unknown split 'halves'"):
         kitti_to_coco(SAMPLE, tmp_path / "t.json", tmp_path / "v.json", 0.5, 0, split="halves")
+
+
+def _flip_a_bit(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda data: data[: len(data) // 2], id="cut-in-half"),
+        # All pixel data is there, the end is not: decoding alone passes it, OpenCV does not.
+        pytest.param(lambda data: data[:-20], id="tail-cut"),
+        pytest.param(_flip_a_bit, id="bit-flip"),
+    ],
+)
+def test_damaged_image_is_a_one_line_error_naming_it(tmp_path: Path, damage):
+    root = _kitti_root(tmp_path, {"000001": "", "000002": "", "000003": ""})
+    images = root / "training" / "image_2"
+    for frame in ("000002", "000003"):
+        image = images / f"{frame}.png"
+        image.write_bytes(damage(image.read_bytes()))  # the header is intact
+    train, val = tmp_path / "coco" / "train.json", tmp_path / "coco" / "val.json"
+    with pytest.raises(ConversionError) as error:
+        kitti_to_coco(root, train, val, val_fraction=0.5, seed=0)
+    message = str(error.value)
+    assert message.startswith(f"{images / '000002.png'}: cannot decode the image (")
+    assert message.endswith("; 1 more: 000003.png") and "\n" not in message
+    assert not (tmp_path / "coco").exists() or list((tmp_path / "coco").iterdir()) == []
+
+
+def test_dropped_frames_and_other_files_are_counted_and_warned(tmp_path: Path, caplog):
+    root = _kitti_root(tmp_path, {f"{i:06d}": "" for i in range(3)})
+    images = root / "training" / "image_2"
+    for i in range(10, 17):  # seven images without a label file
+        shutil.copy(images / "000000.png", images / f"{i:06d}.png")
+    (images / "notes.txt").write_text("")
+    (root / "training" / "label_2" / "000003.TXT").write_text("")
+    train, val = tmp_path / "train.json", tmp_path / "val.json"
+    with caplog.at_level(logging.INFO, logger="detrprune"):
+        stats = kitti_to_coco(root, train, val, val_fraction=0.5, seed=0)
+    assert stats["unlabelled_images"] == 7
+    assert stats["other_files"] == 2
+    assert sum(stats["images"].values()) == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    (dropped,) = [w for w in warnings if "no label" in w]
+    assert "7 images" in dropped and "000010, 000011, 000012, 000013, 000014, ..." in dropped
+    assert "000015" not in dropped
+    (other,) = [w for w in warnings if "notes.txt" in w]
+    assert "2 " in other and "000003.TXT" in other
+
+
+def test_sample_has_nothing_dropped(converted):
+    stats, _, _ = converted
+    assert (stats["unlabelled_images"], stats["other_files"]) == (0, 0)
+
+
+def test_the_rule_script_fails_in_one_line_and_writes_nothing(tmp_path: Path):
+    """Bad input through the rule's script: non-zero exit, the error as the log's last line."""
+    root = _kitti_root(tmp_path, {"000001": "", "000002": ""})
+    image = root / "training" / "image_2" / "000002.png"
+    image.write_bytes(image.read_bytes()[:-20])
+    log, coco = tmp_path / "convert.log", tmp_path / "coco"
+    code = f"""
+import runpy, types
+params = types.SimpleNamespace(root={str(root)!r}, val_fraction=0.5, seed=0, split="random")
+output = types.SimpleNamespace(train={str(coco / "train.json")!r}, val={str(coco / "val.json")!r})
+snakemake = types.SimpleNamespace(log=[{str(log)!r}], params=params, output=output)
+script = {str(REPO / "scripts" / "kitti_to_coco.py")!r}
+runpy.run_path(script, init_globals={{"snakemake": snakemake}})
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    last = log.read_text().strip().splitlines()[-1]
+    assert last.startswith(f"detrprune.data.coco.ConversionError: {image}: cannot decode the image")
+    assert not coco.exists()

@@ -4,11 +4,13 @@
 paths, no ``..``, nothing resolving outside the destination, no symbolic links) and extracts
 into a temporary sibling folder that replaces the destination only once every entry has been
 written and its CRC checked. A corrupt or truncated archive, or an unsafe entry, raises
-:class:`ArchiveError` and leaves neither the destination nor stray files behind.
+:class:`ArchiveError` and leaves neither the destination nor stray files behind. A killed
+extraction cannot clean up: the next extraction into the same destination removes the folders
+it left (``.<dest>.extract-*``, ``.<dest>.old-*``) first.
 
 :func:`extract_kitti` does the same for the image and label archives together, keeping only the
-``training/`` split (the image archive also holds ``testing/``) and checking that every label
-file has its image.
+``training/`` split (the image archive also holds ``testing/``), checking that every label
+file has its image and warning about images without a label file (the conversion drops them).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+
+from detrprune.jobs import remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +112,23 @@ def _extract_into(
     return files, skipped
 
 
+def _temporary_prefix(dest: Path, kind: str) -> str:
+    """``.<dest>.<kind>-<pid>-``: the pid tells a live extraction's folders from a killed one's."""
+    return f".{dest.name}.{kind}-{os.getpid()}-"
+
+
+def _stale_pattern(dest: Path) -> re.Pattern[str]:
+    """Staging (``extract``) and replaced (``old``) folders of ``dest``; mkdtemp's random suffix
+    (letters, digits, ``_``), after the pid of the process that made them (older names lack it).
+    """
+    return re.compile(rf"\.{re.escape(dest.name)}\.(?:extract|old)-(?:(?P<pid>\d+)-)?[a-z0-9_]+")
+
+
 def _staging_dir(dest: Path) -> Path:
+    """A fresh staging folder beside ``dest``, after removing those killed extractions left."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract-", dir=dest.parent))
+    remove_stale(dest.parent, _stale_pattern(dest), dest)
+    staging = Path(tempfile.mkdtemp(prefix=_temporary_prefix(dest, "extract"), dir=dest.parent))
     staging.chmod(0o755)  # it becomes `dest`; mkdtemp's 0700 would make it private to the user
     return staging
 
@@ -120,7 +138,7 @@ def _replace_dir(staging: Path, dest: Path) -> None:
     # Two renames: a reader can see no `dest` for an instant, never a half-written one.
     old = None
     if dest.exists() or dest.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        old = Path(tempfile.mkdtemp(prefix=_temporary_prefix(dest, "old"), dir=dest.parent))
         old.rmdir()
         os.rename(dest, old)
     try:
@@ -166,6 +184,10 @@ def _is_training(name: str) -> bool:
     return name.startswith(TRAINING_PREFIX)
 
 
+def _shown(ids: list[str]) -> str:
+    return ", ".join(ids[:_SHOWN_IDS]) + (", ..." if len(ids) > _SHOWN_IDS else "")
+
+
 def _stems(folder: Path, suffix: str) -> set[str]:
     if not folder.is_dir():
         return set()
@@ -201,22 +223,29 @@ def extract_kitti(images_zip: Path, labels_zip: Path, out_dir: Path) -> dict[str
             raise ArchiveError(f"{labels_zip}: no label files under {LABEL_DIR.as_posix()}/")
         orphans = sorted(labels - images)
         if orphans:
-            shown = ", ".join(orphans[:_SHOWN_IDS]) + (", ..." if len(orphans) > _SHOWN_IDS else "")
             raise ArchiveError(
                 f"{labels_zip}: {len(orphans)} label files have no image in {images_zip} "
-                f"(first ids: {shown})"
+                f"(first ids: {_shown(orphans)})"
             )
         _replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
+    unlabelled = sorted(images - labels)
     stats = {
         "images": len(images),
         "labels": len(labels),
-        "unlabelled_images": len(images - labels),
+        "unlabelled_images": len(unlabelled),
         "skipped_entries": skipped_images + skipped_labels,
     }
+    if unlabelled:
+        log.warning(
+            "%s: %d images have no label file; the conversion leaves them out (first ids: %s)",
+            out_dir,
+            len(unlabelled),
+            _shown(unlabelled),
+        )
     log.info(
         "extracted KITTI into %s: %d images, %d labels, %d images without a label, "
         "%d entries outside %s skipped",

@@ -1,7 +1,9 @@
 """KITTI 2D labels to COCO detection JSON, with a seeded train/val split.
 
-Reads ``training/label_2/*.txt`` (strictly, with :mod:`detrprune.data.kitti`) and the matching
-``training/image_2/*.png`` headers, and writes one COCO file per split. Every object of the
+Reads ``training/label_2/*.txt`` (strictly, with :mod:`detrprune.data.kitti`) and decodes the
+matching ``training/image_2/*.png`` in full (a truncated or corrupt image is an error here, not
+in training), and writes one COCO file per split. Images without a label file and other files
+in those folders are left out, counted and warned about. Every object of the
 label files ends up in exactly one of these buckets, all counted in the returned stats:
 
 - an annotation (``iscrowd: 0``) when its type is one of ``classes``;
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile
 
 from detrprune.constants import CLASSES
 from detrprune.data.kitti import KITTI_TYPES, KittiObject, parse_label_file
@@ -50,6 +52,7 @@ LABEL_DIR = Path("training/label_2")
 DONT_CARE = "DontCare"
 IGNORE_AS: dict[str, str] = {"Van": "Car", "Person_sitting": "Pedestrian"}
 SPLITS = ("train", "val")
+_SHOWN = 5  # ids or names a log line or an error message lists
 _DECIMALS = 6  # removes float noise from x2 - x1 without touching any real precision
 
 
@@ -162,12 +165,48 @@ def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
     return classes
 
 
-def _frame_ids(label_dir: Path) -> list[str]:
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")
+
+
+def _inventory(label_dir: Path, image_dir: Path) -> tuple[list[str], list[str], list[str]]:
+    """The frame ids (label files), the ids of images without a label file, and the other
+    entries of both folders (neither ``*.txt`` labels nor ``*.png`` images), as paths."""
     if not label_dir.is_dir():
         raise ConversionError(f"{label_dir}: no such folder")
-    ids = sorted(p.stem for p in label_dir.glob("*.txt"))
+    ids, other = [], []
+    for path in sorted(label_dir.iterdir()):
+        if path.suffix == ".txt":
+            ids.append(path.stem)
+        else:
+            other.append(str(path))
     if not ids:
         raise ConversionError(f"{label_dir}: no label files")
+    images = []
+    if image_dir.is_dir():
+        for path in sorted(image_dir.iterdir()):
+            if path.suffix == ".png":
+                images.append(path.stem)
+            else:
+                other.append(str(path))
+    unlabelled = sorted(set(images) - set(ids))
+    if unlabelled:
+        log.warning(
+            "%d images in %s have no label file and are left out (first ids: %s)",
+            len(unlabelled),
+            image_dir,
+            _shown(unlabelled),
+        )
+    if other:
+        log.warning(
+            "%d files are neither .txt labels nor .png images and are ignored: %s",
+            len(other),
+            _shown(sorted(other)),
+        )
+    return _checked_ids(label_dir, ids), unlabelled, other
+
+
+def _checked_ids(label_dir: Path, ids: list[str]) -> list[str]:
     numbers: dict[int, str] = {}
     for fid in ids:
         if not fid.isdigit():
@@ -181,15 +220,29 @@ def _frame_ids(label_dir: Path) -> list[str]:
     return ids
 
 
-def _image_size(image_path: Path, label_path: Path) -> tuple[int, int]:
+def _decode_image(image_path: Path, label_path: Path) -> tuple[int, int] | str:
+    """The size of the image once fully decoded, or why it cannot be decoded (one line).
+
+    The header alone would pass a truncated or corrupt file, which would then fail training or
+    evaluation. Two passes, with Pillow's truncation tolerance off: ``verify`` reads every
+    chunk to the end and checks its CRC (about 1 ms a KITTI frame), which catches a file cut
+    after the last pixel data that decoding alone accepts but OpenCV, the training loader's
+    decoder, refuses; ``load`` decodes every pixel (about 9 ms).
+    """
     if not image_path.is_file():
         raise ConversionError(f"{label_path}: no image {image_path}")
+    tolerant = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        # Opening only reads the PNG header; the pixels are never decoded.
         with Image.open(image_path) as image:
+            image.verify()
+        with Image.open(image_path) as image:
+            image.load()
             return image.size
-    except (OSError, UnidentifiedImageError) as err:
-        raise ConversionError(f"{image_path}: cannot read the image header ({err})") from None
+    except Exception as err:  # any failure to decode, whatever its type, means a bad image
+        return " ".join(f"{type(err).__name__}: {err}".split())
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
 
 
 def _round(value: float) -> float:
@@ -295,11 +348,13 @@ def kitti_to_coco(
         objects, a DontCare counting once although it gives one annotation per category);
         ``unused_types`` {type: n}; ``degenerate_boxes``; ``clipped_boxes``; ``objects`` (all
         label objects: annotated + ignore regions + unused + degenerate); ``split`` {method,
-        missing_ids, unlisted_frames}.
+        missing_ids, unlisted_frames}; ``unlabelled_images`` (left out, warned) and
+        ``other_files`` (neither ``.txt`` labels nor ``.png`` images, ignored, warned).
 
     Raises:
         ConversionError: Missing folders, labels or images, non-numeric or clashing frame ids,
-            unreadable images, invalid arguments.
+            images that do not decode (naming the first, counting the others), invalid
+            arguments. Nothing is written then.
         KittiLabelError: A malformed label line (naming ``path:lineno``).
     """
     classes = _check_classes(classes)
@@ -307,7 +362,7 @@ def kitti_to_coco(
         raise ConversionError(f"{train_json}: train and val outputs are the same file")
     kitti_root = Path(kitti_root)
     label_dir, image_dir = kitti_root / LABEL_DIR, kitti_root / IMAGE_DIR
-    ids = _frame_ids(label_dir)
+    ids, unlabelled, other_files = _inventory(label_dir, image_dir)
     if split == "random":
         split_stats = {"missing_ids": 0, "unlisted_frames": 0}
         chosen = split_ids(ids, val_fraction, seed)
@@ -323,14 +378,24 @@ def kitti_to_coco(
     categories = [{"id": cid, "name": name} for name, cid in converter.category_ids.items()]
 
     frames: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    undecodable: list[tuple[Path, str]] = []
     for fid in ids:
         label_path = label_dir / f"{fid}.txt"
-        width, height = _image_size(image_dir / f"{fid}.png", label_path)
+        image_path = image_dir / f"{fid}.png"
+        size = _decode_image(image_path, label_path)
+        if isinstance(size, str):
+            undecodable.append((image_path, size))
+            continue
+        width, height = size
         image = {"id": int(fid), "file_name": f"{fid}.png", "width": width, "height": height}
         annotations = []
         for obj in parse_label_file(label_path):
             annotations.extend(converter.convert(obj, width, height))
         frames[fid] = (image, annotations)
+    if undecodable:
+        (first, reason), *others = undecodable
+        more = f"; {len(others)} more: {_shown([p.name for p, _ in others])}" if others else ""
+        raise ConversionError(f"{first}: cannot decode the image ({reason}){more}")
 
     stats: dict[str, Any] = {
         "images": {},
@@ -371,12 +436,15 @@ def kitti_to_coco(
     stats["clipped_boxes"] = converter.clipped
     stats["objects"] = converter.objects
     stats["split"] = {"method": split_method, **split_stats}
+    stats["unlabelled_images"] = len(unlabelled)
+    stats["other_files"] = len(other_files)
     _write_json_files(documents)
 
     log.info(
         "converted %d KITTI frames (%d objects) from %s: images %s, annotations %s, "
         "ignore annotations %s, ignore regions by source type %s, unused types %s, "
-        "%d degenerate boxes skipped, %d boxes clipped to the image, split %s",
+        "%d degenerate boxes skipped, %d boxes clipped to the image, split %s, "
+        "%d images without a label and %d other files left out",
         len(ids),
         converter.objects,
         kitti_root,
@@ -388,5 +456,7 @@ def kitti_to_coco(
         converter.degenerate,
         converter.clipped,
         stats["split"],
+        len(unlabelled),
+        len(other_files),
     )
     return stats
