@@ -6,6 +6,8 @@ names the key and what is wrong with it, so the schema is applied here with json
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import jsonschema
 import yaml
 
 from detrprune.constants import (
+    CLASSES,
     FILTER_SCOPES,
     POINT_STACKS,
     TRANSFORMER_STACKS,
@@ -44,6 +47,50 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
         return yaml.safe_load(handle)
 
 
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """A Python ``int``, not ``bool``: JSON Schema also counts 2024.0 as an integer, which then
+    fails inside a job (``range``, tensor sizes) or names a path ``r30.0`` no rule makes."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_number(checker: Any, instance: Any) -> bool:
+    """A finite ``int`` or ``float``, not ``bool``: NaN passes every minimum and maximum."""
+    return (
+        isinstance(instance, int | float)
+        and not isinstance(instance, bool)
+        and math.isfinite(instance)
+    )
+
+
+# Draft 2020-12 with the study's meaning of "integer" and "number".
+ConfigValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}
+    ),
+)
+
+
+@functools.lru_cache(maxsize=4)
+def _validator(schema_path: Path) -> jsonschema.protocols.Validator:
+    """The schema at ``schema_path``, read once per process (tests validate thousands)."""
+    return ConfigValidator(load_schema(schema_path))
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message, said plainly for the float type errors (``2024.0 is not of type
+    'integer'`` reads as a contradiction to whoever wrote 2024.0 for a whole number)."""
+    value = error.instance
+    if error.validator != "type" or not isinstance(value, float):
+        return error.message
+    types = error.validator_value
+    if not math.isfinite(value):
+        return f"{value} is not a finite number"
+    if value.is_integer() and "integer" in ([types] if isinstance(types, str) else types):
+        return f"{value} is not an integer: write {int(value)}"
+    return error.message
+
+
 def key_path(path: Any) -> str:
     """``['pruning', 'filter', 'ratios', 0]`` -> ``pruning.filter.ratios[0]``."""
     text = ""
@@ -55,24 +102,57 @@ def key_path(path: Any) -> str:
 def validate_config(
     config: Mapping[str, Any], source: str = "config", schema_path: Path = SCHEMA_PATH
 ) -> None:
-    """Raise :class:`ConfigError` for the most relevant schema violation (jsonschema's choice)."""
+    """Raise :class:`ConfigError` for the most relevant schema violation (jsonschema's choice),
+    then for the first value the schema cannot rule out but the study cannot run with."""
     for name, spec in (config.get("pruning") or {}).get("methods", {}).items():
-        if isinstance(spec, Mapping) and isinstance(spec.get("scope"), int):
+        scope = spec.get("scope") if isinstance(spec, Mapping) else None
+        if isinstance(scope, int) and not isinstance(scope, bool):
             # YAML 1.1 reads an unquoted 2:4 as the base-60 number 124.
             raise ConfigError(
                 f"{source}: pruning.methods.{name}.scope: {spec['scope']} is a number: write an "
                 'N:M scope in quotes, scope: "2:4"'
             )
-    validator = jsonschema.Draft202012Validator(load_schema(schema_path))
-    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(config)))
+    error = jsonschema.exceptions.best_match(_validator(schema_path).iter_errors(dict(config)))
     if error is not None:
-        raise ConfigError(f"{source}: {key_path(error.absolute_path)}: {error.message}")
+        raise ConfigError(f"{source}: {key_path(error.absolute_path)}: {_message(error)}")
+    dataset = config["dataset"]
+    if dataset["source"] == "synthetic" and "synthetic" not in dataset:
+        # The data rules read its sizes when the workflow loads.
+        raise ConfigError(
+            f"{source}: dataset: 'synthetic' is a required property when dataset.source is "
+            "synthetic"
+        )
     _check_model(config["model"], source)
     _check_pruning(config["pruning"], config["seed"], source)
 
 
 def _check_model(model: Mapping[str, Any], source: str) -> None:
-    """Pretrained starts exist; frozen layers and frozen BN statistics need one."""
+    """Sizes mmdet and mmcv can build; pretrained starts exist; frozen layers and frozen BN
+    statistics need one."""
+    embed_dims = model["embed_dims"]
+    if embed_dims % 4:
+        # mmdet's sine positional encoding (and the two-stage proposal embedding) gives each
+        # image axis embed_dims / 2 channels, which it fills with sine and cosine pairs.
+        raise ConfigError(
+            f"{source}: model.embed_dims: {embed_dims} is not a multiple of 4: the positional "
+            "encoding gives half of the channels to each image axis, in sine and cosine pairs"
+        )
+    for key, why in (
+        ("num_heads", "every attention head gets embed_dims / num_heads channels"),
+        ("neck_gn_groups", "the neck's GroupNorm splits its embed_dims channels into equal groups"),
+    ):
+        if embed_dims % model[key]:
+            raise ConfigError(
+                f"{source}: model.{key}: {model[key]} does not divide model.embed_dims "
+                f"({embed_dims}): {why}"
+            )
+    if model["max_per_img"] > model["num_queries"] * len(CLASSES):
+        # The head's top-k runs over every (query, class) score.
+        raise ConfigError(
+            f"{source}: model.max_per_img: {model['max_per_img']} is more detections than "
+            f"model.num_queries x {len(CLASSES)} classes ({model['num_queries'] * len(CLASSES)}) "
+            "can give"
+        )
     init = model["init"]
     for key in ("backbone", "detector"):
         if init[key] is not None and not Path(init[key]).is_file():
@@ -170,3 +250,16 @@ def _check_pruning(pruning: Mapping[str, Any], seed: int, source: str) -> None:
             f"{source}: pruning.iterative.method: {iterative['method']!r} has part_ratios, which "
             "the iterative loop does not split into steps: choose a method without them"
         )
+    if iterative["enabled"]:
+        spec = pruning["methods"][iterative["method"]]
+        pattern = nm_pattern(spec["scope"]) if spec["kind"] == "weight" else None
+        # Every step prunes to a sparsity of its own, and an N:M pattern has just one.
+        if pattern is not None and (
+            iterative["steps"] != 1
+            or iterative["target_ratio"] != 100 * (1 - pattern[0] / pattern[1])
+        ):
+            raise ConfigError(
+                f"{source}: pruning.iterative.method: {iterative['method']!r} has the N:M scope "
+                f"{spec['scope']}, whose sparsity is fixed: the iterative loop cannot step it up "
+                "(choose another method)"
+            )

@@ -242,3 +242,184 @@ def test_the_schema_offers_the_scopes_and_parts_the_code_knows():
     assert properties["modules"]["items"]["enum"] == list(SPARSITY_PARTS)
     assert properties["layers"]["items"]["enum"] == list(WEIGHT_LAYER_KINDS)
     assert properties["criterion"]["enum"] == list(FILTER_CRITERIA)
+
+
+def _set(path: str, value: object):
+    """A change to the micro config: ``value`` at the dotted key ``path``."""
+
+    def change(config: dict) -> None:
+        *parents, key = path.split(".")
+        for parent in parents:
+            config = config[parent]
+        config[key] = value
+
+    return change
+
+
+def _iterate_2to4(config: dict) -> None:
+    config["pruning"]["methods"]["w2to4"] = {"kind": "weight", "scope": "2:4", "ratios": [50]}
+    config["pruning"]["iterative"]["method"] = "w2to4"
+
+
+# Values the check once let through to fail inside a job (or silently), each with the start of
+# the one line that now names the key.
+LATE_FAILURES = [
+    # JSON Schema's "integer" is any whole number: 2024.0 reached the jobs.
+    pytest.param(
+        _set("seed", 2024.0), "config: seed: 2024.0 is not an integer: write 2024", id="seed-float"
+    ),
+    pytest.param(
+        _set("evaluate.latency.runs", 30.0),
+        "config: evaluate.latency.runs: 30.0 is not an integer: write 30",
+        id="runs-float",
+    ),
+    pytest.param(
+        _set("dataset.synthetic.num_scenes", 12.0),
+        "config: dataset.synthetic.num_scenes: 12.0 is not an integer: write 12",
+        id="num-scenes-float",
+    ),
+    pytest.param(
+        _set("pruning.methods.filter.ratios", [20, 50.0]),
+        "config: pruning.methods.filter.ratios[1]: 50.0 is not an integer: write 50",
+        id="ratio-float",
+    ),
+    pytest.param(
+        _set("model.input_scale", [256.0, 96]),
+        "config: model.input_scale[0]: 256.0 is not an integer: write 256",
+        id="input-scale-float",
+    ),
+    # Booleans are ints to Python, and NaN passes every minimum and maximum.
+    pytest.param(_set("seed", True), "config: seed: True is not of type 'integer'", id="seed-bool"),
+    pytest.param(
+        _set("model.dropout", False),
+        "config: model.dropout: False is not of type 'number'",
+        id="dropout-bool",
+    ),
+    pytest.param(
+        _set("model.dropout", float("nan")),
+        "config: model.dropout: nan is not a finite number",
+        id="dropout-nan",
+    ),
+    pytest.param(
+        _set("train.lr", float("inf")), "config: train.lr: inf is not a finite number", id="lr-inf"
+    ),
+    # mmengine seeds numpy's legacy generator, which takes 32 bits.
+    pytest.param(
+        _set("seed", 2**32),
+        "config: seed: 4294967296 is greater than the maximum of 4294967295",
+        id="seed-33-bits",
+    ),
+    pytest.param(
+        _set("pruning.finetune.replicate_seeds", [2**32]),
+        "config: pruning.finetune.replicate_seeds[0]: 4294967296 is greater than the maximum",
+        id="replicate-seed-33-bits",
+    ),
+    # No target: with ONNX export on, max() of nothing while loading; off, the method vanished.
+    pytest.param(
+        _set("pruning.methods.filter.ratios", []),
+        "config: pruning.methods.filter.ratios: [] should be non-empty",
+        id="ratios-empty",
+    ),
+    # The synthetic generator's smallest frame is 320x100.
+    pytest.param(
+        _set("dataset.synthetic.width", 319),
+        "config: dataset.synthetic.width: 319 is less than the minimum of 320",
+        id="width-below-generator",
+    ),
+    pytest.param(
+        _set("dataset.synthetic.height", 64),
+        "config: dataset.synthetic.height: 64 is less than the minimum of 100",
+        id="height-below-generator",
+    ),
+    pytest.param(
+        lambda config: config["dataset"].pop("synthetic"),
+        "config: dataset: 'synthetic' is a required property when dataset.source is synthetic",
+        id="synthetic-missing",
+    ),
+    # Sizes mmcv and mmdet cannot build (the micro model has embed_dims 32).
+    pytest.param(
+        _set("model.num_heads", 5),
+        "config: model.num_heads: 5 does not divide model.embed_dims (32)",
+        id="heads-not-dividing",
+    ),
+    pytest.param(
+        _set("model.neck_gn_groups", 12),
+        "config: model.neck_gn_groups: 12 does not divide model.embed_dims (32)",
+        id="gn-groups-not-dividing",
+    ),
+    pytest.param(
+        lambda config: config["model"].update(embed_dims=33, num_heads=3),
+        "config: model.embed_dims: 33 is not a multiple of 4",
+        id="embed-dims-odd",
+    ),
+    pytest.param(
+        lambda config: config["model"].update(embed_dims=34, num_heads=2, neck_gn_groups=2),
+        "config: model.embed_dims: 34 is not a multiple of 4",
+        id="embed-dims-not-multiple-of-4",
+    ),
+    pytest.param(
+        _set("model.max_per_img", 31),
+        "config: model.max_per_img: 31 is more detections than model.num_queries x 3 classes "
+        "(30) can give",
+        id="max-per-img-over-scores",
+    ),
+    # The iterative loop steps the sparsity up; an N:M pattern has one sparsity.
+    pytest.param(
+        _iterate_2to4,
+        "config: pruning.iterative.method: 'w2to4' has the N:M scope 2:4, whose sparsity is fixed",
+        id="iterative-n-m",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), LATE_FAILURES)
+def test_values_that_failed_late_stop_at_start_up(change, message):
+    config = micro_config()
+    change(config)
+    with pytest.raises(ConfigError) as info:
+        validate_config(config)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        (
+            _set("pruning.methods.filter.ratios", []),
+            "Invalid configuration: config: pruning.methods.filter.ratios: [] should be non-empty",
+        ),
+        (
+            _set("evaluate.latency.runs", 30.0),
+            "Invalid configuration: config: evaluate.latency.runs: 30.0 is not an integer: "
+            "write 30",
+        ),
+    ],
+    ids=["empty-ratios", "float-runs"],
+)
+def test_snakemake_stops_late_failures_before_any_job(tmp_path, change, line):
+    """Through Snakemake's own YAML loading: ``30.0`` stays a float, ``[]`` a list."""
+    config = micro_config()
+    change(config)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = run_snakemake(tmp_path, "-n", timeout=120)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert [text for text in output.splitlines() if "Invalid configuration" in text] == [line]
+    assert "max() arg" not in output
+
+
+def test_synthetic_minimum_size_is_the_generators(tmp_path):
+    """The schema's smallest synthetic frame is the smallest the generator draws."""
+    from detrprune.config import load_schema
+    from detrprune.data.synthetic import SynthesisError, synthesize_kitti
+
+    sizes = load_schema()["properties"]["dataset"]["properties"]["synthetic"]["properties"]
+    width, height = sizes["width"]["minimum"], sizes["height"]["minimum"]
+    for too_small in ((width - 1, height), (width, height - 1)):
+        with pytest.raises(SynthesisError):
+            synthesize_kitti(
+                tmp_path, num_scenes=1, seed=0, width=too_small[0], height=too_small[1]
+            )
+    images, labels = synthesize_kitti(tmp_path, num_scenes=1, seed=0, width=width, height=height)
+    assert images.stat().st_size > 0 and labels.stat().st_size > 0
