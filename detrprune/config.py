@@ -27,10 +27,12 @@ from detrprune.constants import (
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
-# ``train`` values that change how a run is logged, loaded or checkpointed, not what it computes.
+# ``train`` values that change how a run is logged or checkpointed, not what it computes.
 # They are not in any rule's params, so changing one reruns no job (the scripts read them from
 # the config), and a training work folder is resumed, not wiped, when only they differ.
-RUN_ONLY_TRAIN_KEYS = ("log_interval", "num_workers", "checkpoint_interval", "threads")
+# num_workers is not one of them: mmengine seeds each data-loader worker by its index, so the
+# worker count changes the random augmentation (and a resumed run would go on another stream).
+RUN_ONLY_TRAIN_KEYS = ("log_interval", "checkpoint_interval", "threads")
 
 
 def train_result_settings(train: Mapping[str, Any]) -> dict[str, Any]:

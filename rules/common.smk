@@ -5,7 +5,7 @@
 
 from pathlib import Path
 
-from detrprune.constants import DEFAULT_ROUND_TO
+from detrprune.constants import DEFAULT_ROUND_TO, ITERATIVE_FINETUNE_KEYS
 
 # Every rule runs in this environment under --sdm conda (same pins as requirements.txt).
 CONDA_ENV = "../envs/detrprune.yaml"
@@ -25,6 +25,10 @@ REPLICATE_SEEDS = FINETUNE.get("replicate_seeds", []) if FINETUNE["enabled"] els
 # log_interval rerun nothing; the scripts read them from the config).
 TRAIN = train_result_settings(config["train"])
 ITERATIVE = config["pruning"]["iterative"]
+# What the iterative loop and its control use, and no more: a change of the fine-tune's iters
+# (or of whether it runs) reruns neither.
+ITERATIVE_LOOP = {key: value for key, value in ITERATIVE.items() if key != "enabled"}
+ITERATIVE_FINETUNE = {key: FINETUNE[key] for key in ITERATIVE_FINETUNE_KEYS}
 
 # The official archive names; `kitti.archives_dir` points at a folder that already holds them.
 ARCHIVE_NAMES = {

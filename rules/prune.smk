@@ -127,8 +127,9 @@ use rule finetune_baseline as finetune_baseline_replicate with:
 rule iterative:
     input:
         baseline=BASELINE_MODEL,
-        # Early stopping compares each step with the baseline's evaluated mAP.
-        baseline_metrics="results/eval/baseline/metrics.json",
+        # Early stopping compares each step's validation with the baseline's last one, which
+        # changes only with the baseline (its metrics.json also changes with latency settings).
+        baseline_validations=BASELINE_VALIDATIONS,
         train=COCO_JSON["train"],
         val=COCO_JSON["val"],
         images=KITTI_TRAINING,
@@ -154,11 +155,11 @@ rule iterative:
         # GPUs in use, and profiles/slurm sends them to the GPU partition.
         gpu=config["train"]["gpus"],
     params:
-        iterative=ITERATIVE,
+        iterative=ITERATIVE_LOOP,
         spec=spec_of(ITERATIVE["method"]) if ITERATIVE["enabled"] else None,
         model=config["model"],
         train=TRAIN,
-        finetune=FINETUNE_RECIPE,
+        finetune=ITERATIVE_FINETUNE,
         seed=config["seed"],
         flops_images=config["evaluate"]["flops_images"],
         data_root=lambda wildcards, input: kitti_root(input.images),
@@ -190,10 +191,10 @@ rule iterative_control:
         runtime=config["resources"]["iterative"]["runtime"],
         gpu=config["train"]["gpus"],
     params:
-        iterative=ITERATIVE,
+        iterative={"finetune_iters": ITERATIVE["finetune_iters"]},
         model=config["model"],
         train=TRAIN,
-        finetune=FINETUNE_RECIPE,
+        finetune=ITERATIVE_FINETUNE,
         seed=config["seed"],
         data_root=lambda wildcards, input: kitti_root(input.images),
         work_dir=f"work/{ITERATIVE_CONTROL}",

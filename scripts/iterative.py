@@ -1,14 +1,13 @@
 """Rule iterative: prune / fine-tune in steps towards a target ratio, stopping early on mAP."""
 
-import json
-
 from detrprune.jobs import log_to
 from detrprune.prune.iterative import iterative_prune
+from detrprune.report.convergence import read_validations
 
 # params.train holds what decides the result; the config adds the run-only values
 # (log_interval, num_workers, ...), which are kept out of the params so they rerun nothing.
 with log_to(snakemake.log[0]):
-    baseline_map = json.loads(open(snakemake.input.baseline_metrics).read())["mAP"]
+    baseline_map = float(read_validations(snakemake.input.baseline_validations)["mAP"].iloc[-1])
     iterative_prune(
         snakemake.input.baseline,
         baseline_map,

@@ -154,8 +154,6 @@ def register_work_dir_loader() -> None:
 _RESUME_NEUTRAL_CFG = (
     ("default_hooks", "logger", "interval"),
     ("default_hooks", "checkpoint", "interval"),
-    ("train_dataloader", "num_workers"),
-    ("train_dataloader", "persistent_workers"),
     ("val_dataloader", "num_workers"),
     ("val_dataloader", "persistent_workers"),
     ("test_dataloader", "num_workers"),
