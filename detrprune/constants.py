@@ -142,6 +142,10 @@ ITERATIVE_STEP_COLUMNS: tuple[str, ...] = (
     "gmacs",
     "params_total",
     "params_nonzero",
+    # What the step reached, beside the planned cumulative_ratio: kept output channels over the
+    # original's (of the layers pruned; 1 for weight pruning) and parameters over the baseline's.
+    "kept_channel_fraction",
+    "params_fraction",
     "mAP_before_finetune",
     "mAP50_before_finetune",
     "mAP_after_finetune",
@@ -150,6 +154,10 @@ ITERATIVE_STEP_COLUMNS: tuple[str, ...] = (
     "within_budget",
     "selected",
 )
+
+# The fine-tune settings each step of the iterative loop (and its control) takes from
+# pruning.finetune; its own finetune_iters replaces the fine-tune's iters.
+ITERATIVE_FINETUNE_KEYS: tuple[str, ...] = ("lr", "warmup_iters")
 
 # Columns of the baseline's training curve, results/baseline/validations.csv.
 VALIDATION_COLUMNS: tuple[str, ...] = ("iter", "mAP", "mAP50")

@@ -51,7 +51,7 @@ ITERATIVE = {
 FINETUNE = {"enabled": True, "iters": 1, "lr": 1e-4, "warmup_iters": 0}
 
 
-def _iterate(baseline, spec, micro, micro_data, folder):
+def _iterate(baseline, spec, micro, micro_data, folder, flops_images=1, iterative=ITERATIVE):
     """The loop on the micro data, outputs and work folder under ``folder``."""
     return iterative_prune(
         baseline,
@@ -59,7 +59,7 @@ def _iterate(baseline, spec, micro, micro_data, folder):
         # already over budget, so the loop must stop after it.
         1.0,
         spec,
-        ITERATIVE,
+        iterative,
         model=micro["model"],
         train=micro["train"],
         finetune=FINETUNE,
@@ -70,7 +70,7 @@ def _iterate(baseline, spec, micro, micro_data, folder):
         out_model=folder / "iterative.pth",
         out_steps=folder / "steps.csv",
         seed=0,
-        flops_images=1,
+        flops_images=flops_images,
     )
 
 
@@ -109,6 +109,30 @@ def test_loop_stops_early_and_a_rerun_resumes(tiny_detector, micro, micro_data, 
     stamp = (tmp_path / "work" / "step1" / "step.json").stat().st_mtime_ns
     assert [row["step"] for row in run()] == [1]
     assert (tmp_path / "work" / "step1" / "step.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_a_rerun_for_another_flops_images_recounts_gmacs_and_trains_nothing(
+    tiny_detector, micro, micro_data, tmp_path, monkeypatch
+):
+    """flops_images is a param of the rule but not in the work folder's stamp: a rerun caused
+    by it reuses the finished steps, and must not reuse their GMACs, counted over other images."""
+    import detrprune.evaluate.metrics as metrics
+
+    detector, cfg = tiny_detector
+    baseline = tmp_path / "baseline.pth"
+    save_detector(detector, baseline, cfg, {"variant": "baseline", "method": "baseline"})
+    spec = {"kind": "filter", "scope": "backbone"}
+    # The synthetic frames share one size, so a real count would not tell one image from two.
+    monkeypatch.setattr(metrics, "fvcore_gmacs", lambda model, batches: {"gmacs": len(batches)})
+    assert [row["gmacs"] for row in _iterate(baseline, spec, micro, micro_data, tmp_path)] == [1]
+    finetuned = tmp_path / "work" / "step1" / "finetuned.pth"
+    trained = finetuned.stat().st_mtime_ns
+    rows = _iterate(baseline, spec, micro, micro_data, tmp_path, flops_images=2)
+    assert [row["gmacs"] for row in rows] == [2]
+    assert finetuned.stat().st_mtime_ns == trained
+    with open(tmp_path / "steps.csv") as handle:
+        assert [row["gmacs"] for row in csv.DictReader(handle)] == ["2"]
 
 
 class _Killed(Exception):
@@ -161,3 +185,68 @@ def test_the_control_reads_the_step_the_loop_kept(tmp_path):
     write_steps_csv([{**row, "selected": False} for row in rows], steps)
     with pytest.raises(ValueError, match=r"steps\.csv: expected one selected step, found 0"):
         kept_step(steps)
+
+
+def _shapes(path):
+    model, _, _ = load_detector(path)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("round_to", [8, 1])
+def test_the_last_step_lands_on_the_one_shot_shapes(
+    tiny_detector, micro, micro_data, tmp_path, monkeypatch, round_to
+):
+    """Issue 36: removing the step ratio of the current widths rounds down at every step, and
+    three steps towards 50 % ended below the one-shot model of 50 % (stem 24 instead of 32 at
+    round_to 8). Each step now lands on the one-shot shapes of its cumulative ratio."""
+    import copy
+    import shutil
+
+    import detrprune.evaluate.metrics as metrics
+    import detrprune.train.runner as runner
+    from detrprune.prune.methods import apply_pruning, count_parameters, prune_checkpoint
+
+    detector, cfg = tiny_detector
+    baseline = tmp_path / "baseline.pth"
+    save_detector(detector, baseline, cfg, {"variant": "baseline", "method": "baseline"})
+    spec = {"kind": "filter", "scope": "backbone+residual+ffn", "round_to": round_to}
+    input_hw = (micro["model"]["input_scale"][1], micro["model"]["input_scale"][0])
+
+    # Only the shapes matter here: no training, no MAC count.
+    def finetune(pruned, *args, out_model, **kwargs):
+        shutil.copyfile(pruned, out_model)
+        scores = {"coco/bbox_mAP": 0.5, "coco/bbox_mAP_50": 0.5}
+        return {"validations": [scores, scores]}
+
+    monkeypatch.setattr(runner, "finetune_checkpoint", finetune)
+    monkeypatch.setattr(metrics, "fvcore_gmacs", lambda model, batches: {"gmacs": 0.0})
+    rows = _iterate(
+        baseline, spec, micro, micro_data, tmp_path, iterative={**ITERATIVE, "max_map_drop": 1.0}
+    )
+    assert [row["step"] for row in rows] == [1, 2, 3] and rows[-1]["selected"]
+
+    one_shot = tmp_path / "one_shot.pth"
+    prune_checkpoint(baseline, one_shot, "filter_all", spec, 50, input_hw)
+    expected = _shapes(one_shot)
+    # Every part of the scope is pruned: the stem (residual stream) and the FFNs' hidden width.
+    original = {name: tuple(tensor.shape) for name, tensor in detector.state_dict().items()}
+    for weight in ("backbone.conv1.weight", "encoder.layers.0.ffn.layers.0.0.weight"):
+        assert expected[weight][0] < original[weight][0]
+    assert _shapes(tmp_path / "iterative.pth") == expected
+    # The old compounding steps end elsewhere on this model, so the check above has teeth.
+    compounded = copy.deepcopy(detector)
+    for row in rows:
+        apply_pruning(compounded, spec, row["step_ratio"], input_hw)
+    assert {n: tuple(t.shape) for n, t in compounded.state_dict().items()} != expected
+
+    # What was reached is recorded: fewer channels and parameters at every step, and the last
+    # step's parameters are the one-shot model's.
+    kept = [row["kept_channel_fraction"] for row in rows]
+    params = [row["params_fraction"] for row in rows]
+    assert 1.0 > kept[0] > kept[1] > kept[2] > 0.0
+    assert 1.0 > params[0] > params[1] > params[2] > 0.0
+    one_shot_model, _, _ = load_detector(one_shot)
+    assert params[2] == pytest.approx(
+        count_parameters(one_shot_model) / count_parameters(detector), rel=1e-12
+    )

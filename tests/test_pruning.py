@@ -343,3 +343,51 @@ def test_round_to_keeps_every_pruned_width_a_multiple_of_it_and_reloads(tmp_path
     assert describe_scope({"kind": "filter", "scope": "backbone", "round_to": 1}) == (
         "backbone:round1"
     )
+
+
+@pytest.mark.parametrize("round_to", [8, 1])
+def test_a_high_ratio_prunes_every_group_and_empties_none(tmp_path, micro, round_to):
+    """Torch-Pruning rounds a kept width down to 0 and then leaves that group unpruned: at r90
+    with round_to 8, layer1's 64-wide inner convs stayed 64 wide while layer2's went to 8. Every
+    group is narrower now, none is empty, and the checkpoint records the groups held at the
+    floor. At r99 with round_to 1, int(64 x 0.01) = 0 kept channels emptied groups the same way."""
+    from detrprune.prune.methods import prune_checkpoint
+
+    baseline, detector = saved_micro_baseline(tmp_path, micro)
+    full = _widths(detector.backbone)
+    ratio = 90 if round_to == 8 else 99
+    spec = {"kind": "filter", "scope": "backbone", "round_to": round_to}
+    meta = prune_checkpoint(baseline, tmp_path / "high.pth", "m", spec, ratio, (H, W))
+    model, _, saved_meta = load_detector(tmp_path / "high.pth")
+    pruned = _widths(model.backbone)
+    inner = [name for name in full if name.endswith(".conv1")]
+    assert inner
+    for name in inner:
+        assert 0 < pruned[name] < full[name], (name, pruned[name], full[name])
+        assert pruned[name] % round_to == 0, (name, pruned[name])
+    assert meta["pruning"]["groups_clamped"] > 0
+    assert saved_meta["pruning"]["groups_clamped"] == meta["pruning"]["groups_clamped"]
+
+
+@pytest.mark.parametrize("scope", ["backbone+residual+ffn+attention", "backbone+attention+points"])
+def test_targets_prune_a_pruned_model_to_the_one_shot_shapes(tiny_detector, scope):
+    """``targets`` (the iterative loop's steps): a model already pruned at 20 % is pruned to the
+    shapes of the same original pruned at 50 % in one shot, heads and points included, the
+    channels ranked on its own weights; it still runs."""
+    import copy
+
+    from detrprune.prune.methods import apply_pruning, filter_shapes
+
+    detector, _ = tiny_detector
+    spec = {"kind": "filter", "scope": scope, "round_to": 8}
+    one_shot = copy.deepcopy(detector)
+    apply_pruning(one_shot, spec, 0.5, (H, W))
+    targets = filter_shapes(one_shot)
+    apply_pruning(detector, spec, 0.2, (H, W))
+    assert filter_shapes(detector) != targets
+    apply_pruning(detector, spec, 0.5, (H, W), targets=targets)
+    assert filter_shapes(detector) == targets
+    shapes = {name: tuple(t.shape) for name, t in detector.state_dict().items()}
+    assert shapes == {name: tuple(t.shape) for name, t in one_shot.state_dict().items()}
+    bboxes, scores = _predict(detector)
+    assert bboxes.shape[1] == 4 and torch.isfinite(scores).all()

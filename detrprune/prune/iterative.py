@@ -2,9 +2,14 @@
 
 Each of ``steps`` steps removes the same fraction of what is left, ``1 - (1 - T)^(1/steps)``, so
 the target ``T`` is reached after the last one; every step is pruned, evaluated, fine-tuned and
-evaluated again. The loop stops early once the fine-tuned mAP has fallen more than
-``max_map_drop`` below the baseline's. The model kept is the last step within that budget (the
-first step when none is).
+evaluated again. A filter method's step ``k`` prunes the fine-tuned model to the shapes the same
+method gives the original baseline in one shot at step ``k``'s cumulative ratio (widths rounded
+and clamped as one-shot rounds them, heads and points counted as one-shot counts them), the
+channels chosen by the method's criterion on the current weights: removing the step ratio of the
+current widths instead rounds down again at every step, and the last step would end below the
+one-shot model of the same ratio. A weight method raises the sparsity to the cumulative ratio.
+The loop stops early once the fine-tuned mAP has fallen more than ``max_map_drop`` below the
+baseline's. The model kept is the last step within that budget (the first step when none is).
 
 Each finished step is saved in the work folder (not a workflow output), so a killed job resumes
 at the step it was in rather than starting over.
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from detrprune.config import train_result_settings
-from detrprune.constants import ITERATIVE_STEP_COLUMNS
+from detrprune.constants import ITERATIVE_FINETUNE_KEYS, ITERATIVE_STEP_COLUMNS
 from detrprune.jobs import atomic_output
 from detrprune.prune.methods import (
     apply_pruning,
@@ -28,6 +33,7 @@ from detrprune.prune.methods import (
     count_parameters,
     cumulative_ratio,
     describe_scope,
+    filter_shapes,
     per_step_ratio,
 )
 from detrprune.train.checkpoint import load_detector, save_detector
@@ -48,11 +54,11 @@ def step_plan(target_percent: int, steps: int) -> list[dict[str, float]]:
 def step_finetune_settings(
     iterative: Mapping[str, Any], finetune: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Each step's fine-tune: ``finetune_iters`` iterations at the fine-tune lr and warm-up."""
+    """Each step's fine-tune: ``finetune_iters`` iterations at the fine-tune lr and warm-up
+    (:data:`~detrprune.constants.ITERATIVE_FINETUNE_KEYS`)."""
     return {
         "iters": int(iterative["finetune_iters"]),
-        "lr": finetune["lr"],
-        "warmup_iters": finetune["warmup_iters"],
+        **{key: finetune[key] for key in ITERATIVE_FINETUNE_KEYS},
     }
 
 
@@ -84,8 +90,10 @@ def iterative_prune(
 
     ``spec`` is the pruning method (kind, scope, modules); ``iterative`` the config section
     (target_ratio, steps, finetune_iters, max_map_drop); ``finetune`` gives lr and warm-up.
-    Filter pruning removes ``step_ratio`` of the current channels at each step; weight pruning
-    raises the sparsity to ``cumulative_ratio`` (existing zeros count as pruned).
+    Filter pruning prunes each step to the one-shot shapes of its ``cumulative_ratio`` (see the
+    module's docstring); weight pruning raises the sparsity to ``cumulative_ratio`` (existing
+    zeros count as pruned). Each row records what was reached: ``kept_channel_fraction`` and
+    ``params_fraction`` (:func:`_run_step`).
     """
     from detrprune.evaluate.metrics import fvcore_gmacs, load_val_batches
     from detrprune.train.resume import prepare_work_dir, resume_stamp
@@ -94,10 +102,10 @@ def iterative_prune(
     work_dir = Path(work_dir)
     settings = {
         "spec": dict(spec),
-        "iterative": dict(iterative),
+        "iterative": {key: value for key, value in iterative.items() if key != "enabled"},
         "model": dict(model),
         "train": train_result_settings(train),
-        "finetune": dict(finetune),
+        "finetune": {key: finetune[key] for key in ITERATIVE_FINETUNE_KEYS},
         "seed": seed,
     }
     # A work folder of other settings, another baseline or other data is wiped; a matching one
@@ -145,8 +153,19 @@ def iterative_prune(
         if record_path.exists() and finetuned.exists():
             row = json.loads(record_path.read_text())
             log.info("step %d: done in an earlier run (mAP %.4f)", step, row["mAP_after_finetune"])
+            if row.get("flops_images") != flops_images:
+                # GMACs are an average over flops_images images, which is not in the stamp
+                # (a change of it need not prune and fine-tune again): counted anew.
+                detector, _, _ = load_detector(step_dir / "pruned.pth")
+                row.update(
+                    gmacs=fvcore_gmacs(detector, batches)["gmacs"], flops_images=flops_images
+                )
+                del detector
+                with atomic_output(record_path) as (tmp,):
+                    tmp.write_text(json.dumps(row, sort_keys=True))
         else:
             row = _run_step(
+                Path(baseline),
                 current,
                 spec,
                 planned,
@@ -157,6 +176,7 @@ def iterative_prune(
                 finetune_step,
                 seed + step,
             )
+            row["flops_images"] = flops_images
             row["map_drop"] = baseline_map - row["mAP_after_finetune"]
             row["within_budget"] = row["map_drop"] <= max_drop
             with atomic_output(record_path) as (tmp,):
@@ -185,10 +205,16 @@ def iterative_prune(
     return rows
 
 
-def _run_step(current, spec, planned, input_hw, batches, step_dir, gmacs_of, finetune, seed):
+def _run_step(
+    baseline, current, spec, planned, input_hw, batches, step_dir, gmacs_of, finetune, seed
+):
     """Prune ``current`` by one step, count its MACs, fine-tune it; the step's table row.
 
-    ``seed`` draws the channels when the method's criterion is random.
+    A filter method prunes ``current`` to the shapes of ``baseline`` pruned in one shot at the
+    step's cumulative ratio (:func:`one_shot_shapes`); a weight method to its sparsity.
+    ``seed`` draws the channels when the method's criterion is random. The row records what was
+    reached (:func:`_reached`): ``kept_channel_fraction`` (1 for weight pruning) and
+    ``params_fraction``.
 
     A step cut short by a kill left its pruned model and its fine-tune work folder: both are
     reused, so the fine-tuning resumes.
@@ -197,14 +223,20 @@ def _run_step(current, spec, planned, input_hw, batches, step_dir, gmacs_of, fin
     pruned = step_dir / "pruned.pth"
     if not pruned.exists():
         detector, model_cfg, meta = load_detector(current)
-        ratio = planned["step_ratio"] if spec["kind"] == "filter" else planned["cumulative_ratio"]
-        stats = apply_pruning(detector, spec, ratio, input_hw, seed)
+        ratio = planned["cumulative_ratio"]
+        targets = (
+            one_shot_shapes(baseline, spec, ratio, input_hw, seed)
+            if spec["kind"] == "filter"
+            else None
+        )
+        stats = apply_pruning(detector, spec, ratio, input_hw, seed, targets)
         step_meta = {**meta, "kind": spec["kind"], "scope": describe_scope(spec), "pruning": stats}
         save_detector(detector, pruned, model_cfg, step_meta)
     detector, _, _ = load_detector(pruned)
     macs = gmacs_of(detector, batches)["gmacs"]
     params, nonzero = count_parameters(detector), count_nonzero_parameters(detector)
     del detector
+    reached = _reached(baseline, pruned)
     result = finetune(pruned, int(planned["step"]))
     first, last = result["validations"][0], result["validations"][-1]
     return {
@@ -214,11 +246,49 @@ def _run_step(current, spec, planned, input_hw, batches, step_dir, gmacs_of, fin
         "gmacs": macs,
         "params_total": params,
         "params_nonzero": nonzero,
+        **reached,
         "mAP_before_finetune": float(first["coco/bbox_mAP"]),
         "mAP50_before_finetune": float(first["coco/bbox_mAP_50"]),
         "mAP_after_finetune": float(last["coco/bbox_mAP"]),
         "mAP50_after_finetune": float(last["coco/bbox_mAP_50"]),
     }
+
+
+def one_shot_shapes(
+    baseline: Path,
+    spec: Mapping[str, Any],
+    ratio: float,
+    input_hw: tuple[int, int],
+    seed: int,
+) -> dict[str, dict[str, int]]:
+    """The shapes (:func:`~detrprune.prune.methods.filter_shapes`) of ``baseline`` pruned in one
+    shot by the filter method ``spec`` at ``ratio``: what a step of that cumulative ratio must
+    reach (the same as ``prune_checkpoint`` at that ratio)."""
+    detector, _, _ = load_detector(baseline)
+    apply_pruning(detector, spec, ratio, input_hw, seed)
+    return filter_shapes(detector)
+
+
+def _reached(baseline: Path, pruned: Path) -> dict[str, float]:
+    """What a step's pruned model reached against the baseline: ``kept_channel_fraction``
+    (:func:`kept_channel_fraction`) and ``params_fraction`` (parameters over the baseline's)."""
+    original, _, _ = load_detector(baseline)
+    detector, _, _ = load_detector(pruned)
+    return {
+        "kept_channel_fraction": kept_channel_fraction(original, detector),
+        "params_fraction": count_parameters(detector) / count_parameters(original),
+    }
+
+
+def kept_channel_fraction(original, pruned) -> float:
+    """Output channels (rows) kept over the original's, summed over the Conv/Linear layers
+    whose output width pruning changed (1.0 when none did, as for weight pruning)."""
+    before = filter_shapes(original)["widths"]
+    after = filter_shapes(pruned)["widths"]
+    changed = [name for name, width in before.items() if after.get(name, width) != width]
+    if not changed:
+        return 1.0
+    return sum(after[name] for name in changed) / sum(before[name] for name in changed)
 
 
 def kept_step(steps_csv: Path) -> int:

@@ -83,6 +83,28 @@ class _BackboneNeck(nn.Module):
         return tuple(self.neck(self.backbone(x)))
 
 
+class _NoEmptyGroupPruner(tp.pruner.BasePruner):
+    """Torch-Pruning's pruner, except that no group is ever emptied.
+
+    Torch-Pruning 1.6.1 rounds a kept width down to a multiple of ``round_to``, which can reach
+    0, and then leaves that group unpruned without a word (at r90 with round_to 8, layer1's
+    64-wide convs kept all 64 while layer2 went to 8). Here a group keeps at least ``round_to``
+    channels (all of a narrower one); :attr:`clamped` counts the groups held at that floor.
+    The pruner is always given a ``round_to`` (1 keeps widths as they are), so the floor also
+    holds at ratios that would remove every channel.
+    """
+
+    clamped = 0
+
+    def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+        n_pruned = super()._round_to(n_pruned, current_channels, round_to)
+        floor = min(round_to, current_channels)
+        if current_channels - n_pruned < floor:
+            self.clamped += 1
+            n_pruned = current_channels - floor
+        return n_pruned
+
+
 def filter_prune(
     detector: nn.Module,
     ratio: float,
@@ -93,6 +115,7 @@ def filter_prune(
     round_to: int = 1,
     transformer: Sequence[str] | None = None,
     part_ratios: Mapping[str, float] | None = None,
+    targets: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Remove ``ratio`` of the channels of every group in ``scope``, ranked by ``criterion``.
 
@@ -107,6 +130,12 @@ def filter_prune(
     ``part_ratios`` gives some of those parts (:data:`PART_RATIO_PARTS`) their own ratio, e.g.
     ``{"attention": 0.25, "points": 0.5}``: heads are the costly cut in accuracy, points the
     cheap one, and one ratio for both cannot trade them. ``ratio`` prunes the rest.
+    ``targets`` (:func:`filter_shapes` of a model pruned from the same original one) prunes to
+    those shapes instead: every Conv/Linear of the scope to its target width, every attention
+    layer to its target heads and points, channels and heads still chosen by ``criterion`` on
+    the current weights, and no rounding (the target's widths are rounded already). The
+    iterative loop uses it to land each step on the one-shot shapes of its cumulative ratio;
+    ``ratio`` is then only reported.
     Returns parameter counts before and after, the FFN widths when the scope has ``ffn``, the
     head counts when it has ``attention`` and the points per head and level when it has
     ``points``.
@@ -150,51 +179,94 @@ def filter_prune(
         kept = [m for m in detector.neck.modules() if isinstance(m, nn.Conv2d)]
         if "residual" not in scope.split("+"):
             kept += residual_stream_convs(detector.backbone)
+        widths = dict(targets["widths"]) if targets is not None else None
         # RandomImportance draws from torch's global generator: seed a private copy of it.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            pruner = tp.pruner.BasePruner(
-                traced,
-                example_inputs=torch.zeros(1, 3, *input_hw),
-                importance=_importance(criterion, group_reduction="mean"),
-                pruning_ratio=ratio,
-                ignored_layers=kept,
-                # None, not 1: with any round_to Torch-Pruning re-selects the channels by
-                # argsort instead of topk, which can break ties differently from today's.
-                round_to=round_to if round_to > 1 else None,
-            )
+            if widths is None:
+                pruner = _NoEmptyGroupPruner(
+                    traced,
+                    example_inputs=torch.zeros(1, 3, *input_hw),
+                    importance=_importance(criterion, group_reduction="mean"),
+                    pruning_ratio=ratio,
+                    ignored_layers=kept,
+                    round_to=round_to,
+                )
+            else:
+                pruner = _NoEmptyGroupPruner(
+                    traced,
+                    example_inputs=torch.zeros(1, 3, *input_hw),
+                    importance=_importance(criterion, group_reduction="mean"),
+                    pruning_ratio=0.0,
+                    pruning_ratio_dict=_ratios_to_widths(
+                        detector, "backbone", widths, set(map(id, kept))
+                    ),
+                    ignored_layers=kept,
+                    round_to=1,
+                )
             pruner.step()
-            ffn_hidden = (
-                prune_ffn_hidden(
-                    detector, part_ratios.get("ffn", ratio), criterion, round_to, transformer
+            clamped = pruner.clamped
+            ffn_hidden: dict[str, list[int]] = {}
+            if "ffn" in parts:
+                ffn_hidden, ffn_clamped = prune_ffn_hidden(
+                    detector,
+                    part_ratios.get("ffn", ratio),
+                    criterion,
+                    round_to,
+                    transformer,
+                    target_widths=widths,
                 )
-                if "ffn" in parts
-                else {}
-            )
-            attention_heads = (
-                prune_attention_heads(
-                    detector, part_ratios.get("attention", ratio), criterion, transformer
+                clamped += ffn_clamped
+            attention_heads: dict[str, list[int]] = {}
+            if "attention" in parts:
+                attention_heads = _prune_units(
+                    detector,
+                    prune_attention_heads,
+                    part_ratios.get("attention", ratio),
+                    criterion,
+                    transformer,
+                    attention_head_counts,
+                    None if targets is None else targets["heads"],
                 )
-                if "attention" in parts
-                else {}
-            )
-            sampling_points = (
-                prune_sampling_points(
-                    detector, part_ratios.get("points", ratio), criterion, transformer
+            sampling_points: dict[str, list[int]] = {}
+            if "points" in parts:
+                sampling_points = _prune_units(
+                    detector,
+                    prune_sampling_points,
+                    part_ratios.get("points", ratio),
+                    criterion,
+                    transformer,
+                    sampling_point_counts,
+                    None if targets is None else targets["points"],
                 )
-                if "points" in parts
-                else {}
-            )
     finally:
         for p, flag in grad_flags.items():
             p.requires_grad_(flag)
         detector.train(was_training)
     after = count_parameters(detector)
+    if targets is not None:
+        missed = {
+            name: [width, targets["widths"][name]]
+            for name, width in filter_shapes(detector)["widths"].items()
+            if name in targets["widths"] and width != targets["widths"][name]
+        }
+        if missed:
+            raise RuntimeError(f"filter pruning to target shapes: widths [got, target] {missed}")
     log.info("filter pruning %.0f%% (%s): params %d -> %d", 100 * ratio, scope, before, after)
+    if clamped:
+        log.warning(
+            "filter pruning %.0f%% (%s): %d channel groups kept at their floor of "
+            "min(round_to=%d, width) channels rather than emptied",
+            100 * ratio,
+            scope,
+            clamped,
+            round_to,
+        )
     stats: dict[str, Any] = {
         "params_before": before,
         "params_after": after,
         "ffn_hidden": ffn_hidden,
+        "groups_clamped": clamped,
     }
     if attention_heads:
         stats["attention_heads"] = attention_heads
@@ -218,6 +290,112 @@ def residual_stream_convs(backbone: nn.Module) -> list[nn.Conv2d]:
             if block.downsample is not None:
                 convs += [m for m in block.downsample.modules() if isinstance(m, nn.Conv2d)]
     return convs
+
+
+def filter_shapes(detector: nn.Module) -> dict[str, dict[str, int]]:
+    """What filter pruning changes in ``detector``: the output width of every Conv/Linear
+    (``widths``, by qualified name), the heads of every attention layer (``heads``) and the
+    sampling points per head and level of every deformable attention (``points``).
+
+    Pass it as :func:`filter_prune`'s ``targets`` to prune another copy of the same original
+    model to these shapes.
+    """
+    from detrprune.prune.attention import deformable_attentions
+
+    widths = {
+        name: module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+        for name, module in detector.named_modules()
+        if isinstance(module, nn.Conv2d | nn.Linear)
+    }
+    points = {name: int(module.num_points) for name, module in deformable_attentions(detector)}
+    return {"widths": widths, "heads": attention_head_counts(detector), "points": points}
+
+
+def attention_head_counts(detector: nn.Module) -> dict[str, int]:
+    """Heads of every attention layer of the transformer, by qualified name."""
+    from detrprune.prune.attention import deformable_attentions, multihead_attentions
+
+    counts = {name: int(module.num_heads) for name, module in deformable_attentions(detector)}
+    counts.update(
+        {name: int(attention.num_heads) for name, _, attention in multihead_attentions(detector)}
+    )
+    return counts
+
+
+def sampling_point_counts(detector: nn.Module) -> dict[str, int]:
+    """Sampling points per head and level of every deformable attention, by qualified name."""
+    return filter_shapes(detector)["points"]
+
+
+def _ratios_to_widths(
+    detector: nn.Module, under: str, widths: Mapping[str, int], ignored: set[int]
+) -> dict[nn.Module, float]:
+    """Torch-Pruning's ``pruning_ratio_dict`` that takes every Conv/Linear of ``detector`` under
+    ``under`` (a qualified name; "" for all) and not in ``ignored`` (by ``id``) to its width in
+    ``widths`` (by qualified name; a module not there keeps its width).
+
+    Torch-Pruning keeps ``int(current * (1 - ratio))`` channels of a group, taking the ratio of
+    the module it uses as the group's root; coupled modules share a target width, so each gets
+    ``1 - (target + 0.5) / current`` (the 0.5 guards the float product) and the root's is right
+    whichever it is. Modules already at their width are left out (ratio 0, the default).
+    """
+    ratios: dict[nn.Module, float] = {}
+    for name, module in detector.named_modules():
+        inside = not under or name == under or name.startswith(f"{under}.")
+        if not inside or id(module) in ignored:
+            continue
+        if not isinstance(module, nn.Conv2d | nn.Linear):
+            continue
+        current = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+        target = widths.get(name, current)
+        if not 1 <= target <= current:
+            raise ValueError(f"{name}: cannot prune {current} output channels to {target}")
+        if target < current:
+            ratios[module] = 1.0 - (target + 0.5) / current
+    return ratios
+
+
+def _prune_units(
+    detector: nn.Module,
+    prune_fn: Any,
+    ratio: float,
+    criterion: str,
+    stacks: Sequence[str],
+    counts_of: Any,
+    targets: Mapping[str, int] | None,
+) -> dict[str, list[int]]:
+    """Heads or sampling points (``prune_fn``: :func:`prune_attention_heads` or
+    :func:`prune_sampling_points`, one ratio for all the layers of ``stacks``) pruned at
+    ``ratio``, or, given ``targets`` (counts per layer), to those counts.
+
+    A ratio ``r`` removes ``round(r * n)`` of a layer's ``n`` units (``heads_to_remove``); the one
+    chosen lies in every layer's interval ``[(n - t - 0.5) / n, (n - t + 0.5) / n)`` so that each
+    layer loses exactly ``n - t``.
+    """
+    if targets is None:
+        return prune_fn(detector, ratio, criterion, stacks)
+    before = {
+        name: count
+        for name, count in counts_of(detector).items()
+        if name.split(".", 1)[0] in stacks
+    }
+    low, high = 0.0, 1.0
+    for name, count in before.items():
+        removed = count - int(targets[name])
+        if not 0 <= removed < count:
+            raise ValueError(f"{name}: cannot prune {count} heads/points to {targets[name]}")
+        low = max(low, (removed - 0.5) / count)
+        high = min(high, (removed + 0.5) / count)
+    if all(count == targets[name] for name, count in before.items()):
+        return {name: [count, count] for name, count in before.items()}
+    if not low < high:
+        raise ValueError(f"no one ratio prunes the heads/points {before} to {dict(targets)}")
+    result = prune_fn(detector, (low + high) / 2, criterion, stacks)
+    after = counts_of(detector)
+    missed = {name: [after[name], targets[name]] for name in before if after[name] != targets[name]}
+    if missed:
+        raise RuntimeError(f"heads/points [got, target]: {missed}")
+    return result
 
 
 def transformer_ffns(
@@ -248,34 +426,57 @@ def prune_ffn_hidden(
     criterion: str = "l1",
     round_to: int = 1,
     stacks: Sequence[str] = TRANSFORMER_STACKS,
-) -> dict[str, list[int]]:
+    target_widths: Mapping[str, int] | None = None,
+) -> tuple[dict[str, list[int]], int]:
     """Remove ``ratio`` of the hidden units of every FFN of ``stacks``, those whose first-Linear
-    rows have least L1 (kept widths rounded down to a multiple of ``round_to``).
+    rows have least L1 (kept widths rounded down to a multiple of ``round_to``, at least
+    ``round_to`` kept).
 
     Each FFN's ``layers`` (Linear, act, dropout, Linear, dropout) is traced on its own; the last
-    Linear is ignored so its outputs (the residual stream's width) stay. Returns each FFN's hidden
-    width before and after.
+    Linear is ignored so its outputs (the residual stream's width) stay. ``target_widths`` (output
+    widths by the detector's qualified module names, see :func:`filter_shapes`) prunes each
+    hidden width to its first Linear's width there instead (``ratio`` and ``round_to`` unused).
+    Returns each FFN's hidden width before and after, and how many FFNs were held at the
+    ``round_to`` floor.
     """
     widths: dict[str, list[int]] = {}
+    clamped = 0
     for name, ffn in transformer_ffns(detector, stacks):
         linears = [m for m in ffn.layers.modules() if isinstance(m, nn.Linear)]
         first, last = linears[0], linears[-1]
         before = first.out_features
-        pruner = tp.pruner.BasePruner(
+        if target_widths is None:
+            sizing: dict[str, Any] = {"pruning_ratio": ratio, "round_to": round_to}
+        else:
+            sizing = {
+                "pruning_ratio": 0.0,
+                "pruning_ratio_dict": _ratios_to_widths(
+                    ffn.layers,
+                    "",
+                    {
+                        sub: target_widths[f"{name}.layers.{sub}"]
+                        for sub, _ in ffn.layers.named_modules()
+                        if f"{name}.layers.{sub}" in target_widths
+                    },
+                    {id(last)},
+                ),
+                "round_to": 1,
+            }
+        pruner = _NoEmptyGroupPruner(
             ffn.layers,
             example_inputs=torch.zeros(1, 2, first.in_features),
             # "first": rank by the root layer alone, i.e. the L1 norm of the first Linear's rows.
             importance=_importance(criterion, group_reduction="first"),
-            pruning_ratio=ratio,
             ignored_layers=[last],
-            round_to=round_to if round_to > 1 else None,
+            **sizing,
         )
         pruner.step()
+        clamped += pruner.clamped
         ffn.feedforward_channels = first.out_features
         widths[name] = [before, first.out_features]
     if not widths:
         raise ValueError(f"scope +ffn: the detector has no FFN to prune in {list(stacks)}")
-    return widths
+    return widths, clamped
 
 
 def prunable_weights(detector: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
@@ -488,12 +689,14 @@ def apply_pruning(
     ratio: float,
     input_hw: tuple[int, int],
     seed: int = 0,
+    targets: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Prune ``detector`` in place as the method ``spec`` (config ``pruning.methods.<name>``) says.
 
     ``ratio`` is a fraction; for weight pruning it is the sparsity to reach over the selected
     weights (zeros already there count), for filter pruning the fraction of the current channels
-    to remove (the parts in the method's ``part_ratios`` take their own, in percent).
+    to remove (the parts in the method's ``part_ratios`` take their own, in percent). A filter
+    method given ``targets`` (:func:`filter_shapes`) prunes to those shapes instead.
     """
     kind = spec["kind"]
     if kind == "filter":
@@ -512,6 +715,7 @@ def apply_pruning(
             round_to,
             transformer,
             part_ratios,
+            targets,
         )
     if kind == "weight":
         return weight_prune(detector, ratio, spec["scope"], spec.get("modules"), spec.get("layers"))
