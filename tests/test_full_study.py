@@ -232,9 +232,11 @@ def test_onnx_export_matches_pytorch(study):
     assert record["variant"] == EXPORTED
     assert record["onnx_parity_frames"] == 1 and record["onnx_queries"] == 300
     # This barely trained model scores many proposals alike: a near-tie at the top-300 boundary
-    # can make onnxruntime's TopK pick another proposal than torch's (seen once: 2 queries off
-    # by 0.08, the other 298 within 4e-6). More than that is a graph that computes otherwise.
-    assert record["onnx_queries_off"] <= 3, record
+    # can make onnxruntime's TopK pick another proposal than torch's, and that query and those
+    # attending to it differ. How many depends on the CPU's float kernels: 2 off by 0.08 on one
+    # machine, 4 off by 0.19 on another (the same count before and after the safety fixes of
+    # issue 35). A graph that computes otherwise is off throughout, hundreds of queries.
+    assert record["onnx_queries_off"] <= 0.05 * record["onnx_queries"], record
 
 
 # --- What only a GPU shows (make gpu-smoke) ------------------------------------------------
