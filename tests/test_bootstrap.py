@@ -10,22 +10,33 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import warnings
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pytest
 
 from detrprune.evaluate.bootstrap import (
+    DELTA_INTERVAL_METHOD,
+    INTERVAL_METHOD,
+    METRICS,
     BootstrapError,
     accuracy_intervals,
+    basic_ci,
+    bca_acceleration,
+    bca_ci,
     bootstrap_accuracy,
+    bootstrap_interval,
     coco_evaluated,
     coco_resampled,
+    jackknife_accuracy,
     kitti_resampled,
     median_ci,
     paired_delta,
     percentile_ci,
     resample_indices,
+    resampled_accuracy,
 )
 from detrprune.evaluate.kitti_ap import CLASSES, kitti_ap
 
@@ -148,10 +159,14 @@ def test_perfect_detector_gives_one():
                 scene.det(cls, box, 0.95 - 0.01 * (5 * image_id + k), image_id=image_id)
     gt, dets = coco_of(scene)
     samples = bootstrap_accuracy(gt, dets, resamples=200, seed=0)
+    jackknife = jackknife_accuracy(gt, dets)
     for name in ("mAP", "mAP50", "kitti_mAP_moderate"):
         assert samples[name].shape == (200,)
         assert (samples[name] == 1.0).all()
-    intervals = accuracy_intervals(samples)
+        assert jackknife.full[name] == 1.0 and (jackknife.left_out[name] == 1.0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # constant samples and jackknife: no 0/0 anywhere
+        intervals = accuracy_intervals(samples, jackknife.full, jackknife.left_out)
     assert intervals == {
         f"{name}_ci95_{side}": 1.0
         for name in ("mAP", "mAP50", "kitti_mAP_moderate")
@@ -220,7 +235,9 @@ def test_same_seed_same_samples_other_seed_other_samples():
     for name in ("mAP", "mAP50", "kitti_mAP_moderate"):
         np.testing.assert_array_equal(a[name], b[name])
         assert not np.array_equal(a[name], c[name])
-    assert accuracy_intervals(a) == accuracy_intervals(b) != accuracy_intervals(c)
+    jk = jackknife_accuracy(gt, dets)
+    intervals = [accuracy_intervals(x, jk.full, jk.left_out) for x in (a, b, c)]
+    assert intervals[0] == intervals[1] != intervals[2]
 
 
 def test_paired_interval_of_a_model_against_itself_is_zero():
@@ -282,3 +299,208 @@ def test_indices_out_of_range_are_rejected():
         coco_resampled(gt, dets, np.array([[0, 3, 1]]))
     with pytest.raises(BootstrapError, match="indices"):
         kitti_resampled(gt, dets, np.array([0, 1, 2]))
+
+
+# The interval methods, against references computed here (statistics.NormalDist, not scipy).
+
+PHI = NormalDist()
+
+
+def bca_reference(samples, point, jackknife, level=0.95):
+    """BCa from its textbook formula, step by step."""
+    samples = np.asarray(samples, dtype=float)
+    share = (np.sum(samples < point) + 0.5 * np.sum(samples == point)) / samples.size
+    z0 = PHI.inv_cdf(share)
+    jk = np.asarray(jackknife, dtype=float)
+    d = jk.mean() - jk
+    a = np.sum(d**3) / (6 * np.sum(d**2) ** 1.5)
+    ends = []
+    for tail in ((1 - level) / 2, (1 + level) / 2):
+        z = PHI.inv_cdf(tail)
+        ends.append(np.percentile(samples, 100 * PHI.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))))
+    return tuple(ends)
+
+
+def test_basic_interval_reflects_the_percentile_quantiles_and_stays_in_range():
+    samples = np.array([np.nan, *np.linspace(0.2, 0.6, 101)])
+    q_low, q_high = 0.21, 0.59  # the 2.5 and 97.5 % quantiles of the 101 values
+    assert percentile_ci(samples) == pytest.approx((q_low, q_high))
+    assert basic_ci(samples, 0.3) == pytest.approx((0.6 - q_high, 0.6 - q_low))
+    # Reflected below 0: clipped to [0, 1] by default, since no AP lies outside it.
+    assert basic_ci(samples, 0.2, bounds=None) == pytest.approx((0.4 - q_high, 0.4 - q_low))
+    assert basic_ci(samples, 0.2) == pytest.approx((0.0, 0.4 - q_low))
+    assert basic_ci(samples + 0.4, 0.95) == pytest.approx((1.9 - q_high - 0.4, 1.0))
+    assert basic_ci(samples, 0.3, level=0.5) == pytest.approx((0.6 - 0.5, 0.6 - 0.3))
+    low, high = basic_ci([np.nan], 0.3)
+    assert math.isnan(low) and math.isnan(high)
+    low, high = basic_ci(samples, math.nan)
+    assert math.isnan(low) and math.isnan(high)
+
+
+def test_bca_without_bias_or_acceleration_is_the_percentile_interval():
+    """The point is the samples' median (the sample equal to it counts half: z0 = 0) and the
+    jackknife is symmetric (a = 0)."""
+    samples = np.linspace(0.1, 0.5, 201) ** 1.5  # skewed, median at the 101st value
+    point = float(np.median(samples))
+    assert bca_acceleration([0.2, 0.3, 0.4, 0.5]) == pytest.approx(0.0, abs=1e-15)
+    for level in (0.95, 0.8):
+        expected = percentile_ci(samples, level)
+        got = bca_ci(samples, point, [0.2, 0.3, 0.4, 0.5], level)
+        assert got == pytest.approx(expected, rel=1e-12)
+        assert got == pytest.approx(bca_reference(samples, point, [0.2, 0.3, 0.4, 0.5], level))
+
+
+def test_bca_corrects_the_bootstrap_that_sits_above_the_point():
+    """Resamples mostly above the point (AP's upward bias on duplicated images): z0 < 0, and
+    the interval moves below the percentile one, as the basic interval does."""
+    samples = np.random.default_rng(0).normal(0.33, 0.02, size=2000)
+    point, jackknife = 0.32, [0.3, 0.31, 0.31, 0.32, 0.33]
+    low, high = bca_ci(samples, point, jackknife)
+    p_low, p_high = percentile_ci(samples)
+    b_low, b_high = basic_ci(samples, point)
+    assert low < p_low and high < p_high
+    assert (low, high) == pytest.approx(bca_reference(samples, point, jackknife), rel=1e-12)
+    assert (low, high) == pytest.approx((b_low, b_high), abs=0.005)  # near-normal samples
+    # And the other way for a bootstrap below the point.
+    low, high = bca_ci(samples, 0.34, jackknife)
+    assert low > p_low and high > p_high
+
+
+def test_bca_acceleration_from_a_skewed_jackknife():
+    jackknife = [0.0, 0.0, 0.0, 1.0, np.nan]  # the NaN (undefined leave-one-out) is dropped
+    d = np.array([0.25, 0.25, 0.25, -0.75])
+    assert bca_acceleration(jackknife) == pytest.approx(np.sum(d**3) / (6 * 0.75**1.5))
+    samples = np.linspace(0.0, 1.0, 1001)
+    got = bca_ci(samples, 0.45, jackknife)
+    assert got == pytest.approx(bca_reference(samples, 0.45, jackknife[:4]), rel=1e-12)
+    # a < 0 moves both adjusted levels down: the interval lies below the bias-corrected one.
+    unaccelerated = bca_ci(samples, 0.45, [0.0, 1.0, 2.0])
+    assert got[0] < unaccelerated[0] and got[1] < unaccelerated[1]
+
+
+def test_bca_degenerate_cases_fall_back_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # All samples equal: the percentile interval's (value, value), whatever the point.
+        assert bca_ci([0.4] * 50, 0.3, [0.1, 0.2, 0.3]) == (0.4, 0.4)
+        # A constant jackknife, too few values, all NaN: no acceleration.
+        for jackknife in ([0.3] * 7, [0.1, 0.2], [np.nan] * 5, []):
+            assert bca_acceleration(jackknife) == 0.0
+        # A constant jackknife whose mean is not exactly its value in floating point.
+        assert bca_acceleration([0.1] * 3) == 0.0
+        # The point beyond every sample: z0 as for half a sample beyond, finite.
+        samples = np.linspace(0.2, 0.4, 100)
+        low, high = bca_ci(samples, 0.1, [0.1, 0.2, 0.3])
+        z0 = PHI.inv_cdf(0.5 / 100)
+        expected = np.percentile(samples, [100 * PHI.cdf(2 * z0 + z) for z in (-1.96, 1.96)])
+        assert (low, high) == pytest.approx(tuple(expected), abs=1e-4)
+        assert 0.2 <= low <= high <= 0.4
+        # 1 - a (z0 + z) <= 0 (an extreme level and acceleration): a dropped.
+        skewed = [0.0] * 1000 + [1.0]
+        level = 1 - 1e-9
+        assert bca_acceleration(skewed) < -0.16
+        assert bca_ci(samples, 0.3, skewed, level) == bca_ci(samples, 0.3, [0.0] * 3, level)
+        # Nothing defined: NaN.
+        for low, high in (bca_ci([np.nan] * 3, 0.3, [0.1]), bca_ci(samples, math.nan, [0.1])):
+            assert math.isnan(low) and math.isnan(high)
+    with pytest.raises(BootstrapError, match="level"):
+        bca_ci(samples, 0.3, [0.1], level=0.0)
+
+
+def test_interval_dispatch_by_method():
+    samples = np.linspace(0.2, 0.6, 101)
+    jackknife = [0.3, 0.35, 0.42]
+    assert bootstrap_interval("percentile", samples, 0.3) == percentile_ci(samples)
+    assert bootstrap_interval("basic", samples, 0.3) == basic_ci(samples, 0.3)
+    assert bootstrap_interval("basic", samples, 0.2, bounds=None) == basic_ci(
+        samples, 0.2, bounds=None
+    )
+    assert bootstrap_interval("bca", samples, 0.3, jackknife) == bca_ci(samples, 0.3, jackknife)
+    with pytest.raises(BootstrapError, match="jackknife"):
+        bootstrap_interval("bca", samples, 0.3)
+    with pytest.raises(BootstrapError, match="unknown interval method"):
+        bootstrap_interval("studentized", samples, 0.3)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_jackknife_equals_each_leave_one_out_dataset(ties):
+    gt, dets = random_case(10, num_images=9, ties=ties)
+    jackknife = jackknife_accuracy(gt, dets)
+    stats = pycoco_stats(gt, dets)
+    assert jackknife.full == {
+        "mAP": stats[0],
+        "mAP50": stats[1],
+        "kitti_mAP_moderate": kitti_ap(gt, dets)["kitti_mAP_moderate"],
+    }
+    for i in range(9):
+        ref_gt, ref_dets = expanded(gt, dets, np.delete(np.arange(9), i))
+        ref = pycoco_stats(ref_gt, ref_dets)
+        assert jackknife.left_out["mAP"][i] == ref[0]
+        assert jackknife.left_out["mAP50"][i] == ref[1]
+        assert (
+            jackknife.left_out["kitti_mAP_moderate"][i]
+            == kitti_ap(ref_gt, ref_dets)["kitti_mAP_moderate"]
+        )
+    # The (n, n-1) leave-one-out indices through the resampling functions give the same.
+    loo = np.array([np.delete(np.arange(9), i) for i in range(9)])
+    coco = coco_resampled(gt, dets, loo)
+    np.testing.assert_array_equal(coco["mAP"], jackknife.left_out["mAP"])
+    np.testing.assert_array_equal(
+        kitti_resampled(gt, dets, loo), jackknife.left_out["kitti_mAP_moderate"]
+    )
+
+
+def test_jackknife_of_one_image_is_undefined():
+    gt, dets = random_case(11, num_images=1)
+    assert all(math.isnan(v[0]) for v in jackknife_accuracy(gt, dets).left_out.values())
+
+
+def test_resampled_accuracy_is_the_bootstrap_and_the_jackknife_in_one_pass():
+    gt, dets = random_case(12, num_images=25, ties=True)
+    both = resampled_accuracy(gt, dets, resamples=50, seed=5)
+    samples = bootstrap_accuracy(gt, dets, resamples=50, seed=5)
+    jackknife = jackknife_accuracy(gt, dets)
+    assert both.point == jackknife.full
+    for name in METRICS:
+        np.testing.assert_array_equal(both.samples[name], samples[name])
+        np.testing.assert_array_equal(both.jackknife[name], jackknife.left_out[name])
+
+
+def test_accuracy_intervals_are_the_chosen_method_not_the_percentile():
+    """metrics.json's intervals: BCa (bench/interval_coverage.md) from the resamples, the
+    exact full-set values and the jackknife. On this set the resamples sit above the point
+    estimate, and the interval moves below the percentile one."""
+    assert INTERVAL_METHOD == "bca"
+    gt, dets = random_case(3, num_images=40)
+    r = resampled_accuracy(gt, dets, resamples=300, seed=4)
+    intervals = accuracy_intervals(r.samples, r.point, r.jackknife)
+    for name in METRICS:
+        expected = bca_ci(r.samples[name], r.point[name], r.jackknife[name])
+        assert (intervals[f"{name}_ci95_low"], intervals[f"{name}_ci95_high"]) == expected
+    assert np.mean(r.samples["mAP"]) > r.point["mAP"]
+    p_low, p_high = percentile_ci(r.samples["mAP"])
+    assert intervals["mAP_ci95_low"] < p_low and intervals["mAP_ci95_high"] < p_high
+    for method in ("percentile", "basic"):
+        other = accuracy_intervals(r.samples, r.point, method=method)
+        low, high = bootstrap_interval(method, r.samples["mAP"], r.point["mAP"])
+        assert (other["mAP_ci95_low"], other["mAP_ci95_high"]) == (low, high)
+    with pytest.raises(BootstrapError, match="jackknife"):
+        accuracy_intervals(r.samples, r.point)
+
+
+def test_paired_delta_by_method():
+    assert DELTA_INTERVAL_METHOD == "percentile"
+    variant = {"mAP": np.linspace(0.3, 0.5, 101)}
+    control = {"mAP": np.full(101, 0.45)}
+    q_low, q_high = 0.3 + 0.005 - 0.45, 0.3 + 0.195 - 0.45
+    default = paired_delta(variant, control, 0.4, 0.45)
+    assert default["delta_mAP"] == pytest.approx(-0.05)
+    assert (default["delta_mAP_ci95_low"], default["delta_mAP_ci95_high"]) == pytest.approx(
+        (q_low, q_high)
+    )
+    basic = paired_delta(variant, control, 0.4, 0.45, method="basic")
+    assert (basic["delta_mAP_ci95_low"], basic["delta_mAP_ci95_high"]) == pytest.approx(
+        (-0.1 - q_high, -0.1 - q_low)
+    )
+    with pytest.raises(BootstrapError, match="percentile or basic"):
+        paired_delta(variant, control, 0.4, 0.45, method="bca")

@@ -26,9 +26,10 @@ from torch import nn
 from detrprune.constants import GMACS_PARTS, LATENCY_PARTS
 from detrprune.evaluate.bootstrap import (
     DEFAULT_RESAMPLES,
+    INTERVAL_METHOD,
     accuracy_intervals,
-    bootstrap_accuracy,
     median_ci,
+    resampled_accuracy,
 )
 from detrprune.evaluate.kitti_ap import kitti_ap
 from detrprune.evaluate.paired import write_resamples
@@ -603,8 +604,10 @@ def accuracy_record(
     step_parts_ms: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """The variant's identity (from its checkpoint ``meta``), COCO and KITTI AP, and their
-    percentile-bootstrap 95 % intervals over the validation images (``bootstrap_resamples``
-    resamples drawn with ``seed``, from the one inference pass). ``out_resamples`` gets those
+    bootstrap 95 % intervals over the validation images (``bootstrap_resamples`` resamples
+    drawn with ``seed``, from the one inference pass), by the method the record names in
+    ``accuracy_interval_method`` (:data:`~detrprune.evaluate.bootstrap.INTERVAL_METHOD`, chosen
+    by its measured coverage: bench/interval_coverage.md). ``out_resamples`` gets those
     per-resample metrics (:func:`~detrprune.evaluate.paired.write_resamples`), which pair the
     variant with its control when the summary is aggregated. The inference pass's step times go
     to ``step_times_ms`` and ``step_parts_ms`` when given."""
@@ -632,8 +635,12 @@ def accuracy_record(
     log.info(
         "bootstrap: %d resamples of the %d val images", bootstrap_resamples, len(coco_gt["images"])
     )
-    samples = bootstrap_accuracy(coco_gt, detections, resamples=bootstrap_resamples, seed=seed)
-    record.update(accuracy_intervals(samples))
+    # The exact full-set values (mmdet rounds mAP to 3 decimals), the resamples and the
+    # leave-one-out values, from one matching pass.
+    resampled = resampled_accuracy(coco_gt, detections, resamples=bootstrap_resamples, seed=seed)
+    samples = resampled.samples
+    record.update(accuracy_intervals(samples, resampled.point, resampled.jackknife))
+    record["accuracy_interval_method"] = INTERVAL_METHOD
     record["bootstrap_resamples"] = bootstrap_resamples
     if out_resamples is not None:
         image_ids = [image["id"] for image in coco_gt["images"]]
