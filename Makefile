@@ -51,12 +51,10 @@ gpu-smoke: install
 	DETRPRUNE_REQUIRE_GPU=1 $(BIN)/python bench/semi_structured.py --full-size --modules encoder \
 		--layers ffn --out results/bench/semi_structured_full_size_encoder_ffn.json
 
-# The measured goals, the latency check (accuracy pass vs back-to-back), round_to 1 vs 8,
-# contiguous sampling in deformable attention and the run's cost per rule on the demo's results;
-# run after `make demo`.
+# The measured goals, round_to 1 vs 8, contiguous sampling in deformable attention and the run's
+# cost per rule on the demo's results; run after `make demo`.
 bench: install
 	$(BIN)/python bench/pruning_goals.py --retime
-	$(BIN)/python bench/latency_modes.py
 	$(BIN)/python bench/round_to.py
 	$(BIN)/python bench/deformable_sampling.py
 	$(BIN)/python bench/demo_budget.py

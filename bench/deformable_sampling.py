@@ -32,7 +32,7 @@ import torch.nn.functional
 # seeded random init. The script's folder is on sys.path when it runs.
 from semi_structured import load_model, model_settings
 
-from detrprune.evaluate.goals import speedup_interval
+from detrprune.evaluate.latency import speedup_interval
 from detrprune.evaluate.metrics import cpu_description, time_test_steps
 from detrprune.jobs import write_json
 from detrprune.prune.attention import prune_sampling_points

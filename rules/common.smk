@@ -5,7 +5,7 @@
 
 from pathlib import Path
 
-from detrprune.constants import DEFAULT_ROUND_TO, ITERATIVE_FINETUNE_KEYS
+from detrprune.constants import DEFAULT_ROUND_TO, ITERATIVE_FINETUNE_KEYS, nm_pattern
 
 # Every rule runs in this environment under --sdm conda (same pins as requirements.txt).
 CONDA_ENV = "../envs/detrprune.yaml"
@@ -80,6 +80,16 @@ def spec_of(method):
     return spec
 
 
+def uses_2to4(variant):
+    """Whether a variant (prune/<method>/r<ratio>, finetune/...) is a 2:4 weight method's, whose
+    evaluation times the dense vs sparse GPU kernels."""
+    parts = variant.split("/")
+    if len(parts) != 3 or parts[1] not in PRUNING_METHODS:
+        return False
+    spec = spec_of(parts[1])
+    return spec["kind"] == "weight" and nm_pattern(spec["scope"]) == (2, 4)
+
+
 def method_spec(wildcards):
     return spec_of(wildcards.method)
 
@@ -103,9 +113,13 @@ def control_variants():
     ]
 
 
+def evaluated_variants():
+    """Every model evaluated and timed: the baseline, the controls and the pruned models."""
+    return ["baseline", *control_variants(), *pruned_variants()]
+
+
 def all_metrics():
-    variants = ["baseline", *control_variants(), *pruned_variants()]
-    return [f"results/eval/{v}/metrics.json" for v in variants]
+    return [f"results/eval/{v}/metrics.json" for v in evaluated_variants()]
 
 
 def replicate_metrics():

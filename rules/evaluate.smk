@@ -17,26 +17,68 @@ rule evaluate:
         "benchmarks/evaluate/{variant}.tsv"
     conda:
         CONDA_ENV
-    # Latency is timed with this many threads; the job reserves them so no other job shares them.
+    # Inference and the bootstrap use this many threads.
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=config["resources"]["evaluate"]["mem_mb"],
         runtime=config["resources"]["evaluate"]["runtime"],
-        # COCO inference and GPU latency use CUDA where there is one: profiles/local-gpu caps
-        # the GPUs in use, and profiles/slurm sends it to the GPU partition.
+        # COCO inference uses CUDA where there is one: profiles/local-gpu caps the GPUs in use,
+        # and profiles/slurm sends it to the GPU partition.
         gpu=1,
     params:
-        # Only what this rule uses: a change of evaluate.onnx reruns no evaluation.
+        # Only what this rule uses: a change of evaluate.onnx or evaluate.latency reruns no
+        # evaluation (latency is the time_models rule's).
         evaluate={
             key: config["evaluate"][key]
-            for key in ("threads", "latency", "flops_images", "bootstrap")
+            for key in ("threads", "flops_images", "bootstrap")
         },
+        # Times a 2:4-pruned model's dense vs sparse GPU kernels; no other variant uses it.
+        latency=lambda wildcards: (
+            config["evaluate"]["latency"] if uses_2to4(wildcards.variant) else None
+        ),
         input_scale=config["model"]["input_scale"],
         data_root=lambda wildcards, input: kitti_root(input.images),
         # Draws the bootstrap resamples: every variant gets the same ones.
         seed=config["seed"],
     script:
         "../scripts/evaluate.py"
+
+
+# Latency of every evaluated model, timed in one process, round-robin: drift on a shared
+# machine hits every model alike, and the rounds pair each model with the baseline for the
+# speedup's interval. A new model retimes them all.
+rule time_models:
+    input:
+        # In the order of params.models.
+        models=[f"results/{variant}/model.pth" for variant in evaluated_variants()],
+        val=COCO_JSON["val"],
+        images=KITTI_TRAINING,
+    output:
+        latency="results/eval/latency.json",
+    log:
+        "logs/time_models.log",
+    benchmark:
+        "benchmarks/time_models.tsv"
+    conda:
+        CONDA_ENV
+    # The timing reserves its threads so that no other job shares them.
+    threads: config["evaluate"]["threads"]
+    resources:
+        mem_mb=config["resources"]["time_models"]["mem_mb"],
+        runtime=config["resources"]["time_models"]["runtime"],
+        # Where CUDA is available the models are timed on the GPU too.
+        gpu=1,
+    params:
+        # The variant of each input model, in order.
+        models=evaluated_variants(),
+        threads=config["evaluate"]["threads"],
+        latency=config["evaluate"]["latency"],
+        input_scale=config["model"]["input_scale"],
+        data_root=lambda wildcards, input: kitti_root(input.images),
+        # Draws the intervals' bootstrap resamples.
+        seed=config["seed"],
+    script:
+        "../scripts/time_models.py"
 
 
 # A seed replicate differs from the variant it replicates only in its weights' values: its

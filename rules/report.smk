@@ -18,6 +18,8 @@ rule aggregate:
         metrics=all_metrics(),
         onnx=all_onnx(),
         resamples=all_resamples(),
+        # Every model's latency, timed in one process (rule time_models).
+        latency="results/eval/latency.json",
         # Seed replicates' accuracy (none unless pruning.finetune.replicate_seeds lists seeds).
         replicates=replicate_metrics(),
     output:

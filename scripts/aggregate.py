@@ -1,5 +1,5 @@
-"""Rule aggregate: every variant's metrics.json, resamples.npz (and onnx.json), and the seed
-replicates' metrics.json -> summary.csv."""
+"""Rule aggregate: every variant's metrics.json, resamples.npz (and onnx.json), the models'
+latency.json and the seed replicates' metrics.json -> summary.csv."""
 
 from detrprune.jobs import log_to
 from detrprune.report.summary import aggregate
@@ -11,4 +11,5 @@ with log_to(snakemake.log[0]):
         list(snakemake.input.onnx),
         list(snakemake.input.resamples),
         list(snakemake.input.replicates),
+        latency_path=snakemake.input.latency,
     )

@@ -1,4 +1,4 @@
-"""Rule evaluate: COCO AP, latency, FLOPs, parameters and size of one variant -> metrics.json."""
+"""Rule evaluate: COCO AP, FLOPs, parameters and size of one variant -> metrics.json."""
 
 from detrprune.constants import CLASSES
 from detrprune.evaluate.metrics import evaluate_checkpoint
@@ -14,16 +14,19 @@ with log_to(snakemake.log[0]):
         input_scale=tuple(snakemake.params.input_scale),
         classes=CLASSES,
         threads=settings["threads"],
-        warmup=settings["latency"]["warmup"],
-        runs=settings["latency"]["runs"],
         flops_images=settings["flops_images"],
+        latency=snakemake.params.latency,
         bootstrap_resamples=settings["bootstrap"]["resamples"],
         seed=snakemake.params.seed,
         out_resamples=snakemake.output.resamples,
     )
     record["provenance"] = provenance(
-        {"evaluate": settings, "input_scale": snakemake.params.input_scale},
-        device=record["latency_device"],
+        {
+            "evaluate": settings,
+            "latency": snakemake.params.latency,
+            "input_scale": snakemake.params.input_scale,
+        },
+        device=record["inference_device"],
         threads=settings["threads"],
     )
     write_json(record, snakemake.output.metrics)

@@ -150,7 +150,7 @@ def micro_config() -> dict:
     config["pruning"]["iterative"].update(
         method="filter_ffn", target_ratio=50, steps=2, finetune_iters=2, max_map_drop=1.0
     )
-    config["evaluate"]["latency"].update(warmup=1, runs=30)
+    config["evaluate"]["latency"].update(warmup=1, runs=10, rounds=5, images=2)
     config["evaluate"]["flops_images"] = 1
     return config
 

@@ -141,9 +141,9 @@ def test_the_report_has_the_elasticity_table_with_its_caveat(tmp_path: Path):
     page = next(t for t in texts if "Latency elasticity per filter variant" in t)
     assert "prune/filter/r20" in page and "prune/filter/r50" in page
     assert "prune/weight/r90" not in page
-    assert "elasticity" in page and "GMACs chg %" in page and "lat low" in page
+    assert "elasticity" in page and "GMACs chg %" in page and "sp low" in page
     assert "-45" in page and "0.9" in page and "n/a" in page
-    assert "separate evaluation jobs" in page and "make bench" in page
+    assert "one process, round-robin" in page and "paired 95 % interval" in page
     assert f"Latency device: {DEVICE}" in page
     # Recovery, summary, detail tables, then this one.
     assert texts.index(page) == 4

@@ -130,6 +130,7 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "finetune_baseline": 1,
         "iterative_control": 1,
         "evaluate": 60,  # baseline + 2 controls + 28 zero-shot + 28 fine-tuned + iterative
+        "time_models": 1,  # the same 60 models, timed in one process
         "export_onnx": 12,  # the final model of each of the 11 methods + iterative
         "aggregate": 1,
         "report": 1,

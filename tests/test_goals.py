@@ -895,7 +895,7 @@ def test_goals_import_no_torch():
 
 
 def test_speedup_interval_pairs_whole_rounds():
-    from detrprune.evaluate.goals import speedup_interval
+    from detrprune.evaluate.latency import speedup_interval
 
     rounds = [[10.0, 11.0], [20.0, 22.0], [15.0, 16.0]]  # drift between rounds
     assert speedup_interval(rounds, rounds) == (1.0, 1.0)

@@ -228,7 +228,11 @@ def test_evaluate_checkpoint_records_2to4_and_the_summary_reads_it(tiny_detector
         assert record["gpu_2to4_skipped_reason"] == UNSUPPORTED
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps(record))
-    summary = aggregate([metrics], tmp_path / "summary.csv").iloc[0]
+    # Latency comes from the time_models rule's record, not from the evaluation.
+    latency = tmp_path / "latency.json"
+    timed = {"latency_ms_median": 50.0, "latency_ms_p90": 55.0, "latency_device": "cpu"}
+    latency.write_text(json.dumps({"models": {record["variant"]: timed}}))
+    summary = aggregate([metrics], tmp_path / "summary.csv", latency_path=latency).iloc[0]
     assert summary["linears_2to4"] == pruned
     assert "gpu_layer_speedup_2to4" not in summary  # a dict: metrics.json only
     if UNSUPPORTED is not None:

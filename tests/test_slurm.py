@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not opted_in(), reason=NOT_OP
 
 PROFILE = REPO / "profiles" / "slurm"
 # 2 + 2 ratios, zero-shot (aggregate pairs each with the baseline)
-COMPUTE_RULES = {"train_baseline": 1, "prune": 4, "evaluate": 5}
+COMPUTE_RULES = {"train_baseline": 1, "prune": 4, "evaluate": 5, "time_models": 1}
 DATA_RULES = ("synthesize_kitti", "extract_kitti", "kitti_to_coco", "aggregate")
 # Accuracy and size: a property of the computation. Latency columns depend on the machine's load.
 COMPARED = ["mAP", "mAP50", "params_total", "params_nonzero", "gmacs"]

@@ -71,6 +71,9 @@ def test_study_runs_to_the_report(study):
         low, high = summary[f"{column}_ci95_low"], summary[f"{column}_ci95_high"]
         assert (low <= high).all(), column
     assert (summary["latency_ms_ci95_low"] > 0).all()
+    # Speed against the baseline timed in the same rounds (rule time_models).
+    assert by_variant.loc["baseline", "speedup"] == 1.0
+    assert (summary["speedup_ci95_low"] <= summary["speedup_ci95_high"]).all()
     compared = by_variant.drop(index="baseline")
     assert compared["significant"].notna().all() and compared["delta_mAP"].notna().all()
     assert pd.isna(by_variant.loc["baseline", "significant"])
@@ -232,6 +235,7 @@ RUN_ONLY = {"log_interval": 3, "checkpoint_interval": 3, "threads": 1}
                 "evaluate": 16,
                 "export_onnx": 1,
                 "iterative_control": 1,
+                "time_models": 1,
             },
         ),
         # Every fine-tuned model and its control; not the iterative loop, whose steps have
@@ -243,6 +247,7 @@ RUN_ONLY = {"log_interval": 3, "checkpoint_interval": 3, "threads": 1}
                 "finetune_baseline": 1,
                 "evaluate": 7,
                 "export_onnx": 4,
+                "time_models": 1,
             },
         ),
         # A method's option reaches its prune job's params, so its targets rerun (the iterative
@@ -254,10 +259,20 @@ RUN_ONLY = {"log_interval": 3, "checkpoint_interval": 3, "threads": 1}
                     "methods": {"filter_ffn": {"part_ratios": {"ffn": 25}}},
                 }
             },
-            {"prune": 1, "finetune": 1, "evaluate": 2, "export_onnx": 1},
+            {"prune": 1, "finetune": 1, "evaluate": 2, "export_onnx": 1, "time_models": 1},
         ),
+        # Every model is timed again, in one job; no evaluation reruns. The ONNX exports time
+        # onnxruntime against PyTorch with the same runs.
+        ({"evaluate": {"latency": {"runs": 12}}}, {"time_models": 1, "export_onnx": 5}),
     ],
-    ids=["train-run-only-values", "onnx-frames", "flops-images", "finetune-iters", "method-option"],
+    ids=[
+        "train-run-only-values",
+        "onnx-frames",
+        "flops-images",
+        "finetune-iters",
+        "method-option",
+        "latency-runs",
+    ],
 )
 def test_a_value_reruns_only_the_rules_that_use_it(study, tmp_path, change, expected):
     downstream = {"aggregate": 1, "report": 1} if expected else {}
@@ -273,7 +288,7 @@ def test_a_value_a_rule_uses_still_reruns_it(study, tmp_path):
 
 @pytest.mark.parametrize(
     "change",
-    [{"pruning": {"finetune": {"iters": 3}}}, {"evaluate": {"latency": {"runs": 31}}}],
+    [{"pruning": {"finetune": {"iters": 3}}}, {"evaluate": {"latency": {"runs": 12}}}],
     ids=["finetune-iters", "latency-runs"],
 )
 def test_the_iterative_loop_reruns_only_for_what_it_uses(study, tmp_path, change):
@@ -394,8 +409,12 @@ def test_metrics_record_parts_sparsity_and_provenance(study):
     assert {"kitti_mAP_moderate", "sparse_mb", "gmacs_backbone"} <= set(summary.columns)
     provenance = weight["provenance"]
     assert provenance["packages"]["mmdet"] == "3.3.0"
-    assert provenance["settings"]["evaluate"]["latency"]["runs"] == 30
-    assert provenance["threads"] == 2 and provenance["device"] == weight["latency_device"]
+    assert provenance["settings"]["evaluate"]["bootstrap"]["resamples"] == 1000
+    assert provenance["threads"] == 2
+    assert provenance["device"] == weight["inference_device"] == "cpu"
+    latency = json.loads((study / "results/eval/latency.json").read_text())
+    assert latency["provenance"]["settings"]["latency"]["runs"] == 10
+    assert latency["provenance"]["device"] == latency["latency_device"]
 
 
 def test_keep_going_a_failing_target_does_not_stop_the_others(study, tmp_path):
@@ -450,6 +469,9 @@ TIMING_COLUMNS = (
     "torch_forward_latency_ms_median",
     *[f"latency_ms_{part}" for part in LATENCY_PARTS],
     "latency_ms_parts_sum",
+    "speedup",
+    "speedup_ci95_low",
+    "speedup_ci95_high",
 )
 
 

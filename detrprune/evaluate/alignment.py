@@ -6,7 +6,7 @@ of 8), and every model, the baseline included, is timed in one process on the sa
 forward in PyTorch and in onnxruntime (the graph ``export_onnx`` writes). Rounds rotate the
 model order and alternate which runtime goes first, so drift between rounds hits every model
 alike; each model's speedup over the baseline gets the paired-round interval of
-:func:`detrprune.evaluate.goals.speedup_interval`. Zero-shot models suffice: latency depends on
+:func:`detrprune.evaluate.latency.speedup_interval`. Zero-shot models suffice: latency depends on
 the shapes, not on the weights' values.
 """
 
@@ -50,7 +50,7 @@ def compare_roundings(
     import torch
     from tqdm import tqdm
 
-    from detrprune.evaluate.goals import speedup_interval
+    from detrprune.evaluate.latency import speedup_interval
     from detrprune.evaluate.onnx_export import (
         INPUT_NAME,
         OnnxForward,
@@ -147,7 +147,7 @@ def compare_roundings(
 def rounding_table(result: Mapping[str, Any], roundings: Sequence[int]) -> list[dict[str, Any]]:
     """One row per (scope, ratio): per runtime, each rounding's median (ms) and the speedup of
     the last rounding over the first (e.g. 8 over 1) with its paired-round 95 % interval."""
-    from detrprune.evaluate.goals import speedup_interval
+    from detrprune.evaluate.latency import speedup_interval
 
     low, high = roundings[0], roundings[-1]
     rows = []

@@ -26,7 +26,7 @@ re-timing lives in :mod:`detrprune.evaluate.retime`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -714,30 +714,3 @@ def goal_e(
         del candidate["label"]  # the table's index label: not part of the record
     goal.update(goal_extra, candidates=candidates)
     return goal
-
-
-def speedup_interval(
-    baseline_rounds: Sequence[Sequence[float]],
-    variant_rounds: Sequence[Sequence[float]],
-    *,
-    resamples: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the speedup (baseline median / variant median) from an
-    interleaved re-timing: whole rounds are drawn with replacement, the same ones for both
-    models, so drift between rounds stays paired; each draw pools the drawn rounds' runs.
-    """
-    base = np.asarray(baseline_rounds, dtype=np.float64)
-    variant = np.asarray(variant_rounds, dtype=np.float64)
-    if base.ndim != 2 or base.shape[0] != variant.shape[0] or base.shape[0] < 1:
-        raise ValueError(
-            f"speedup interval: rounds of runs must pair up, got shapes {base.shape} and "
-            f"{variant.shape}"
-        )
-    draws = np.random.default_rng(seed).integers(0, base.shape[0], size=(resamples, base.shape[0]))
-    pooled_base = np.median(base[draws].reshape(resamples, -1), axis=1)
-    pooled_variant = np.median(variant[draws].reshape(resamples, -1), axis=1)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(pooled_base / pooled_variant, [tail, 100 - tail])
-    return float(low), float(high)

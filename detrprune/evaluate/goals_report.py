@@ -31,9 +31,9 @@ from detrprune.evaluate.goals import (
     goal_e,
     part_changes,
     size_numbers,
-    speedup_interval,
     speedup_to_elasticity,
 )
+from detrprune.evaluate.latency import speedup_interval
 
 VARIANTS_LEGEND = (
     "FLOPs chg: change vs baseline; mAP/base: share of the baseline mAP kept;\n"

@@ -8,7 +8,6 @@ can see (on GPU the CUDA kernel is an opaque op counted as zero).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -16,19 +15,18 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from detrprune.constants import GMACS_PARTS, LATENCY_PARTS
+from detrprune.constants import GMACS_PARTS
 from detrprune.evaluate.bootstrap import (
     DEFAULT_RESAMPLES,
     INTERVAL_METHOD,
     accuracy_intervals,
-    median_ci,
     resampled_accuracy,
 )
 from detrprune.evaluate.kitti_ap import kitti_ap
@@ -54,24 +52,16 @@ def coco_accuracy(
     data_root: Path,
     input_scale: tuple[int, int],
     classes: Sequence[str],
-    step_times_ms: list[float] | None = None,
-    step_parts_ms: list[dict[str, float]] | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """COCO mAP, mAP50, mAP75 and per-class AP (``AP_<class>``) on the validation split.
 
     Also returns the detections CocoMetric scored (COCO results format), so that other metrics
-    (KITTI-style AP) are computed from the same inference pass. ``step_times_ms`` gets the wall
-    time of each of the pass's ``model.test_step`` calls (batch 1, in order): the same call
-    :func:`cpu_latency` times, so the pass doubles as latency runs. ``step_parts_ms`` gets each
-    call's time split by model part (:func:`_timed_test_steps`).
+    (KITTI-style AP) are computed from the same inference pass.
     """
     from mmengine.runner import Runner
 
     register_mmdet()
-    with (
-        tempfile.TemporaryDirectory(prefix="detrprune-eval-") as work_dir,
-        _timed_test_steps(model, step_times_ms, step_parts_ms),
-    ):
+    with tempfile.TemporaryDirectory(prefix="detrprune-eval-") as work_dir:
         prefix = str(Path(work_dir) / "predictions")
         runner = Runner(
             model=model,
@@ -88,143 +78,6 @@ def coco_accuracy(
     for name in classes:
         metrics[f"AP_{name}"] = float(raw.get(f"coco/{name}_precision", math.nan))
     return metrics, detections
-
-
-# The detector's attributes timed as each latency part (of LATENCY_PARTS); "rest" is the time
-# inside ``test_step`` none of them runs in.
-_LATENCY_MODULES = {
-    "backbone": "backbone",
-    "neck": "neck",
-    "encoder": "encoder",
-    "decoder": "decoder",
-    "bbox_head": "head",
-}
-# The head's branches are also called directly, not through ``bbox_head.forward``: by the refine
-# decoder (``reg_branches``, from inside ``decoder``) and by the two-stage proposal selection
-# (the extra last branch of each, from the detector). fvcore's ``gmacs_head`` counts them as
-# head wherever they are called from, so latency does too.
-_HEAD_BRANCHES = ("cls_branches", "reg_branches")
-
-
-def _latency_modules(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """The (module, latency part) pairs :class:`_PartClock` hooks on a detector."""
-    modules = []
-    for name, part in _LATENCY_MODULES.items():
-        module = getattr(model, name, None)
-        if isinstance(module, nn.Module):
-            modules.append((module, part))
-    head = getattr(model, "bbox_head", None)
-    for name in _HEAD_BRANCHES:
-        branches = getattr(head, name, None)
-        if isinstance(branches, nn.ModuleList):
-            modules += [(branch, "head") for branch in branches]
-    return modules
-
-
-class _PartClock:
-    """Exclusive wall time per model part inside one ``test_step`` call, from forward hooks.
-
-    A stack of the parts being run: a module's pre-hook charges the time since the last mark to
-    the part on top of the stack ("rest" when it is empty) and pushes its own part, its post-hook
-    charges the time to the top and pops. Nested parts (a head branch called inside the decoder)
-    are thus charged to the innermost one, and the parts of a call add up exactly to the time
-    from :meth:`start` to :meth:`stop`. Hooks add a few microseconds per hooked call (a few
-    dozen per ``test_step``), which is why it is used instead of torch.profiler on every run.
-    """
-
-    def __init__(self) -> None:
-        self._stack: list[str] = []
-        self._spent: dict[str, float] = {}
-        self._mark = 0.0
-        self._running = False
-
-    def start(self, now: float) -> None:
-        """Begin a call at ``now`` (a ``time.perf_counter()`` reading)."""
-        # A call that raised left its parts on the stack: each call starts from an empty one.
-        self._stack.clear()
-        self._spent = dict.fromkeys(LATENCY_PARTS, 0.0)
-        self._mark = now
-        self._running = True
-
-    def stop(self, now: float) -> dict[str, float]:
-        """End the call at ``now``; each part's time in it (ms)."""
-        self._charge(now)
-        self._running = False
-        return {part: 1000.0 * seconds for part, seconds in self._spent.items()}
-
-    def _charge(self, now: float) -> None:
-        self._spent[self._stack[-1] if self._stack else "rest"] += now - self._mark
-        self._mark = now
-
-    def enter(self, part: str) -> None:
-        if self._running:
-            self._charge(time.perf_counter())
-            self._stack.append(part)
-
-    def leave(self, part: str) -> None:
-        if self._running and self._stack:
-            self._charge(time.perf_counter())
-            self._stack.pop()
-
-    @contextlib.contextmanager
-    def hooked(self, model: nn.Module) -> Iterator[None]:
-        """Hook the detector's parts for the duration; hooks return None, so outputs are the
-        model's own."""
-        handles = []
-        try:
-            for module, part in _latency_modules(model):
-                handles.append(
-                    module.register_forward_pre_hook(lambda _m, _a, part=part: self.enter(part))
-                )
-                handles.append(
-                    module.register_forward_hook(lambda _m, _a, _o, part=part: self.leave(part))
-                )
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-
-@contextlib.contextmanager
-def _timed_test_steps(
-    model: nn.Module,
-    times_ms: list[float] | None,
-    parts_ms: list[dict[str, float]] | None = None,
-) -> Iterator[None]:
-    """Append the wall time of each ``model.test_step`` call to ``times_ms``, and its split by
-    model part (``{part: ms}`` over :data:`LATENCY_PARTS`, adding up to the call's time) to
-    ``parts_ms``; None: not recorded (both None: nothing is timed or hooked).
-
-    The loader (num_workers 0) decodes the next image between calls, never during one.
-    """
-    if times_ms is None and parts_ms is None:
-        yield
-        return
-    own = model.__dict__.get("test_step")
-    test_step = model.test_step
-    clock = _PartClock()
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        clock.start(start)
-        outputs = test_step(*args, **kwargs)
-        end = time.perf_counter()
-        parts = clock.stop(end)
-        if times_ms is not None:
-            times_ms.append(1000.0 * (end - start))
-        if parts_ms is not None:
-            parts_ms.append(parts)
-        return outputs
-
-    model.test_step = timed
-    try:
-        with clock.hooked(model) if parts_ms is not None else contextlib.nullcontext():
-            yield
-    finally:
-        if own is None:
-            del model.test_step  # the class's method again
-        else:
-            model.test_step = own
 
 
 def load_val_batches(
@@ -273,138 +126,6 @@ def time_test_steps(
         model.test_step(batches[i % len(batches)])
         times_ms.append(1000.0 * (time.perf_counter() - start))
     return times_ms
-
-
-@torch.no_grad()
-def cpu_latency(
-    model: nn.Module,
-    batches: Sequence[Mapping[str, Any]],
-    warmup: int,
-    runs: int,
-    threads: int,
-    timed_ms: Sequence[float] = (),
-    timed_parts_ms: Sequence[Mapping[str, float]] | None = None,
-) -> dict[str, Any]:
-    """Median and p90 wall time of ``model.test_step`` (pre- and post-processing included), and
-    where the time goes: ``latency_ms_<part>`` for each of :data:`LATENCY_PARTS`.
-
-    Images are cycled through ``batches``; decoding/resizing is done beforehand and not timed.
-    ``timed_ms`` are calls already timed on this CPU with ``threads`` threads (the accuracy
-    pass of :func:`coco_accuracy`): their first ``warmup`` are dropped, up to ``runs`` of the
-    rest are used, and only the runs still missing are timed here. ``timed_parts_ms`` are
-    the same calls split by part (one entry per ``timed_ms`` entry); without them, the parts
-    of a latency that reuses the pass are unknown (NaN).
-
-    Each part's figure is its median over the same runs that give ``latency_ms_median``, each
-    run's parts adding up to that run's time (:class:`_PartClock`, exclusive time: a part
-    nested in another counts once, as the inner one). A median of parts is not a part of the
-    median: ``latency_ms_parts_sum`` is their sum, and a warning is logged where it is more
-    than 10 % away from ``latency_ms_median`` (runs whose split varies a lot).
-    """
-    if runs < 1:
-        raise ValueError(f"evaluate.latency.runs must be >= 1, got {runs}")
-    if timed_parts_ms is not None and len(timed_parts_ms) != len(timed_ms):
-        raise ValueError(
-            f"{len(timed_parts_ms)} per-part timings for {len(timed_ms)} timed calls: "
-            "each timed call needs its split by part"
-        )
-    reused = list(timed_ms[warmup : warmup + runs])
-    reused_parts = list(timed_parts_ms[warmup : warmup + runs]) if timed_parts_ms else []
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    model = model.to("cpu").eval()
-    new_parts: list[dict[str, float]] = []
-    try:
-        missing = runs - len(reused)
-        new_warmup = warmup if len(timed_ms) < warmup else 0
-        # time_test_steps' own clock gives the run's time; the hooks only split it.
-        with _timed_test_steps(model, None, new_parts):
-            times_ms = reused + time_test_steps(model, batches, missing, warmup=new_warmup)
-    finally:
-        torch.set_num_threads(previous_threads)
-    parts_runs = reused_parts + new_parts[new_warmup:]
-    parts = _part_medians(parts_runs if len(parts_runs) == len(times_ms) else [])
-    median = statistics.median(times_ms)
-    if abs(parts["latency_ms_parts_sum"] - median) > 0.1 * median:
-        log.warning(
-            "latency by part: the parts' medians add up to %.3f ms, %.0f %% off the median "
-            "%.3f ms (the runs' split varies)",
-            parts["latency_ms_parts_sum"],
-            100 * (parts["latency_ms_parts_sum"] / median - 1),
-            median,
-        )
-    low, high = median_ci(times_ms)
-    times_ms.sort()
-    p90 = times_ms[min(len(times_ms) - 1, math.ceil(0.9 * len(times_ms)) - 1)]
-    return {
-        "latency_ms_median": median,
-        # How far the median can be trusted on this machine (bootstrap over the timed runs).
-        "latency_ms_ci95_low": low,
-        "latency_ms_ci95_high": high,
-        "latency_ms_p90": p90,
-        **parts,
-        "latency_runs": runs,
-        "latency_runs_from_accuracy_pass": len(reused),
-        "latency_device": cpu_description(threads),
-    }
-
-
-def _part_medians(runs: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """``latency_ms_<part>``: each part's median over ``runs`` (NaN without runs), and
-    ``latency_ms_parts_sum``, the sum of those medians."""
-    medians = {
-        f"latency_ms_{part}": statistics.median(run[part] for run in runs) if runs else math.nan
-        for part in LATENCY_PARTS
-    }
-    return {**medians, "latency_ms_parts_sum": sum(medians.values())}
-
-
-@torch.no_grad()
-def gpu_latency(
-    model: nn.Module, batches: Sequence[Mapping[str, Any]], warmup: int, runs: int
-) -> dict[str, Any]:
-    """Median and p90 GPU time of ``model.test_step`` at batch 1, timed with CUDA events.
-
-    No split by model part here (unlike :func:`cpu_latency`): host-side hooks would time the
-    kernel launches, not the kernels, and a synchronise at every part would change what is
-    timed.
-
-    The model is moved to the current CUDA device (where mmcv's deformable attention runs its
-    CUDA kernel when mmcv was built with it); inputs are moved by the data preprocessor, inside
-    the timed region as in deployment. Events are read after a synchronise per run, so queued
-    kernels are counted.
-    """
-    if not torch.cuda.is_available():
-        raise RuntimeError("gpu_latency needs a CUDA device")
-    if runs < 1:
-        raise ValueError(f"evaluate.latency.runs must be >= 1, got {runs}")
-    model = model.to("cuda").eval()
-    path = deformable_attention_path(model, batches[0])
-    if path != "mmcv_cuda":
-        log.warning(
-            "GPU latency: deformable attention ran %s, not mmcv's CUDA kernel (mmcv built "
-            "without CUDA ops?): the GPU time is not the deployed model's",
-            path,
-        )
-    for i in range(warmup):
-        model.test_step(batches[i % len(batches)])
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times_ms = []
-    for i in range(runs):
-        start.record()
-        model.test_step(batches[i % len(batches)])
-        end.record()
-        torch.cuda.synchronize()
-        times_ms.append(start.elapsed_time(end))
-    times_ms.sort()
-    p90 = times_ms[min(len(times_ms) - 1, math.ceil(0.9 * len(times_ms)) - 1)]
-    return {
-        "gpu_latency_ms_median": statistics.median(times_ms),
-        "gpu_latency_ms_p90": p90,
-        "gpu_latency_device": f"cuda ({torch.cuda.get_device_name()})",
-        "gpu_deformable_attention": path,
-    }
 
 
 # mmcv's CUDA deformable-attention kernel (ms_deformable_im2col_gpu_kernel<float>, ...).
@@ -600,8 +321,6 @@ def accuracy_record(
     bootstrap_resamples: int,
     seed: int,
     out_resamples: Path | None,
-    step_times_ms: list[float] | None = None,
-    step_parts_ms: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """The variant's identity (from its checkpoint ``meta``), COCO and KITTI AP, and their
     bootstrap 95 % intervals over the validation images (``bootstrap_resamples`` resamples
@@ -609,8 +328,7 @@ def accuracy_record(
     ``accuracy_interval_method`` (:data:`~detrprune.evaluate.bootstrap.INTERVAL_METHOD`, chosen
     by its measured coverage: bench/interval_coverage.md). ``out_resamples`` gets those
     per-resample metrics (:func:`~detrprune.evaluate.paired.write_resamples`), which pair the
-    variant with its control when the summary is aggregated. The inference pass's step times go
-    to ``step_times_ms`` and ``step_parts_ms`` when given."""
+    variant with its control when the summary is aggregated."""
     record: dict[str, Any] = {
         "variant": meta["variant"],
         "method": meta["method"],
@@ -620,15 +338,7 @@ def accuracy_record(
         "finetuned": bool(meta.get("finetuned", False)),
     }
     log.info("evaluating %s: COCO AP on %s", record["variant"], val_json)
-    accuracy, detections = coco_accuracy(
-        model,
-        val_json,
-        data_root,
-        input_scale,
-        classes,
-        [] if step_times_ms is None else step_times_ms,
-        [] if step_parts_ms is None else step_parts_ms,
-    )
+    accuracy, detections = coco_accuracy(model, val_json, data_root, input_scale, classes)
     record.update(accuracy)
     coco_gt = json.loads(Path(val_json).read_text())
     record.update(kitti_ap(coco_gt, detections))
@@ -646,6 +356,29 @@ def accuracy_record(
         image_ids = [image["id"] for image in coco_gt["images"]]
         write_resamples(out_resamples, record["variant"], samples, seed=seed, image_ids=image_ids)
     return record
+
+
+def reached_fractions(
+    model: nn.Module, baseline_state: Mapping[str, torch.Tensor]
+) -> dict[str, float]:
+    """What pruning reached against the baseline, beside the ratio it was asked for:
+    ``kept_channel_fraction`` (output channels kept, over the Conv/Linear layers whose width
+    changed; 1 for weight pruning) and ``params_fraction`` (parameters over the baseline's)."""
+    from detrprune.prune.iterative import kept_width_fraction
+    from detrprune.prune.methods import filter_shapes
+
+    widths = filter_shapes(model)["widths"]
+    before = {
+        name: int(baseline_state[f"{name}.weight"].shape[0])
+        for name in widths
+        if f"{name}.weight" in baseline_state
+    }
+    names = {name for name, _ in model.named_parameters()}
+    baseline_params = sum(t.numel() for key, t in baseline_state.items() if key in names)
+    return {
+        "kept_channel_fraction": kept_width_fraction(before, widths),
+        "params_fraction": count_parameters(model) / baseline_params,
+    }
 
 
 def evaluate_accuracy(
@@ -694,16 +427,18 @@ def evaluate_checkpoint(
     input_scale: tuple[int, int],
     classes: Sequence[str],
     threads: int,
-    warmup: int,
-    runs: int,
     flops_images: int,
+    latency: Mapping[str, int] | None = None,
     bootstrap_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     out_resamples: Path | None = None,
 ) -> dict[str, Any]:
     """All metrics of one variant as the flat record ``metrics.json`` holds: the accuracy and
-    its intervals (:func:`accuracy_record`), then CPU (and GPU) latency, GMACs, size and
-    sparsity."""
+    its intervals (:func:`accuracy_record`), then GMACs, size and sparsity.
+
+    Latency is not timed here but by the ``time_models`` rule, every model in one process
+    (:mod:`detrprune.evaluate.latency`). Only a 2:4-pruned model's dense-vs-sparse GPU kernels
+    are timed here, with ``latency``'s ``warmup`` and ``runs``."""
     from detrprune.train.checkpoint import load_detector, read_checkpoint
 
     torch.set_num_threads(threads)
@@ -714,8 +449,6 @@ def evaluate_checkpoint(
     baseline_nonzero = sum(
         int(torch.count_nonzero(t)) for k, t in baseline_state.items() if k in parameter_names
     )
-    step_times_ms: list[float] = []
-    step_parts_ms: list[dict[str, float]] = []
     record = accuracy_record(
         model,
         meta,
@@ -726,40 +459,24 @@ def evaluate_checkpoint(
         bootstrap_resamples=bootstrap_resamples,
         seed=seed,
         out_resamples=out_resamples,
-        step_times_ms=step_times_ms,
-        step_parts_ms=step_parts_ms,
     )
-    # The accuracy pass's calls are CPU latency runs only where it ran on the CPU.
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    batches = load_val_batches(val_json, data_root, input_scale, max(flops_images, 5))
-    if runs < 30:
-        log.warning("latency over %d < 30 runs: a smoke-run figure, not a study's median", runs)
-    record.update(
-        cpu_latency(
-            model, batches, warmup, runs, threads, step_times_ms * on_cpu, step_parts_ms * on_cpu
-        )
-    )
-    log.info(
-        "latency: %d warm-up + %d timed runs, %d threads; %d of the runs from the accuracy pass",
-        warmup,
-        runs,
-        threads,
-        record["latency_runs_from_accuracy_pass"],
-    )
+    record["inference_device"] = next(model.parameters()).device.type
+    batches = load_val_batches(val_json, data_root, input_scale, max(flops_images, 1))
     log.info("FLOPs (fvcore) over %d images", min(flops_images, len(batches)))
     record.update(fvcore_gmacs(model, batches[:flops_images]))
     record.update(size_metrics(model, checkpoint, baseline_nonzero))
+    record.update(reached_fractions(model, baseline_state))
     record.update(sparsity_by_part(model))
-    if torch.cuda.is_available():
-        log.info("GPU latency: %d warm-up + %d timed runs (CUDA events)", warmup, runs)
-        record.update(gpu_latency(model, batches, warmup, runs))
     # A 2:4-pruned variant (and its fine-tuned twin): dense fp16 vs the sparse kernels on the
     # GPU; without one the timing keys are None and gpu_2to4_skipped_reason says why. The
     # Linears are read off the weights; unstructured pruning's chance 2:4 layers are not timed.
     nm_linears = nm_sparse_linears(model) if meta.get("pruning", {}).get("nm") == [2, 4] else []
     if nm_linears:
+        if latency is None:
+            raise ValueError("a 2:4-pruned model needs evaluate.latency to time its kernels")
         record["linears_2to4"] = len(nm_linears)
         names = [name for name, _ in nm_linears]
+        warmup, runs = int(latency["warmup"]), int(latency["runs"])
         record.update(time_semi_structured(model, batches, warmup=warmup, runs=runs, names=names))
     record["pruning"] = meta.get("pruning", {})
     for key in ("finetune", "iterative_step"):

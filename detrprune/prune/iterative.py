@@ -283,8 +283,11 @@ def _reached(baseline: Path, pruned: Path) -> dict[str, float]:
 def kept_channel_fraction(original, pruned) -> float:
     """Output channels (rows) kept over the original's, summed over the Conv/Linear layers
     whose output width pruning changed (1.0 when none did, as for weight pruning)."""
-    before = filter_shapes(original)["widths"]
-    after = filter_shapes(pruned)["widths"]
+    return kept_width_fraction(filter_shapes(original)["widths"], filter_shapes(pruned)["widths"])
+
+
+def kept_width_fraction(before: Mapping[str, int], after: Mapping[str, int]) -> float:
+    """:func:`kept_channel_fraction` from the layers' output widths (by qualified name)."""
     changed = [name for name, width in before.items() if after.get(name, width) != width]
     if not changed:
         return 1.0

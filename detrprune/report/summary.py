@@ -51,6 +51,12 @@ RECORD_COLUMNS: list[str] = [
     "latency_device",
 ]
 
+# From results/eval/latency.json (rule time_models: every model timed in one process,
+# interleaved), never from a metrics.json of the workflow.
+LATENCY_COLUMNS: tuple[str, ...] = ("latency_ms_median", "latency_ms_p90", "latency_device")
+# What a metrics.json itself must hold.
+METRICS_COLUMNS: list[str] = [c for c in RECORD_COLUMNS if c not in LATENCY_COLUMNS]
+
 # Each row's control of equal training (detrprune.variants) and the share of the control's
 # mAP the row keeps: the comparison a reviewer accepts, unlike one with the shorter-trained
 # baseline.
@@ -71,19 +77,26 @@ BASELINE_METHOD = "baseline"
 # Numeric columns that follow SUMMARY_COLUMNS whenever a metrics.json carries them (later
 # evaluation stages add them; older files without them still aggregate, as NaN).
 OPTIONAL_COLUMNS: list[str] = [
-    # Percentile-bootstrap intervals (evaluate.bootstrap): over the val images for accuracy,
-    # over the timed runs for the median latency.
+    # Bootstrap intervals (evaluate.bootstrap) over the val images for accuracy.
     *[f"{m}_ci95_{end}" for m in ("mAP", "mAP50", "kitti_mAP_moderate") for end in ("low", "high")],
+    # From latency.json (evaluate.latency): the median's interval over the timed runs, the
+    # speedup over the baseline (its median / the row's) with its interval over paired rounds,
+    # and where the CPU time goes: each part's median over the runs and the sum of those.
     "latency_ms_ci95_low",
     "latency_ms_ci95_high",
-    # Where the CPU time goes (evaluate.metrics.cpu_latency): each part's median over the
-    # timed runs, and the sum of those medians.
+    "speedup",
+    "speedup_ci95_low",
+    "speedup_ci95_high",
     *[f"latency_ms_{part}" for part in LATENCY_PARTS],
     "latency_ms_parts_sum",
     *[f"kitti_AP_{cls}_{level}" for cls in CLASSES for level in ("easy", "moderate", "hard")],
     "kitti_mAP_moderate",
     "sparse_mb",
     "sparse_bound_mb",
+    # What pruning reached against the baseline (evaluate.metrics.reached_fractions), beside
+    # the ratio it was asked for.
+    "kept_channel_fraction",
+    "params_fraction",
     "gops_elementwise",
     *[f"gmacs_{part}" for part in GMACS_PARTS],
     *[f"sparsity_{part}" for part in SPARSITY_PARTS],
@@ -94,8 +107,16 @@ ONNX_COLUMNS = (
     "onnx_latency_ms_median",
     "torch_forward_latency_ms_median",
 )
-# Measured only where CUDA is available (CUDA events); the device names the GPU.
-GPU_COLUMNS = ("gpu_latency_ms_median", "gpu_latency_ms_p90")
+# Timed by time_models only where CUDA is available; the device names the GPU.
+GPU_COLUMNS = (
+    "gpu_latency_ms_median",
+    "gpu_latency_ms_p90",
+    "gpu_latency_ms_ci95_low",
+    "gpu_latency_ms_ci95_high",
+    "gpu_speedup",
+    "gpu_speedup_ci95_low",
+    "gpu_speedup_ci95_high",
+)
 OPTIONAL_COLUMNS += [*ONNX_COLUMNS, *GPU_COLUMNS, "gpu_latency_device"]
 # Models with 2:4 Linears (evaluate.semi_structured.time_semi_structured): how many, and on a
 # GPU with sparse tensor cores the dense fp16 vs 2:4 end-to-end times. Elsewhere the metrics.json
@@ -110,6 +131,8 @@ OPTIONAL_COLUMNS += SEED_COLUMNS
 _NULLABLE_COLUMNS = (*SEMI_STRUCTURED_NUMBER_COLUMNS, *SEMI_STRUCTURED_STR_COLUMNS)
 
 _STR_COLUMNS = ("variant", "method", "kind", "scope", "latency_device")
+# The numeric columns latency.json gives (latency_device and gpu_latency_device are strings).
+_TIMED = ("latency_ms_", "speedup", "gpu_latency_ms_", "gpu_speedup")
 _INT_COLUMNS = ("ratio", "params_total", "params_nonzero")
 _BOOL_COLUMNS = ("finetuned",)
 _FLOAT_COLUMNS = tuple(
@@ -149,6 +172,8 @@ def _validate_record(record: object, path: Path) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for key in RECORD_COLUMNS:
         if key not in record:
+            if key in LATENCY_COLUMNS:
+                continue  # from latency.json (checked once merged)
             raise ReportError(f"{path}: missing required key '{key}'")
         value = record[key]
         if key in _STR_COLUMNS:
@@ -224,6 +249,7 @@ def aggregate(
     onnx_paths: Sequence[Path] = (),
     resample_paths: Sequence[Path] = (),
     replicate_paths: Sequence[Path] = (),
+    latency_path: Path | None = None,
 ) -> pd.DataFrame:
     """Merge per-variant ``metrics.json`` files into one summary table and write it as CSV.
 
@@ -238,6 +264,9 @@ def aggregate(
         replicate_paths: metrics.json files of seed replicates (``replicate/s<seed>/<variant>``);
             each replicated row gets :data:`~detrprune.report.seeds.SEED_COLUMNS`, its mAP and
             its delta to the control over the seeds.
+        latency_path: ``latency.json`` of the ``time_models`` rule; every row takes its
+            latency columns from there (:data:`LATENCY_COLUMNS`, the speedup, the parts and
+            on a GPU the ``gpu_`` columns). Without it, each metrics.json must carry them.
 
     Returns:
         The summary table: one row per file, columns :data:`SUMMARY_COLUMNS` in that order,
@@ -272,6 +301,16 @@ def aggregate(
         seen[identity] = path
         rows.append(row)
 
+    paths = dict(zip([row["variant"] for row in rows], map(Path, metrics_paths), strict=True))
+    if latency_path is not None:
+        _merge_latency(rows, Path(latency_path))
+    for row in rows:
+        missing = [key for key in LATENCY_COLUMNS if key not in row]
+        if missing:
+            raise ReportError(
+                f"{paths[row['variant']]}: missing required key '{missing[0]}' "
+                "(and no latency.json gives it)"
+            )
     _merge_onnx(rows, onnx_paths)
     _add_comparisons(rows)
     _add_paired(rows, resample_paths)
@@ -377,6 +416,32 @@ def _read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ReportError(f"{path}: cannot read {what} JSON ({exc})") from exc
+
+
+def _merge_latency(rows: list[dict[str, Any]], path: Path) -> None:
+    """Set every row's latency columns from ``latency.json`` (rule time_models)."""
+    record = _read_json(path, "latency")
+    models = record.get("models") if isinstance(record, dict) else None
+    if not isinstance(models, dict):
+        raise ReportError(f"{path}: no 'models' object")
+    numbers = [c for c in (*LATENCY_COLUMNS, *OPTIONAL_COLUMNS) if c.startswith(_TIMED)]
+    for row in rows:
+        entry = models.get(row["variant"])
+        if not isinstance(entry, dict):
+            raise ReportError(f"{path}: no latency for variant {row['variant']!r}")
+        for key in ("latency_device", "gpu_latency_device"):
+            if key in entry:
+                if not isinstance(entry[key], str) or not entry[key]:
+                    raise ReportError(f"{path}: {row['variant']}: '{key}' must be a string")
+                row[key] = entry[key]
+        for key in numbers:
+            if key not in entry:
+                continue
+            if not _is_number(entry[key]):
+                raise ReportError(
+                    f"{path}: {row['variant']}: '{key}' must be a number, got {entry[key]!r}"
+                )
+            row[key] = float(entry[key])
 
 
 def _merge_onnx(rows: list[dict[str, Any]], onnx_paths: Sequence[Path]) -> None:
