@@ -30,7 +30,6 @@ from detrprune.evaluate.bootstrap import (
     bootstrap_interval,
     coco_evaluated,
     coco_resampled,
-    jackknife_accuracy,
     kitti_resampled,
     median_ci,
     paired_delta,
@@ -159,14 +158,14 @@ def test_perfect_detector_gives_one():
                 scene.det(cls, box, 0.95 - 0.01 * (5 * image_id + k), image_id=image_id)
     gt, dets = coco_of(scene)
     samples = bootstrap_accuracy(gt, dets, resamples=200, seed=0)
-    jackknife = jackknife_accuracy(gt, dets)
+    jackknife = resampled_accuracy(gt, dets, resamples=1)
     for name in ("mAP", "mAP50", "kitti_mAP_moderate"):
         assert samples[name].shape == (200,)
         assert (samples[name] == 1.0).all()
-        assert jackknife.full[name] == 1.0 and (jackknife.left_out[name] == 1.0).all()
+        assert jackknife.point[name] == 1.0 and (jackknife.jackknife[name] == 1.0).all()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # constant samples and jackknife: no 0/0 anywhere
-        intervals = accuracy_intervals(samples, jackknife.full, jackknife.left_out)
+        intervals = accuracy_intervals(samples, jackknife.point, jackknife.jackknife)
     assert intervals == {
         f"{name}_ci95_{side}": 1.0
         for name in ("mAP", "mAP50", "kitti_mAP_moderate")
@@ -235,8 +234,8 @@ def test_same_seed_same_samples_other_seed_other_samples():
     for name in ("mAP", "mAP50", "kitti_mAP_moderate"):
         np.testing.assert_array_equal(a[name], b[name])
         assert not np.array_equal(a[name], c[name])
-    jk = jackknife_accuracy(gt, dets)
-    intervals = [accuracy_intervals(x, jk.full, jk.left_out) for x in (a, b, c)]
+    jk = resampled_accuracy(gt, dets, resamples=1)
+    intervals = [accuracy_intervals(x, jk.point, jk.jackknife) for x in (a, b, c)]
     assert intervals[0] == intervals[1] != intervals[2]
 
 
@@ -425,9 +424,9 @@ def test_interval_dispatch_by_method():
 @pytest.mark.parametrize("ties", [False, True])
 def test_jackknife_equals_each_leave_one_out_dataset(ties):
     gt, dets = random_case(10, num_images=9, ties=ties)
-    jackknife = jackknife_accuracy(gt, dets)
+    jackknife = resampled_accuracy(gt, dets, resamples=1)
     stats = pycoco_stats(gt, dets)
-    assert jackknife.full == {
+    assert jackknife.point == {
         "mAP": stats[0],
         "mAP50": stats[1],
         "kitti_mAP_moderate": kitti_ap(gt, dets)["kitti_mAP_moderate"],
@@ -435,35 +434,37 @@ def test_jackknife_equals_each_leave_one_out_dataset(ties):
     for i in range(9):
         ref_gt, ref_dets = expanded(gt, dets, np.delete(np.arange(9), i))
         ref = pycoco_stats(ref_gt, ref_dets)
-        assert jackknife.left_out["mAP"][i] == ref[0]
-        assert jackknife.left_out["mAP50"][i] == ref[1]
+        assert jackknife.jackknife["mAP"][i] == ref[0]
+        assert jackknife.jackknife["mAP50"][i] == ref[1]
         assert (
-            jackknife.left_out["kitti_mAP_moderate"][i]
+            jackknife.jackknife["kitti_mAP_moderate"][i]
             == kitti_ap(ref_gt, ref_dets)["kitti_mAP_moderate"]
         )
     # The (n, n-1) leave-one-out indices through the resampling functions give the same.
     loo = np.array([np.delete(np.arange(9), i) for i in range(9)])
     coco = coco_resampled(gt, dets, loo)
-    np.testing.assert_array_equal(coco["mAP"], jackknife.left_out["mAP"])
+    np.testing.assert_array_equal(coco["mAP"], jackknife.jackknife["mAP"])
     np.testing.assert_array_equal(
-        kitti_resampled(gt, dets, loo), jackknife.left_out["kitti_mAP_moderate"]
+        kitti_resampled(gt, dets, loo), jackknife.jackknife["kitti_mAP_moderate"]
     )
 
 
 def test_jackknife_of_one_image_is_undefined():
     gt, dets = random_case(11, num_images=1)
-    assert all(math.isnan(v[0]) for v in jackknife_accuracy(gt, dets).left_out.values())
+    assert all(
+        math.isnan(v[0]) for v in resampled_accuracy(gt, dets, resamples=1).jackknife.values()
+    )
 
 
 def test_resampled_accuracy_is_the_bootstrap_and_the_jackknife_in_one_pass():
     gt, dets = random_case(12, num_images=25, ties=True)
     both = resampled_accuracy(gt, dets, resamples=50, seed=5)
     samples = bootstrap_accuracy(gt, dets, resamples=50, seed=5)
-    jackknife = jackknife_accuracy(gt, dets)
-    assert both.point == jackknife.full
+    jackknife = resampled_accuracy(gt, dets, resamples=1)
+    assert both.point == jackknife.point
     for name in METRICS:
         np.testing.assert_array_equal(both.samples[name], samples[name])
-        np.testing.assert_array_equal(both.jackknife[name], jackknife.left_out[name])
+        np.testing.assert_array_equal(both.jackknife[name], jackknife.jackknife[name])
 
 
 def test_accuracy_intervals_are_the_chosen_method_not_the_percentile():

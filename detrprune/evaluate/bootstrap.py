@@ -379,39 +379,12 @@ def bootstrap_accuracy(
 
 
 @dataclass(frozen=True)
-class Jackknife:
-    """Each metric on the full set (``full``, exact: pycocotools' / ``kitti_ap``'s value to the
-    last bit, not rounded as mmdet's CocoMetric rounds) and with each image left out in turn
-    (``left_out``: entry i of each ``(images,)`` array without the i-th image by sorted id,
-    NaN where undefined)."""
-
-    full: dict[str, float]
-    left_out: dict[str, np.ndarray]
-
-
-def jackknife_accuracy(
-    coco_gt: Mapping[str, Any], detections: Sequence[Mapping[str, Any]]
-) -> Jackknife:
-    """The leave-one-image-out values of the three METRICS, and their full-set values, from
-    one matching pass (same machinery and exactness as :func:`coco_resampled`). One row of
-    work per image: for the 3769 KITTI val images about 4x the work of 1000 resamples, still
-    seconds next to the inference pass."""
-    num_images = len(coco_gt["images"])
-    if num_images < 1:
-        raise BootstrapError(f"need at least one image, got {num_images}")
-    counts = np.concatenate([np.ones((1, num_images), np.int64), _leave_one_out(num_images)])
-    values = _accuracy_counted(coco_gt, detections, counts)
-    return Jackknife(
-        full={name: float(v[0]) for name, v in values.items()},
-        left_out={name: v[1:] for name, v in values.items()},
-    )
-
-
-@dataclass(frozen=True)
 class ResampledAccuracy:
-    """What the intervals of one detection set need, from one matching pass: ``point`` and
-    ``jackknife`` are :func:`jackknife_accuracy`'s ``full`` and ``left_out``, ``samples``
-    :func:`bootstrap_accuracy`'s."""
+    """What the intervals of one detection set need, from one matching pass: ``point``, each
+    metric on the full set (exact: pycocotools' / ``kitti_ap``'s value to the last bit, not
+    rounded as mmdet's CocoMetric rounds); ``jackknife``, each metric with each image left out
+    in turn (entry i of each ``(images,)`` array without the i-th image by sorted id, NaN where
+    undefined); ``samples``, :func:`bootstrap_accuracy`'s."""
 
     point: dict[str, float]
     samples: dict[str, np.ndarray]
@@ -425,8 +398,13 @@ def resampled_accuracy(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
 ) -> ResampledAccuracy:
-    """:func:`jackknife_accuracy` and :func:`bootstrap_accuracy` from one matching pass."""
+    """The full-set values, the leave-one-image-out values and :func:`bootstrap_accuracy`'s
+    resamples of the three METRICS from one matching pass (same machinery and exactness as
+    :func:`coco_resampled`). The jackknife is one row of work per image: for the 3769 KITTI val
+    images about 4x the work of 1000 resamples, still seconds next to the inference pass."""
     num_images = len(coco_gt["images"])
+    if num_images < 1:
+        raise BootstrapError(f"need at least one image, got {num_images}")
     indices = resample_indices(num_images, resamples, seed)
     counts = np.concatenate(
         [
