@@ -20,7 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from detrprune.budget import DEMO_BUDGET_ITERATIONS, BudgetError, cost_by_rule, read_benchmarks
+# The sibling module's cost table. The script's folder is on sys.path when it runs.
+from budget import DEMO_BUDGET_ITERATIONS, BudgetError, cost_by_rule, read_benchmarks
+
 from detrprune.jobs import write_json
 
 

@@ -9,9 +9,9 @@ It prints one table row per variant (with each filter variant's latency elastici
 drop / GMACs drop) and a verdict per goal (``met``, ``not met`` or ``not measured``), explains
 goal e's best candidate and every failed latency check by model part, and writes every number
 and verdict to a JSON file (``--out``). With ``--retime``, goal e is judged on the re-timed
-latency. The goals, their
-thresholds and the tables are :mod:`detrprune.evaluate.goals` and
-:mod:`detrprune.evaluate.goals_report`; ``--retime`` is :mod:`detrprune.evaluate.retime`.
+latency. The goals and their thresholds are ``bench/goals.py``, the tables and the record
+``bench/goals_report.py``, the numbers they judge :mod:`detrprune.evaluate.analysis`;
+``--retime`` is :mod:`detrprune.evaluate.retime`.
 Verdicts are measurements, not assertions: the exit status is 0 whatever they are, and non-zero
 (with a one-line error) only when the summary cannot be read.
 """
@@ -23,8 +23,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from detrprune.evaluate.goals import SummaryError, read_summary
-from detrprune.evaluate.goals_report import check_goals
+# The sibling modules' goals and report. The script's folder is on sys.path when it runs.
+from goals_report import check_goals
+
+from detrprune.evaluate.analysis import SummaryError, read_summary
 from detrprune.evaluate.retime import RetimeSettings, retime_summary
 from detrprune.jobs import write_json
 

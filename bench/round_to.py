@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from detrprune.evaluate.alignment import compare_roundings, rounding_table
-from detrprune.evaluate.goals import SummaryError
+from detrprune.evaluate.analysis import SummaryError
 from detrprune.evaluate.metrics import cpu_description, load_val_batches
 from detrprune.jobs import write_json
 

@@ -1,4 +1,4 @@
-"""The workflow's cost in baseline iterations (detrprune.budget, bench/demo_budget.py)."""
+"""The workflow's cost in baseline iterations (bench/budget.py, bench/demo_budget.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from detrprune.budget import BudgetError, cost_by_rule, read_benchmarks
-
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO / "bench") not in sys.path:
+    sys.path.insert(0, str(REPO / "bench"))  # bench/ is scripts, not a package: they import by name
+
+from budget import BudgetError, cost_by_rule, read_benchmarks  # noqa: E402
+
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
 

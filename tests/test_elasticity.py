@@ -1,5 +1,5 @@
 """Latency elasticity (relative latency drop / relative GMACs drop): its definition, the
-explanation by model part (detrprune.evaluate.goals) and the PDF report's table of it
+explanation by model part (detrprune.evaluate.analysis) and the PDF report's table of it
 (detrprune.report.pdf)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from pypdf import PdfReader
 
-from detrprune.evaluate.goals import elasticity, part_changes, speedup_to_elasticity
+from detrprune.evaluate.analysis import elasticity, part_changes, speedup_to_elasticity
 from detrprune.report.pdf import elasticity_table, write_report
 from detrprune.report.summary import SUMMARY_COLUMNS
 

@@ -1,5 +1,6 @@
-"""detrprune.evaluate.goals / goals_report / retime: the goal checks on small summary tables,
-reading the summary CSV (and its one-line errors), the record and the printed report."""
+"""detrprune.evaluate.analysis / retime and bench/goals.py / goals_report.py: the goal checks on
+small summary tables, reading the summary CSV (and its one-line errors), the record and the
+printed report."""
 
 from __future__ import annotations
 
@@ -12,24 +13,33 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from detrprune.evaluate import goals
-from detrprune.evaluate.goals import (
-    MET,
-    NOT_MEASURED,
-    NOT_MET,
+from detrprune.evaluate import analysis
+from detrprune.evaluate.analysis import (
     SummaryError,
     baseline_row,
     derived_numbers,
+    read_summary,
+    safe_ratio,
+    size_numbers,
+)
+from detrprune.evaluate.retime import RetimeSettings, p90, retime_summary
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))  # bench/ is scripts, not a package: they import by name
+
+import goals  # noqa: E402
+from goals import (  # noqa: E402
+    MET,
+    NOT_MEASURED,
+    NOT_MET,
     goal_a,
     goal_b,
     goal_c,
     goal_d,
     goal_e,
-    read_summary,
-    safe_ratio,
-    size_numbers,
 )
-from detrprune.evaluate.goals_report import (
+from goals_report import (  # noqa: E402
     check_goals,
     evaluate,
     goal_lines,
@@ -38,7 +48,6 @@ from detrprune.evaluate.goals_report import (
     retimed_table,
     variants_table,
 )
-from detrprune.evaluate.retime import RetimeSettings, p90, retime_summary
 
 NAN = math.nan
 BASE = {
@@ -60,7 +69,7 @@ def table(*rows: dict) -> pd.DataFrame:
         "ratio": 0,
         "finetuned": False,
         "latency_device": "cpu (test)",
-        **dict.fromkeys(goals.GOAL_COLUMNS[1:], NAN),
+        **dict.fromkeys(analysis.CHECKED_COLUMNS[1:], NAN),
     }
     return pd.DataFrame([{**defaults, **row} for row in rows])
 
@@ -886,7 +895,8 @@ def test_retime_summary_without_model_files(tmp_path):
 
 def test_goals_import_no_torch():
     code = (
-        "import sys, detrprune.evaluate.goals, detrprune.evaluate.goals_report, "
+        f"import sys; sys.path.insert(0, {str(BENCH)!r}); "
+        "import detrprune.evaluate.analysis, goals, goals_report, "
         "detrprune.evaluate.retime; print(sorted({'torch', 'mmdet'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -1,5 +1,5 @@
-"""Interleaved re-timing of the study's saved models in one process (``--retime`` of
-``bench/pruning_goals.py``).
+"""Interleaved re-timing of the study's saved models in one process (the ``--retime`` of the
+benchmark in ``bench/``).
 
 Each workflow job times its own model, minutes apart from the others, and the latency of a shared
 machine drifts over that time by as much as the speedups under test. Here the baseline and the
@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from detrprune.evaluate.goals import SummaryError, baseline_row
+from detrprune.evaluate.analysis import SummaryError, baseline_row
 from detrprune.evaluate.latency import Schedule, p90, time_interleaved
 
 
@@ -98,8 +98,8 @@ def retime_summary(summary: pd.DataFrame, settings: RetimeSettings) -> dict[str,
     """Re-time the baseline and the variants of ``settings.kinds`` whose model files exist.
 
     Variants without a model file are listed under ``not_measured`` (variant -> reason, also
-    printed to stderr); with none at all nothing is timed (``models`` is empty) and the re-timed
-    goal is "not measured".
+    printed to stderr); with none at all nothing is timed (``models`` is empty), and every
+    re-timed number is missing.
 
     Raises:
         SummaryError: no input scale (neither given nor in the config), or the validation json

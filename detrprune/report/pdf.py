@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from detrprune import __version__
 from detrprune.constants import CLASSES, GMACS_PARTS
-from detrprune.evaluate.goals import derived_numbers
+from detrprune.evaluate.analysis import derived_numbers
 from detrprune.jobs import atomic_output
 from detrprune.report.convergence import judge_convergence
 from detrprune.report.findings import findings

@@ -1,10 +1,10 @@
 """The goal check's results: per-variant entries, the JSON record and the printed report.
 
-:func:`evaluate` joins the summary table's numbers (:mod:`detrprune.evaluate.goals`) and, when
+:func:`evaluate` joins the summary table's numbers (:mod:`detrprune.evaluate.analysis`) and, when
 re-timed, the timings of :mod:`detrprune.evaluate.retime` into one entry per variant plus the
-goals' verdicts; :func:`check_goals` keeps them as a :class:`GoalCheck`, whose ``record()`` is
-what ``bench/pruning_goals.py`` writes as JSON and ``report()`` what it prints (the tables by
-:meth:`pandas.DataFrame.to_string`).
+goals' verdicts (``bench/goals.py``); :func:`check_goals` keeps them as a :class:`GoalCheck`,
+whose ``record()`` is what ``bench/pruning_goals.py`` writes as JSON and ``report()`` what it
+prints (the tables by :meth:`pandas.DataFrame.to_string`).
 """
 
 from __future__ import annotations
@@ -17,18 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from detrprune.evaluate.goals import (
-    CONTROL_MAP_KEEP,
-    MET,
-    NOT_MET,
-    THRESHOLDS,
+# The sibling module's goals and thresholds. The script's folder is on sys.path when it runs.
+from goals import CONTROL_MAP_KEEP, MET, NOT_MET, THRESHOLDS, goal_a, goal_b, goal_c, goal_d, goal_e
+
+from detrprune.evaluate.analysis import (
     baseline_row,
     derived_numbers,
-    goal_a,
-    goal_b,
-    goal_c,
-    goal_d,
-    goal_e,
     part_changes,
     size_numbers,
     speedup_to_elasticity,
@@ -65,7 +59,7 @@ def evaluate(
     ``retimed`` is :func:`detrprune.evaluate.retime.retime_summary`'s record (its ``models``:
     timings by variant). Returns one entry per row (identity, ``summary`` numbers, ``sizes``,
     ``retimed`` timing and numbers or None, and for filter rows ``by_part``: the
-    :func:`~detrprune.evaluate.goals.part_changes` behind the elasticity, else None) and the
+    :func:`~detrprune.evaluate.analysis.part_changes` behind the elasticity, else None) and the
     goals by key (``a``..``e``, ``b_retimed``). Goal e is judged on the re-timed latency when
     there is a re-timing, else on the summary's.
     """
@@ -296,7 +290,7 @@ def goal_lines(
     """A goal's verdict, then each check with its measured numbers (by part, if it has parts).
 
     Goal e also lists its candidates' elasticities and explains its best candidate by model
-    part. ``by_part`` (variant -> :func:`~detrprune.evaluate.goals.part_changes` entry) adds that
+    part. ``by_part`` (variant -> :func:`~detrprune.evaluate.analysis.part_changes` entry) adds that
     explanation under every failed check of a filter variant whose latency the summary splits
     by part (goal b).
     """
