@@ -1,4 +1,11 @@
-"""Validation of the workflow config against ``schemas/config.schema.yaml``.
+"""The workflow config: its layers resolved, validated against ``schemas/config.schema.yaml``.
+
+A run's config is ``config.yaml`` (the embedded default), then each ``--configfile`` in order,
+then ``--config``: merged key by key, as Snakemake merges them (:func:`resolve_layers`), except
+that a layer with ``pruning.replace_methods: true`` gives the whole method set, so that a study
+file such as ``configs/kitti.yaml`` runs its own methods and none of the demo's. The Snakefile
+resolves the layers again with :func:`load_config`, which also refuses a value a layer changes
+that the chosen options ignore (:data:`IGNORED_KEYS`).
 
 Snakemake's own ``validate()`` prints the whole schema on failure; a user wants one line that
 names the key and what is wrong with it, so the schema is applied here with jsonschema directly.
@@ -6,9 +13,12 @@ names the key and what is wrong with it, so the schema is applied here with json
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +275,173 @@ def _check_pruning(pruning: Mapping[str, Any], seed: int, source: str) -> None:
                 f"{spec['scope']}, whose sparsity is fixed: the iterative loop cannot step it up "
                 "(choose another method)"
             )
+
+
+# --- Layers: config.yaml, then each --configfile, then --config ------------------------------
+
+DEFAULT_CONFIG = "config.yaml"
+OVERRIDES_SOURCE = "--config"
+
+KeyPath = tuple[str, ...]
+_MISSING = object()
+
+
+@dataclass
+class ResolvedConfig:
+    """The merged config, and each value a layer after the first changed: ``(source, path)``."""
+
+    config: dict[str, Any]
+    changes: list[tuple[str, KeyPath]] = field(default_factory=list)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """One config file (YAML, or JSON, which YAML reads); an empty file is no values."""
+    try:
+        with open(path) as handle:
+            values = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: {' '.join(str(error).split())}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{path}: a config file holds a mapping of keys, not {values!r}")
+    return dict(values)
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` as a message names it: relative to the working directory when inside it."""
+    relative = os.path.relpath(os.path.abspath(path))
+    return str(path) if relative.startswith("..") else relative
+
+
+def config_layers(
+    default: str | Path | None,
+    configfiles: Sequence[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """``(source, values)`` of each layer, in the order they apply: ``default`` (config.yaml;
+    None when there is none), each of ``configfiles`` (``--configfile``), then ``overrides``
+    (``--config``)."""
+    paths = ([default] if default is not None else []) + list(configfiles)
+    layers = [(_shown(path), read_config_file(path)) for path in paths]
+    if overrides:
+        layers.append((OVERRIDES_SOURCE, overrides))
+    return layers
+
+
+def _merge(
+    base: dict[str, Any],
+    override: Mapping[str, Any],
+    path: KeyPath,
+    changed: list[KeyPath],
+) -> dict[str, Any]:
+    """Snakemake's ``update_config``: nested mappings key by key, anything else replaced (a
+    mapping replaces a non-mapping whole). Appends to ``changed`` each value that differs."""
+    for key, value in override.items():
+        if isinstance(value, Mapping):
+            below = base.get(key)
+            base[key] = _merge(
+                below if isinstance(below, dict) else {}, value, (*path, key), changed
+            )
+        else:
+            if base.get(key, _MISSING) != value:
+                changed.append((*path, key))
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def resolve_layers(layers: Sequence[tuple[str, Mapping[str, Any]]]) -> ResolvedConfig:
+    """Merge ``layers`` (see :func:`config_layers`) in order, key by key, except that the
+    ``pruning.methods`` of a layer that sets ``pruning.replace_methods: true`` replace all the
+    methods before it (later layers then merge into them as usual)."""
+    resolved = ResolvedConfig({})
+    for index, (source, values) in enumerate(layers):
+        changed: list[KeyPath] = []
+        _merge(resolved.config, values, (), changed)
+        pruning = values.get("pruning")
+        if isinstance(pruning, Mapping) and pruning.get("replace_methods") is True:
+            if not isinstance(pruning.get("methods"), Mapping):
+                raise ConfigError(
+                    f"{source}: pruning.replace_methods: true replaces the method set with this "
+                    "file's pruning.methods, and it gives none"
+                )
+            resolved.config["pruning"]["methods"] = copy.deepcopy(dict(pruning["methods"]))
+        if index > 0:
+            resolved.changes += [(source, key) for key in changed]
+    return resolved
+
+
+def resolve_config(
+    default: str | Path | None,
+    configfiles: Sequence[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The config a run with these layers gets (see :func:`config_layers`), not validated."""
+    return resolve_layers(config_layers(default, configfiles, overrides)).config
+
+
+def load_config(
+    default: str | Path | None,
+    configfiles: Sequence[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+    schema_path: Path = SCHEMA_PATH,
+) -> dict[str, Any]:
+    """What the Snakefile runs: the layers resolved, validated (:func:`validate_config`), and
+    checked for values a layer changes that the chosen options ignore
+    (:func:`check_ignored_keys`). Raises :class:`ConfigError`."""
+    resolved = resolve_layers(config_layers(default, configfiles, overrides))
+    validate_config(resolved.config, source="config", schema_path=schema_path)
+    check_ignored_keys(resolved)
+    return resolved.config
+
+
+def _split_is_standard(config: Mapping[str, Any]) -> str | None:
+    if config["dataset"]["source"] == "kitti" and config["kitti"]["split"] == "standard":
+        return "kitti.split standard (the standard frame lists decide the split)"
+    return None
+
+
+def _source_is(source: str) -> Callable[[Mapping[str, Any]], str | None]:
+    def ignored(config: Mapping[str, Any]) -> str | None:
+        return f"dataset.source {source}" if config["dataset"]["source"] == source else None
+
+    return ignored
+
+
+# Keys (and the keys below them) that a choice of other options leaves unused, each with the
+# test that names that choice when it holds, and what to do instead. A layer after config.yaml
+# that changes one of them while the choice holds is refused: the change would do nothing.
+# (config.yaml itself carries them for the choices that use them.)
+IGNORED_KEYS: tuple[tuple[KeyPath, Callable[[Mapping[str, Any]], str | None], str], ...] = (
+    (("dataset", "val_fraction"), _split_is_standard, "remove it, or set kitti.split: random"),
+    (("kitti",), _source_is("synthetic"), "remove it, or set dataset.source: kitti"),
+    (("dataset", "synthetic"), _source_is("kitti"), "remove it, or set dataset.source: synthetic"),
+)
+
+
+def check_ignored_keys(resolved: ResolvedConfig) -> None:
+    """Raise :class:`ConfigError` for the first value a layer after the first changed that the
+    resolved config's options ignore (:data:`IGNORED_KEYS`), naming the layer and key."""
+    for source, path in resolved.changes:
+        for prefix, ignored_under, instead in IGNORED_KEYS:
+            choice = ignored_under(resolved.config) if path[: len(prefix)] == prefix else None
+            if choice is not None:
+                value: Any = resolved.config
+                for key in path:
+                    value = value[key]
+                raise ConfigError(
+                    f"{source}: {key_path(path)}: {value!r} has no effect with {choice}: {instead}"
+                )
+
+
+def data_split(config: Mapping[str, Any]) -> dict[str, Any]:
+    """How ``kitti_to_coco`` splits the frames: ``split`` (``kitti.split`` for the real archives,
+    always random for synthetic frames), and the random split's ``val_fraction`` and ``seed``,
+    None under the standard split, which uses neither."""
+    split = config["kitti"]["split"] if config["dataset"]["source"] == "kitti" else "random"
+    random = split == "random"
+    return {
+        "split": split,
+        "val_fraction": config["dataset"]["val_fraction"] if random else None,
+        "seed": config["seed"] if random else None,
+    }

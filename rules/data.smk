@@ -82,12 +82,10 @@ rule kitti_to_coco:
         CONDA_ENV
     params:
         root=lambda wildcards, input: kitti_root(input[0]),
-        split=(
-            config["kitti"]["split"]
-            if config["dataset"]["source"] == "kitti"
-            else "random"
-        ),
-        val_fraction=config["dataset"]["val_fraction"],
-        seed=config["seed"],
+        split=data_split(config)["split"],
+        # The random split's share and seed; None under the standard split, whose frame lists
+        # decide it, so that a change of them reruns nothing there.
+        val_fraction=data_split(config)["val_fraction"],
+        seed=data_split(config)["seed"],
     script:
         "../scripts/kitti_to_coco.py"

@@ -3,9 +3,15 @@
 import pytest
 import yaml
 
-from detrprune.config import ConfigError, validate_config
+from detrprune.config import (
+    ConfigError,
+    check_ignored_keys,
+    data_split,
+    resolve_layers,
+    validate_config,
+)
 
-from .conftest import default_config, micro_config, run_snakemake
+from .conftest import default_config, micro_config, planned_jobs, run_snakemake
 
 
 def test_shipped_and_micro_configs_are_valid():
@@ -423,3 +429,140 @@ def test_synthetic_minimum_size_is_the_generators(tmp_path):
             )
     images, labels = synthesize_kitti(tmp_path, num_scenes=1, seed=0, width=width, height=height)
     assert images.stat().st_size > 0 and labels.stat().st_size > 0
+
+
+# --- Layers: config.yaml, --configfile files, --config ----------------------------------------
+
+
+def _layers(*changes: dict) -> list[tuple[str, dict]]:
+    """config.yaml, then each of ``changes`` as a config file ``layer<i>.yaml``."""
+    return [("config.yaml", default_config())] + [
+        (f"layer{index}.yaml", change) for index, change in enumerate(changes, start=1)
+    ]
+
+
+def test_layers_merge_key_by_key_as_snakemake_merges_them():
+    from snakemake.utils import update_config
+
+    changes = [
+        {"train": {"max_iters": 7}, "pruning": {"methods": {"filter": {"ratios": [20]}}}},
+        {"model": {"input_scale": [256, 96]}, "evaluate": {"latency": {"runs": 40}}},
+    ]
+    expected = default_config()
+    for change in changes:
+        update_config(expected, change)
+    assert resolve_layers(_layers(*changes)).config == expected
+
+
+def test_a_file_that_replaces_the_methods_gives_the_whole_set():
+    own = {"mine": {"kind": "weight", "scope": "global", "ratios": [40]}}
+    tweak = {"pruning": {"methods": {"mine": {"ratios": [60]}}}}
+    resolved = resolve_layers(
+        _layers({"pruning": {"replace_methods": True, "methods": own}}, tweak)
+    ).config
+    # Later layers (and --config) merge into the replaced set as usual.
+    assert resolved["pruning"]["methods"] == {
+        "mine": {"kind": "weight", "scope": "global", "ratios": [60]}
+    }
+    # Everything else of config.yaml's pruning section stays.
+    assert resolved["pruning"]["finetune"] == default_config()["pruning"]["finetune"]
+    # Without the flag a file's methods merge into config.yaml's.
+    merged = resolve_layers(_layers({"pruning": {"methods": own}})).config["pruning"]["methods"]
+    assert set(merged) == {*default_config()["pruning"]["methods"], "mine"}
+
+
+def test_replace_methods_without_methods_is_refused():
+    with pytest.raises(ConfigError, match=r"^layer1.yaml: pruning.replace_methods: true"):
+        resolve_layers(_layers({"pruning": {"replace_methods": True}}))
+
+
+KITTI_STANDARD = {"dataset": {"source": "kitti"}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "refused"),
+    [
+        (
+            [KITTI_STANDARD, {"dataset": {"val_fraction": 0.3}}],
+            "layer2.yaml: dataset.val_fraction: 0.3 has no effect with kitti.split standard",
+        ),
+        # In the same file as the source and split it is ignored under.
+        (
+            [{"dataset": {"source": "kitti", "val_fraction": 0.5}}],
+            "layer1.yaml: dataset.val_fraction: 0.5 has no effect with kitti.split standard",
+        ),
+        (
+            [{"kitti": {"split": "random"}}],
+            "layer1.yaml: kitti.split: 'random' has no effect with dataset.source synthetic",
+        ),
+        (
+            [KITTI_STANDARD, {"dataset": {"synthetic": {"num_scenes": 20}}}],
+            "layer2.yaml: dataset.synthetic.num_scenes: 20 has no effect with dataset.source kitti",
+        ),
+        # Used: the random split's fraction, config.yaml's own values restated, a KITTI key
+        # under the KITTI source.
+        ([KITTI_STANDARD, {"kitti": {"split": "random"}, "dataset": {"val_fraction": 0.3}}], None),
+        ([KITTI_STANDARD, default_config()], None),
+        ([{"dataset": {"val_fraction": 0.3}}], None),
+        ([KITTI_STANDARD, {"kitti": {"retries": 5}}], None),
+    ],
+    ids=[
+        "val_fraction-standard",
+        "val_fraction-same-file",
+        "split-synthetic",
+        "synthetic-kitti",
+        "val_fraction-random",
+        "unchanged-copy",
+        "val_fraction-synthetic",
+        "kitti-key-kitti",
+    ],
+)
+def test_a_layer_that_changes_an_ignored_key_is_refused(changes, refused):
+    resolved = resolve_layers(_layers(*changes))
+    if refused is None:
+        check_ignored_keys(resolved)
+        return
+    with pytest.raises(ConfigError) as info:
+        check_ignored_keys(resolved)
+    assert str(info.value).startswith(refused) and "\n" not in str(info.value)
+
+
+def test_the_standard_split_carries_no_val_fraction_or_seed():
+    config = default_config()
+    assert data_split(config) == {
+        "split": "random",
+        "val_fraction": config["dataset"]["val_fraction"],
+        "seed": config["seed"],
+    }
+    config["dataset"]["source"] = "kitti"
+    assert data_split(config) == {"split": "standard", "val_fraction": None, "seed": None}
+
+
+def test_a_val_fraction_the_standard_split_ignores_reruns_nothing(tmp_path):
+    """config.yaml's val_fraction is a parameter of kitti_to_coco only when the split is
+    random: under the standard split a change of it (or of the seed) converts nothing again."""
+    from .test_kitti_source import kitti_archives
+
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    for name, content in kitti_archives().items():
+        (archives / name.lstrip("/")).write_bytes(content)
+    config = micro_config()
+    config["dataset"]["source"] = "kitti"
+    config["kitti"]["archives_dir"] = str(archives)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    targets = ("data/coco/train.json", "data/coco/val.json")
+    run = run_snakemake(tmp_path, *targets, "--cores", "1", timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    config["dataset"]["val_fraction"] = 0.5
+    config["seed"] = 7
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = run_snakemake(tmp_path, *targets, "-n", timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert planned_jobs(run) == {}
+    # Under the random split it is what the split is drawn with.
+    config["kitti"]["split"] = "random"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = run_snakemake(tmp_path, *targets, "-n", timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert planned_jobs(run) == {"kitti_to_coco": 1}

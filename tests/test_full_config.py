@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from detrprune.config import validate_config
+from detrprune.config import resolve_config, validate_config
 from detrprune.train.model import (
     build_detector,
     build_training_config,
@@ -24,21 +24,13 @@ from .conftest import REPO, default_config, planned_jobs, run_snakemake
 SAMPLE_IMAGES = REPO / "tests" / "data" / "kitti_sample" / "training" / "image_2"
 
 
+FULL = REPO / "configs" / "kitti.yaml"
+
+
 def full_config() -> dict:
-    """config.yaml overridden by configs/kitti.yaml, as `--configfile` does."""
-    config = default_config()
-    with open(REPO / "configs" / "kitti.yaml") as handle:
-        _merge(config, yaml.safe_load(handle))
-    return config
-
-
-def _merge(base: dict, override: dict) -> None:
-    """Snakemake's --configfile merge: nested mappings key by key, everything else replaced."""
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
+    """config.yaml with configs/kitti.yaml over it, resolved as the Snakefile resolves
+    `--configfile configs/kitti.yaml` (:func:`detrprune.config.resolve_config`)."""
+    return resolve_config(REPO / "config.yaml", [FULL])
 
 
 COCO_CLASSES = 80
@@ -95,8 +87,14 @@ def test_full_model_runs_on_a_real_kitti_frame():
     assert boxes.shape == (config["max_per_img"], 4) and torch.isfinite(boxes).all()
 
 
-def _dry_run(workdir: Path, *extra: str, init_files: bool = True) -> subprocess.CompletedProcess:
-    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+def _dry_run(
+    workdir: Path, *extra: str, init_files: bool = True, default: dict | None = None
+) -> subprocess.CompletedProcess:
+    """A dry run of the full study in ``workdir``, on config.yaml or ``default`` in its place."""
+    if default is None:
+        shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    else:
+        (workdir / "config.yaml").write_text(yaml.safe_dump(default))
     if init_files:
         place_init_files(workdir)
     # The target goes before --configfile/--config: both take several values.
@@ -135,6 +133,57 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "aggregate": 1,
         "report": 1,
     }
+
+
+def test_the_full_study_runs_exactly_the_methods_kitti_yaml_lists():
+    """kitti.yaml's methods, whole: no method of config.yaml's, nor a key of one, merges in."""
+    listed = yaml.safe_load(FULL.read_text())["pruning"]["methods"]
+    assert full_config()["pruning"]["methods"] == listed
+    demo = default_config()["pruning"]["methods"]
+    # The demo's filter_points removes 3 of 4 points and says which stacks; the full study
+    # states its own.
+    assert listed["filter_points"]["part_ratios"] != demo["filter_points"]["part_ratios"]
+    assert listed["filter_points"]["transformer"] == ["encoder"]
+
+
+def test_a_demo_only_method_does_not_reach_the_full_study(tmp_path):
+    default = default_config()
+    default["pruning"]["methods"]["demo_only"] = {
+        "kind": "filter",
+        "scope": "backbone",
+        "ratios": [30],
+    }
+    default["pruning"]["methods"]["filter"]["round_to"] = 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(default))
+    methods = resolve_config(tmp_path / "config.yaml", [FULL])["pruning"]["methods"]
+    assert "demo_only" not in methods and "round_to" not in methods["filter"]
+    # Through Snakemake: the same 28 targets as on the shipped config.yaml.
+    run = _dry_run(tmp_path, default=default)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert planned_jobs(run)["prune"] == 28
+    assert "prune/demo_only/" not in run.stdout + run.stderr
+
+
+def test_a_changed_val_fraction_under_the_standard_split_is_refused(tmp_path):
+    """The standard split ignores dataset.val_fraction: changing it would do nothing, so a
+    config file that changes it stops the run with one line naming the file and key."""
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"dataset": {"val_fraction": 0.3}}))
+    run = _dry_run(tmp_path, str(override))
+    assert run.returncode != 0
+    lines = [line for line in run.stderr.splitlines() if "Invalid configuration" in line]
+    assert lines == [
+        # The file as named relative to the working directory (-d), where it is.
+        "Invalid configuration: override.yaml: dataset.val_fraction: 0.3 has no effect with "
+        "kitti.split standard (the standard frame lists decide the split): remove it, or set "
+        "kitti.split: random"
+    ]
+    # With the random split it is what decides the split.
+    override.write_text(
+        yaml.safe_dump({"dataset": {"val_fraction": 0.3}, "kitti": {"split": "random"}})
+    )
+    run = _dry_run(tmp_path, str(override))
+    assert run.returncode == 0, run.stderr[-3000:]
 
 
 def test_a_missing_pretrained_file_stops_the_run_at_start_up(tmp_path):
