@@ -41,7 +41,7 @@ test-slurm: install
 	DETRPRUNE_TEST_SLURM=1 $(BIN)/python -m pytest -v -rs tests/test_slurm.py
 
 # On a GPU machine (a CUDA torch, mmcv built with CUDA ops): the full-size micro study on CUDA,
-# its GPU checks required rather than skipped (README "The full study"); under 8 min on one GPU.
+# its GPU checks required rather than skipped (docs/real-study.md); under 8 min on one GPU.
 # Then 2:4 sparse Linears against dense fp16, demo and full size (bench/README.md; needs
 # compute capability >= 8.0, an older GPU prints why and passes).
 gpu-smoke: install

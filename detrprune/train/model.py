@@ -107,9 +107,9 @@ def contiguous_deformable_sampling() -> None:
     mmcv's CUDA ops) slices each level out of one sampling grid, so ``grid_sample`` gets a
     non-contiguous grid (and value). PyTorch's CPU kernel then takes a strided path that is about
     3x slower for the demo's shapes and hardly faster with fewer sampling points per query
-    (README "What is measured"). A contiguous copy gives bit-identical outputs. mmcv's module
-    reaches ``grid_sample`` through its global ``F``, so only that name is replaced there; every
-    other ``F.<name>`` is torch's.
+    (docs/findings.md#2026-12-04-sampling-points-and-contiguous-sampling). A contiguous copy
+    gives bit-identical outputs. mmcv's module reaches ``grid_sample`` through its global ``F``,
+    so only that name is replaced there; every other ``F.<name>`` is torch's.
     """
     import mmcv.ops.multi_scale_deform_attn as deform_attn
 
