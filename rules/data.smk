@@ -45,7 +45,6 @@ elif not USER_ARCHIVES:
         params:
             url=lambda wildcards: config["kitti"]["urls"][f"{wildcards.part}s"],
             sha256=lambda wildcards: config["kitti"]["sha256"][f"{wildcards.part}s"],
-            retries=config["kitti"]["retries"],
         script:
             "../scripts/download_kitti.py"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import REPO, micro_config, run_snakemake
+from .conftest import REPO, micro_config, planned_jobs, run_snakemake
 from .http_server import serve
 
 SAMPLE = REPO / "tests" / "data" / "kitti_sample" / "training"
@@ -74,6 +74,14 @@ def test_download_extract_convert_real_frames(tmp_path):
     assert {im["id"]: (im["width"], im["height"]) for im in train["images"]}[0] == (1224, 370)
     extract_log = (tmp_path / "logs" / "extract_kitti.log").read_text()
     assert "skipped_entries" in extract_log or "skipped" in extract_log
+    # How a download copes with the network is not what it gets: a change of kitti.retries
+    # downloads nothing again (and so retrains nothing).
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["kitti"]["retries"] += 2
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = run_snakemake(tmp_path, "data/coco/train.json", "data/coco/val.json", "-n")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert planned_jobs(run) == {}
 
 
 def test_sha256_mismatch_fails_the_download_job(tmp_path):
