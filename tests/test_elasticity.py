@@ -154,4 +154,4 @@ def test_the_report_leaves_the_table_out_without_filter_rows(tmp_path: Path):
     write_report(summary_table("weight"), [], {}, pdf)
     texts = _page_texts(pdf)
     assert not any("Latency elasticity" in t for t in texts)
-    assert len(texts) == 4  # title, recovery, summary, detail
+    assert len(texts) == 6  # the answer, recovery, summary, detail, appendix A and B

@@ -243,21 +243,17 @@ def test_plots_are_png_files_in_order(built: tuple[Path, list[Path], Path]) -> N
 def test_pdf_pages_and_text(built: tuple[Path, list[Path], Path]) -> None:
     _, plots, pdf = built
     reader = PdfReader(pdf)
-    # title + recovery, summary and detail tables (5 rows each) + one page per plot
-    assert len(reader.pages) == 1 + 4 + len(plots)
+    # the answer + recovery, summary, detail and elasticity tables (5 rows each) + one page per
+    # plot + the appendix: how to read (1 page) and the settings (1 page)
+    assert len(reader.pages) == 1 + 4 + len(plots) + 2
     assert reader.metadata is not None
     assert reader.metadata.get("/Creator") == "detrprune"
     assert "/CreationDate" not in reader.metadata
 
     title = reader.pages[0].extract_text()
-    assert "Pruning Deformable DETR on KITTI" in title
-    assert "GMACs" in title
-    assert str(BASELINE_MAP) in title
-    assert "dataset.synthetic.num_scenes: 64" in title
-    assert "pruning.methods.weight.ratios: [10, 90]" in title
-    assert "pruning.finetune.iters: 100" in title
+    assert title.startswith("Pruning Deformable DETR on KITTI")
     assert DEVICE in title
-    assert "Findings" in title and "no fine-tuned model has a control" in title
+    assert "dataset.synthetic.num_scenes" not in title
 
     recovery = reader.pages[1].extract_text()
     assert "Recovery table" in recovery and "significant" in recovery
@@ -270,6 +266,15 @@ def test_pdf_pages_and_text(built: tuple[Path, list[Path], Path]) -> None:
     assert "Detail table" in reader.pages[3].extract_text()
     assert "Latency elasticity per filter variant" in reader.pages[4].extract_text()
     assert "map_vs_ratio" in reader.pages[5].extract_text()
+
+    reading, settings = (page.extract_text() for page in reader.pages[-2:])
+    assert "Appendix A" in reading and "GMACs" in reading and str(BASELINE_MAP) in reading
+    assert "Findings" in reading and "no fine-tuned model has a control" in reading
+    assert "Appendix B" in settings
+    assert "dataset.synthetic.num_scenes: 64" in settings
+    assert "pruning.methods.weight.ratios: [10, 90]" in settings
+    assert "pruning.finetune.iters: 100" in settings
+    assert "Bohra, Shashidhar, Royce, Ungarala and Shahbas V S" in settings
 
 
 def test_outputs_are_byte_identical_across_runs(
@@ -293,8 +298,9 @@ def test_table_splits_over_pages(tmp_path: Path) -> None:
     pdf = tmp_path / "report.pdf"
     write_report(summary, [], {}, pdf)
     reader = PdfReader(pdf)
-    # title + two pages for each table: recovery (30 rows with a control), summary and detail
-    assert len(reader.pages) == 1 + 2 + 2 + 2
+    # the answer + two pages for each table: recovery (30 rows with a control), summary and
+    # detail + the appendix (how to read; the settings)
+    assert len(reader.pages) == 1 + 2 + 2 + 2 + 2
     assert "(2/2)" in reader.pages[2].extract_text()
 
 
@@ -526,9 +532,11 @@ def test_the_baseline_training_curve_is_drawn_first_and_judged_on_the_title_page
     assert plots[0].name == "baseline_training.png" and len(plots) == 9
     pdf = tmp_path / "report.pdf"
     write_report(summary, plots, {}, pdf, validations=validations)
-    title = PdfReader(pdf).pages[0].extract_text()
+    pages = [page.extract_text() for page in PdfReader(pdf).pages]
     sentence = "training: converged: mAP gained +0.010 and mAP50 +0.010 from iteration 210 to 280"
-    assert sentence in title
+    # On the first page beside the answer, and in the appendix with the baseline's numbers.
+    assert sentence in " ".join(pages[0].split())
+    assert sentence in pages[-2]
 
 
 RATIO_PLOTS = ("map_vs_ratio", "gmacs_vs_ratio", "latency_vs_ratio", "size_vs_ratio")
@@ -537,6 +545,11 @@ RATIO_PLOTS = ("map_vs_ratio", "gmacs_vs_ratio", "latency_vs_ratio", "size_vs_ra
 def _legend_labels(ax) -> set[str]:
     legend = ax.get_legend()
     return {text.get_text() for text in legend.get_texts()} if legend else set()
+
+
+def _key_labels(fig) -> set[str]:
+    """Every label of every legend of ``fig``."""
+    return set().union(*(_legend_labels(ax) for ax in fig.axes))
 
 
 @pytest.fixture
@@ -589,10 +602,10 @@ def test_points_and_steps_name_what_their_ratio_counts(tmp_path: Path) -> None:
     summary = aggregate(_write_runs(tmp_path, [*FAKE_RUNS, iterative]), tmp_path / "s.csv")
     fig = figure("accuracy_vs_latency", summary)
     try:
-        (ax,) = fig.axes
-        tags = {text.get_text() for text in ax.texts}
-        assert {"10%ch", "50%ch", "10%sp", "90%sp"} <= tags
-        assert "ch = channels removed" in ax.get_xlabel()
+        # The key gives each ratio's marker and what it counts for the kinds pruned that far.
+        labels = _key_labels(fig)
+        assert {"10 % ch/sp", "50 % ch", "90 % sp"} <= labels
+        assert {"ch = channels removed (%)", "sp = weights zeroed, sparsity (%)"} <= labels
     finally:
         plt.close(fig)
     # The loop's steps table has no kind: the summary's iterative row gives it.
@@ -699,3 +712,166 @@ def test_two_four_rows_get_their_gpu_table_or_the_reason_they_were_not_timed(
         aggregate(_write_runs(tmp_path / "p", FAKE_RUNS), tmp_path / "p.csv"), [], {}, plain
     )
     assert not any("2:4 semi" in page.extract_text() for page in PdfReader(plain).pages)
+
+
+# --------------------------------------------------------------------------------------------
+# the first page: the answer and the accuracy-vs-speed figure with its Pareto front
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_pareto_front_is_exactly_the_non_dominated_points() -> None:
+    from detrprune.report.pareto import pareto_front
+
+    nan = math.nan
+    table = pd.DataFrame(
+        {
+            "variant": ["a", "b", "c", "d", "e", "f", "g", "h", "i"],
+            "speedup": [1.0, 1.5, 2.0, 1.5, 2.0, nan, 3.0, 0.5, 1.2],
+            "mAP": [0.5, 0.45, 0.3, 0.45, 0.2, 0.9, nan, 0.5, 0.44],
+        },
+        index=[10, 11, 12, 13, 14, 15, 16, 17, 18],
+    )
+    front = pareto_front(table, "speedup", "mAP")
+    # b and d tie: both stay; e (same speed as c, lower mAP), h (same mAP as a, slower) and i
+    # (beaten by b) are dominated; f and g have a missing value: left out, dominating nothing.
+    assert front["variant"].tolist() == ["a", "b", "d", "c"]
+    assert front.index.tolist() == [10, 11, 13, 12]
+    # The same front on latency, where lower is better, joined in latency order.
+    table["latency"] = 100.0 / table["speedup"]
+    by_latency = pareto_front(table, "latency", "mAP", maximize_x=False)
+    assert by_latency["variant"].tolist() == ["c", "b", "d", "a"]
+    assert pareto_front(table.iloc[5:7], "speedup", "mAP").empty
+    assert pareto_front(table.iloc[:1], "speedup", "mAP")["variant"].tolist() == ["a"]
+
+
+def _compared(tmp_path: Path) -> pd.DataFrame:
+    """A study with controls, fine-tuned twins, the iterative loop and collapsed models, its
+    comparisons (delta +- 0.02) and speedups (+- 10 %) filled in as aggregate would."""
+    spec = [
+        # variant, method, kind, ratio, fine-tuned, mAP, latency ms, non-zero fraction
+        ("baseline", "baseline", "baseline", 0, False, 0.45, 100.0, 1.0),
+        ("finetune/baseline", "baseline", "baseline", 0, True, 0.46, 100.0, 1.0),
+        ("control/iterative", "baseline", "baseline", 0, True, 0.44, 100.0, 1.0),
+        ("prune/filter/r10", "filter", "filter", 10, False, 0.44, 95.0, 1.0),
+        ("prune/filter/r50", "filter", "filter", 50, False, 0.20, 70.0, 1.0),
+        ("finetune/filter/r10", "filter", "filter", 10, True, 0.46, 95.0, 1.0),
+        ("finetune/filter/r50", "filter", "filter", 50, True, 0.46, 70.0, 1.0),
+        ("prune/weight/r90", "weight", "weight", 90, False, 0.01, 100.0, 0.1),
+        ("finetune/weight/r10", "weight", "weight", 10, True, 0.46, 101.0, 0.9),
+        ("finetune/weight/r90", "weight", "weight", 90, True, 0.02, 100.0, 0.1),
+        ("iterative", "iterative", "filter", 50, True, 0.40, 60.0, 1.0),
+    ]
+    runs = [
+        dict(
+            _metrics(variant, method, ratio, mAP, 100.0, latency, nz),
+            kind=kind,
+            finetuned=finetuned,
+            scope="none" if kind == "baseline" else "backbone",
+        )
+        for variant, method, kind, ratio, finetuned, mAP, latency, nz in spec
+    ]
+    summary = aggregate(_write_runs(tmp_path, runs), tmp_path / "summary.csv")
+    maps = summary.set_index("variant")["mAP"]
+    has = summary["control"] != ""
+    delta = summary["mAP"] - summary["control"].map(maps)
+    summary.loc[has, "delta_mAP"] = delta[has]
+    summary.loc[has, "delta_mAP_ci95_low"] = delta[has] - 0.02
+    summary.loc[has, "delta_mAP_ci95_high"] = delta[has] + 0.02
+    summary["significant"] = (summary["delta_mAP_ci95_low"] > 0) | (
+        summary["delta_mAP_ci95_high"] < 0
+    )
+    summary["speedup"] = 100.0 / summary["latency_ms_median"]
+    summary["speedup_ci95_low"] = summary["speedup"] * 0.9
+    summary["speedup_ci95_high"] = summary["speedup"] * 1.1
+    return summary
+
+
+def test_the_tradeoff_draws_every_model_and_its_key_names_each_without_covering_one(
+    tmp_path: Path,
+) -> None:
+    import matplotlib.pyplot as plt
+
+    from detrprune.report.pareto import pareto_front
+    from detrprune.report.plots import report_style
+
+    summary = _compared(tmp_path)
+    with report_style():
+        fig = figure("accuracy_vs_latency", summary)
+    try:
+        fig.canvas.draw()
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert len(legends) == 1  # one key, in axes of its own
+        (key,) = legends
+        plots = [ax for ax in fig.axes if ax.get_legend() is None and ax.axison]
+        # Every model is a point, once per panel (the zoomed band and all models).
+        for ax in plots:
+            drawn = {line.get_gid() for line in ax.lines if line.get_gid()}
+            assert drawn == set(summary["variant"])
+        # The key covers no panel and stays on the figure.
+        box = key.get_window_extent()
+        for ax in plots:
+            assert not box.overlaps(ax.get_window_extent())
+        assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
+        # It names each point's method (or the reference's own name), ratio and training.
+        labels = _key_labels(fig)
+        assert {"filter", "weight", "iterative"} <= labels
+        assert {"baseline", "finetune/baseline", "control/iterative"} <= labels
+        assert {"10 % ch/sp", "50 % ch", "90 % sp"} <= labels
+        assert {"fine-tuned (filled)", "zero-shot (hollow)", "Pareto front"} <= labels
+        # The front's models by name, and the line joining them, in every panel.
+        front = pareto_front(summary, "speedup", "mAP")
+        assert front["variant"].tolist() == ["finetune/filter/r50", "iterative"]
+        assert set(front["variant"]) <= labels
+        for ax in plots:
+            joined = [
+                line
+                for line in ax.lines
+                if list(line.get_xdata()) == pytest.approx(front["speedup"].tolist())
+            ]
+            assert len(joined) == 1
+    finally:
+        plt.close(fig)
+
+
+def test_page_one_gives_the_answer_then_the_tables_the_plots_and_the_settings(
+    tmp_path: Path,
+) -> None:
+    import re
+
+    summary = _compared(tmp_path)
+    plots = make_plots(summary, tmp_path / "plots")
+    pdf = tmp_path / "report.pdf"
+    write_report(summary, plots, summarize_config(CONFIG), pdf)
+    pages = [page.extract_text() for page in PdfReader(pdf).pages]
+    first = pages[0]
+    lines = first.splitlines()
+    # The title, the study it reproduces, then the answer: no configuration on page 1.
+    assert lines[0] == "Pruning Deformable DETR on KITTI"
+    assert lines[2].startswith('Reproduces "Pruning Deformable DETR on KITTI" by Bohra,')
+    assert "https://github.com/ebcoders/Road-Object-Detection" in lines[3]
+    assert lines[4] == "This run"
+    assert f"timed on {DEVICE}" in lines[5]
+    assert not re.search(r"^\s*(seed|dataset|model|train|pruning|evaluate)\.?\w*:", first, re.M)
+    assert "Configuration" not in first
+    # Each method's highest ratio with no significant drop, its interval, speedup and size.
+    assert re.search(
+        r"filter\s+ft\s+50 % \(max\)\s+\+0\.000 \[-0\.020, \+0\.020\]\s+"
+        r"1\.43x \[1\.29, 1\.57\] faster\s+75 % params",
+        first,
+    )
+    assert re.search(r"filter\s+0-shot\s+10 %\s+-0\.010 \[-0\.030, \+0\.010\]", first)
+    assert re.search(r"weight\s+ft\s+10 %\s+\+0\.000 .* 0\.99x \[0\.89, 1\.09\] n\.s\.", first)
+    assert re.search(r"iterative\s+ft\s+none \(50 %\)\s+-0\.040 \[-0\.060, -0\.020\]", first)
+    assert "Collapsed: 3 model(s)" in first and "prune/weight/r90 (0.010)" in first
+    # The figure's key on the same page names the front's models.
+    assert "on the Pareto front" in first and "finetune/filter/r50" in first
+    assert not any("goal" in page.lower() for page in pages)
+
+    def index(heading: str) -> int:
+        return next(i for i, page in enumerate(pages) if heading in page)
+
+    # Tables, then plots, then the appendix; the configuration at the very end.
+    assert 0 < index("Recovery table") < index("Summary table") < index("map_vs_ratio")
+    assert index("sparsity_by_part") < index("Appendix A") < index("Appendix B")
+    assert index("dataset.synthetic.num_scenes: 64") == len(pages) - 1
+    assert "Bohra, Shashidhar, Royce, Ungarala and Shahbas V S" in pages[-1]

@@ -1,7 +1,12 @@
-"""The PDF report: a title page (the study's settings, the baseline, how to read the numbers),
-the recovery, summary, detail, latency-elasticity, 2:4-on-GPU and iterative-step tables, then
-one page per plot. Byte-identical for identical inputs: no creation dates, fixed fonts
-(TrueType, so the text stays extractable)."""
+"""The PDF report. Page 1 answers the study's question for this run: how far each kind of pruning
+went with no significant mAP drop against its control of equal training, what that bought in
+speed and size, what collapsed and on which machine (:func:`detrprune.report.findings.answer`),
+beside the accuracy-vs-speed figure with its Pareto front (:func:`detrprune.report.plots.
+draw_tradeoff`). Then the recovery, summary, detail, latency-elasticity, 2:4-on-GPU, seed and
+iterative-step tables, one page per plot, and the appendix: the baseline, how to read the
+numbers, every recovery claim in words, the study's settings and the study it reproduces.
+Byte-identical for identical inputs: no creation dates, fixed fonts (TrueType, so the text stays
+extractable)."""
 
 from __future__ import annotations
 
@@ -25,8 +30,8 @@ from detrprune.constants import CLASSES, GMACS_PARTS
 from detrprune.evaluate.analysis import derived_numbers
 from detrprune.jobs import atomic_output
 from detrprune.report.convergence import judge_convergence
-from detrprune.report.findings import findings
-from detrprune.report.plots import report_style
+from detrprune.report.findings import answer, findings
+from detrprune.report.plots import draw_tradeoff, report_style
 from detrprune.report.summary import (
     BASELINE_METHOD,
     ReportError,
@@ -39,11 +44,22 @@ from detrprune.variants import is_control
 log = logging.getLogger(__name__)
 
 REPORT_TITLE = "Pruning Deformable DETR on KITTI"
+# The study this workflow reproduces (as CITATION.cff names it).
+REPRODUCED_STUDY = (
+    'Reproduces "Pruning Deformable DETR on KITTI" by Bohra, Shashidhar, Royce, Ungarala and '
+    "Shahbas V S",
+    "(https://github.com/ebcoders/Road-Object-Detection).",
+)
 
 _PAGE_PORTRAIT = (8.27, 11.69)  # A4
 _PAGE_LANDSCAPE = (11.69, 8.27)
 _TABLE_ROWS_PER_PAGE = 25
 _TEXT_LINES_PER_PAGE = 58
+# Page 1: its monospace answer lines (page fractions) and the least height its figure keeps.
+_ANSWER_TOP = 0.895
+_ANSWER_STEP = 0.0097
+_ANSWER_FONTSIZE = 6.5
+_FIGURE_MIN_HEIGHT = 0.36
 
 # Short headers so the 17-column table fits a landscape A4 page.
 _TABLE_HEADERS: dict[str, str] = {
@@ -273,19 +289,21 @@ def write_report(
 ) -> None:
     """Write the multi-page PDF report, byte-identical for identical inputs.
 
-    Pages: a title page (config summary, baseline numbers and convergence, how to read), the
-    recovery table (each model against its control of equal training, with intervals), the
-    summary table and the detail table (KITTI AP, GMACs by part, sparse sizes; split every 25
-    rows), the latency elasticity of each filter variant (:func:`elasticity_table`; only when
-    there is one), the 2:4 variants' GPU timing (:func:`semi_structured_table`; only when there
-    is one), the training-seed replicates (:func:`seed_table`; only when there are some), the
-    iterative loop's step table when ``steps`` is given, then one page per
-    plot.
+    Pages: the answer (:func:`_answer_page`: this run's answer in words beside the
+    accuracy-vs-speed figure with its Pareto front), the recovery table (each model against its
+    control of equal training, with intervals), the summary table and the detail table (KITTI
+    AP, GMACs by part, sparse sizes; split every 25 rows), the latency elasticity of each filter
+    variant (:func:`elasticity_table`; only when there is one), the 2:4 variants' GPU timing
+    (:func:`semi_structured_table`; only when there is one), the training-seed replicates
+    (:func:`seed_table`; only when there are some), the iterative loop's step table when
+    ``steps`` is given, one page per plot, then the appendix: the baseline, how to read the
+    numbers and every recovery claim in words, the configuration and the reproduced study.
 
     Args:
         summary: the table returned by :func:`~detrprune.report.summary.aggregate`.
         plot_paths: PNGs of :func:`~detrprune.report.plots.make_plots`, a page each, in order.
-        config_summary: nested dict (e.g. from :func:`summarize_config`), printed with dotted keys.
+        config_summary: nested dict (e.g. from :func:`summarize_config`), printed with dotted keys
+            in the appendix.
         out_pdf: output path, written atomically.
         steps: the iterative loop's per-step table, when it ran.
         validations: the baseline's validations during training, when recorded.
@@ -297,7 +315,7 @@ def write_report(
         if not Path(plot).is_file():
             raise ReportError(f"{plot}: plot file not found (key 'plot_paths')")
 
-    text_pages = _title_lines(summary, config_summary, validations)
+    appendix = _appendix_lines(summary, config_summary, validations)
     metadata = {
         "CreationDate": None,
         "ModDate": None,
@@ -307,10 +325,9 @@ def write_report(
     }
     with report_style(), atomic_output(Path(out_pdf)) as (tmp,):
         with PdfPages(tmp, metadata=metadata) as pdf:
-            for index, lines in enumerate(text_pages):
-                fig = _text_page(lines, first=index == 0)
-                pdf.savefig(fig)
-                plt.close(fig)
+            fig = _answer_page(summary, validations)
+            pdf.savefig(fig)
+            plt.close(fig)
             tables = _table_pages(
                 recovery_table(summary), _RECOVERY_HEADERS, "Recovery table", _RECOVERY_NOTE
             )
@@ -346,6 +363,10 @@ def write_report(
                 fig = _plot_page(Path(plot))
                 pdf.savefig(fig)
                 plt.close(fig)
+            for lines in appendix:
+                fig = _text_page(lines)
+                pdf.savefig(fig)
+                plt.close(fig)
     log.info("wrote %s", out_pdf)
 
 
@@ -366,7 +387,7 @@ def recovery_table(summary: pd.DataFrame) -> pd.DataFrame:
 def elasticity_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The baseline and every filter (structured) row: GMACs and median latency change vs the
     baseline in percent, the speedup with its paired interval, and the latency elasticity (relative
-    latency drop / relative GMACs drop, :func:`detrprune.evaluate.goals.elasticity`).
+    latency drop / relative GMACs drop, :func:`detrprune.evaluate.analysis.elasticity`).
 
     Rows keep the summary's order and columns (so ``latency_device`` still names the device);
     without a baseline row the changes and elasticities are NaN.
@@ -457,20 +478,20 @@ def _config_value(value: object) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _title_lines(
+def _pages(lines: list[str]) -> list[list[str]]:
+    """``lines`` split into pages of at most ``_TEXT_LINES_PER_PAGE``."""
+    return [lines[i : i + _TEXT_LINES_PER_PAGE] for i in range(0, len(lines), _TEXT_LINES_PER_PAGE)]
+
+
+def _appendix_lines(
     summary: pd.DataFrame,
     config_summary: Mapping[str, object],
     validations: pd.DataFrame | None = None,
 ) -> list[list[str]]:
-    """Body text of the title page(s), split into pages of at most ``_TEXT_LINES_PER_PAGE``."""
-    lines: list[str] = ["Configuration"]
-    flat = _flatten(config_summary) if config_summary else []
-    if flat:
-        lines += [f"  {key}: {_config_value(value)}" for key, value in flat]
-    else:
-        lines.append("  (no configuration given)")
-
-    lines += ["", "Baseline"]
+    """The appendix's pages: the baseline, how to read the numbers and every recovery claim in
+    words; then, on pages of their own, the study's settings and the study it reproduces."""
+    lines: list[str] = ["Appendix A: the baseline and how to read the numbers", ""]
+    lines += ["Baseline"]
     baseline = baseline_row(summary)
     if baseline is None:
         lines.append("  (no baseline row in the summary)")
@@ -495,9 +516,6 @@ def _title_lines(
             )
     if validations is not None:
         lines.append(f"  training: {judge_convergence(validations).sentence()}")
-
-    lines += ["", "Findings (fine-tuned models and controls against their control)"]
-    lines += [f"  {line}" for line in findings(summary)]
 
     devices = sorted(str(d) for d in summary["latency_device"].unique())
     n_variants = int((summary["method"] != BASELINE_METHOD).sum())
@@ -528,36 +546,81 @@ def _title_lines(
         "    (credits removed channels and zeroed weights; the dense checkpoint MB only",
         "    shrinks for removed channels).",
         "  Fine-tuned variants (ft = yes) are drawn dashed in the plots.",
+        "  Page 1's figure: mAP against the speedup over the baseline, every model a point with",
+        "    its 95 % intervals; the Pareto front joins the models no other model beats on both",
+        "    (point estimates). The figure is also results/plots/accuracy_vs_latency.png.",
     ]
-    return [lines[i : i + _TEXT_LINES_PER_PAGE] for i in range(0, len(lines), _TEXT_LINES_PER_PAGE)]
+    lines += ["", "Findings (fine-tuned models and controls against their control)"]
+    lines += [f"  {line}" for line in findings(summary)]
+
+    settings: list[str] = ["Appendix B: the study's settings", "", "Configuration"]
+    flat = _flatten(config_summary) if config_summary else []
+    if flat:
+        settings += [f"  {key}: {_config_value(value)}" for key, value in flat]
+    else:
+        settings.append("  (no configuration given)")
+    settings += [
+        "",
+        "The reproduced study",
+        *[f"  {line}" for line in REPRODUCED_STUDY],
+        f"  This report: detrprune {__version__}.",
+    ]
+    return _pages(lines) + _pages(settings)
 
 
-def _text_page(lines: Sequence[str], *, first: bool) -> Figure:
-    """A portrait page of monospace text; the first one carries the report title."""
+def _text_page(lines: Sequence[str]) -> Figure:
+    """A portrait page of monospace text under the report's title."""
     fig = plt.figure(figsize=_PAGE_PORTRAIT)
     top = 0.95
-    if first:
-        fig.text(0.5, top, REPORT_TITLE, ha="center", va="top", fontsize=18, weight="bold")
-        fig.text(
-            0.5, top - 0.03, f"detrprune {__version__} report", ha="center", va="top", fontsize=10
-        )
-        top -= 0.07
-    else:
-        fig.text(0.08, top, f"{REPORT_TITLE} (continued)", va="top", fontsize=11, weight="bold")
-        top -= 0.04
-    step = 0.0145
+    fig.text(0.08, top, f"{REPORT_TITLE}: appendix", va="top", fontsize=11, weight="bold")
+    top -= 0.04
+    _monospace(fig, lines, top, 0.0145, 8.5)
+    return fig
+
+
+def _monospace(fig: Figure, lines: Sequence[str], top: float, step: float, size: float) -> None:
+    """``lines`` in monospace from ``top`` down, ``step`` apart (page fractions); the unindented
+    non-empty lines are headings, in bold and a little larger."""
     for i, line in enumerate(lines):
-        # Section headings are the unindented non-empty lines.
         heading = bool(line) and not line.startswith(" ")
         fig.text(
-            0.08,
+            0.05 if size < 8 else 0.08,
             top - i * step,
             line,
             va="top",
-            fontsize=10 if heading else 8.5,
+            fontsize=size + 1.5 if heading else size,
             weight="bold" if heading else "normal",
             family="DejaVu Sans Mono",
+            zorder=-1,  # drawn, and so extracted, before any axes on the page
         )
+
+
+def _answer_page(summary: pd.DataFrame, validations: pd.DataFrame | None = None) -> Figure:
+    """Page 1: the study's answer for this run in words (:func:`~detrprune.report.findings.
+    answer`, with the baseline's convergence when ``validations`` are given) above the
+    accuracy-vs-speed figure with its Pareto front
+    (:func:`~detrprune.report.plots.draw_tradeoff`), and the study it reproduces.
+
+    The figure keeps at least ``_FIGURE_MIN_HEIGHT`` of the page: lines beyond what fits above
+    it are cut, with a pointer to the tables (a study of many more methods than the workflow's).
+    """
+    fig = plt.figure(figsize=_PAGE_PORTRAIT)
+    # zorder -1: the text is drawn, and so extracted, before the figure's axes.
+    fig.text(0.5, 0.975, REPORT_TITLE, ha="center", va="top", fontsize=16, weight="bold", zorder=-1)
+    subtitle = f"What this run measured (detrprune {__version__})"
+    fig.text(0.5, 0.953, subtitle, ha="center", va="top", fontsize=9, zorder=-1)
+    for i, line in enumerate(REPRODUCED_STUDY):
+        fig.text(0.5, 0.937 - i * 0.012, line, ha="center", va="top", fontsize=7.5, zorder=-1)
+    training = None if validations is None else judge_convergence(validations).sentence()
+    lines = answer(summary, baseline_row(summary), training)
+    room = int((_ANSWER_TOP - _FIGURE_MIN_HEIGHT - 0.08) / _ANSWER_STEP)
+    if len(lines) > room:
+        lines = [*lines[: room - 1], "  (more in the recovery and summary tables)"]
+    _monospace(fig, lines, _ANSWER_TOP, _ANSWER_STEP, _ANSWER_FONTSIZE)
+    # Room for the figure's title and its top axis (the latency) above the spec.
+    top = _ANSWER_TOP - len(lines) * _ANSWER_STEP - 0.06
+    spec = fig.add_gridspec(1, 1, left=0.08, right=0.97, top=top, bottom=0.02)[0]
+    draw_tradeoff(fig, spec, summary, baseline=baseline_row(summary), max_columns=6, fontsize=6.5)
     return fig
 
 
