@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 import yaml
@@ -395,27 +395,37 @@ def load_config(
     return resolved.config
 
 
-def _split_is_standard(config: Mapping[str, Any]) -> str | None:
-    if config["dataset"]["source"] == "kitti" and config["kitti"]["split"] == "standard":
-        return "kitti.split standard (the standard frame lists decide the split)"
-    return None
+class IgnoredKey(NamedTuple):
+    """A key (and the keys below it) that a choice of other options leaves unused: ``holds``
+    tells whether the resolved config made that ``choice``, ``instead`` what to do."""
+
+    prefix: KeyPath
+    choice: str
+    holds: Callable[[Mapping[str, Any]], bool]
+    instead: str
 
 
-def _source_is(source: str) -> Callable[[Mapping[str, Any]], str | None]:
-    def ignored(config: Mapping[str, Any]) -> str | None:
-        return f"dataset.source {source}" if config["dataset"]["source"] == source else None
-
-    return ignored
-
-
-# Keys (and the keys below them) that a choice of other options leaves unused, each with the
-# test that names that choice when it holds, and what to do instead. A layer after config.yaml
-# that changes one of them while the choice holds is refused: the change would do nothing.
-# (config.yaml itself carries them for the choices that use them.)
-IGNORED_KEYS: tuple[tuple[KeyPath, Callable[[Mapping[str, Any]], str | None], str], ...] = (
-    (("dataset", "val_fraction"), _split_is_standard, "remove it, or set kitti.split: random"),
-    (("kitti",), _source_is("synthetic"), "remove it, or set dataset.source: kitti"),
-    (("dataset", "synthetic"), _source_is("kitti"), "remove it, or set dataset.source: synthetic"),
+# A layer after config.yaml that changes one of these while its choice holds is refused: the
+# change would do nothing. (config.yaml itself carries them for the choices that use them.)
+IGNORED_KEYS: tuple[IgnoredKey, ...] = (
+    IgnoredKey(
+        ("dataset", "val_fraction"),
+        "kitti.split standard (the standard frame lists decide the split)",
+        lambda config: data_split(config)["split"] == "standard",
+        "remove it, or set kitti.split: random",
+    ),
+    IgnoredKey(
+        ("kitti",),
+        "dataset.source synthetic",
+        lambda config: config["dataset"]["source"] == "synthetic",
+        "remove it, or set dataset.source: kitti",
+    ),
+    IgnoredKey(
+        ("dataset", "synthetic"),
+        "dataset.source kitti",
+        lambda config: config["dataset"]["source"] == "kitti",
+        "remove it, or set dataset.source: synthetic",
+    ),
 )
 
 
@@ -423,14 +433,14 @@ def check_ignored_keys(resolved: ResolvedConfig) -> None:
     """Raise :class:`ConfigError` for the first value a layer after the first changed that the
     resolved config's options ignore (:data:`IGNORED_KEYS`), naming the layer and key."""
     for source, path in resolved.changes:
-        for prefix, ignored_under, instead in IGNORED_KEYS:
-            choice = ignored_under(resolved.config) if path[: len(prefix)] == prefix else None
-            if choice is not None:
+        for ignored in IGNORED_KEYS:
+            if path[: len(ignored.prefix)] == ignored.prefix and ignored.holds(resolved.config):
                 value: Any = resolved.config
                 for key in path:
                     value = value[key]
                 raise ConfigError(
-                    f"{source}: {key_path(path)}: {value!r} has no effect with {choice}: {instead}"
+                    f"{source}: {key_path(path)}: {value!r} has no effect with "
+                    f"{ignored.choice}: {ignored.instead}"
                 )
 
 

@@ -72,12 +72,6 @@ Which jobs a change reruns: [running.md](running.md#what-a-change-reruns); what 
 do: [methods.md](methods.md); the outputs: [outputs.md](outputs.md).
 """
 
-IGNORED_NOTES = {
-    ("dataset", "val_fraction"): "with `dataset.source: kitti` and `kitti.split: standard`",
-    ("kitti",): "with `dataset.source: synthetic`",
-    ("dataset", "synthetic"): "with `dataset.source: kitti`",
-}
-
 
 def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
     """``schema`` with its ``$ref`` (``#/$defs/<name>``) followed; its own keys win."""
@@ -312,9 +306,11 @@ def _table(found: list[dict[str, str]]) -> str:
 
 def _ignored_list() -> str:
     lines = []
-    for prefix, _, instead in IGNORED_KEYS:
-        shown = key_path(prefix) + ("" if prefix[-1] == "val_fraction" else ".*")
-        lines.append(f"- {_code(shown)} {IGNORED_NOTES[prefix]} ({instead}).")
+    default = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    for ignored in IGNORED_KEYS:
+        _, value = _lookup(default, ignored.prefix)
+        shown = key_path(ignored.prefix) + (".*" if isinstance(value, Mapping) else "")
+        lines.append(f"- {_code(shown)} under {ignored.choice}: {ignored.instead}.")
     return "\n".join(lines)
 
 
