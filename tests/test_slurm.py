@@ -72,6 +72,8 @@ def profile_set_resources(env: dict[str, str], memory_mb: int) -> list[str]:
     table = profile["set-resources"]
     for resources in table.values():  # the GPU rules; no GRES on the test node (docstring)
         resources["gpu"] = 0
+        # A DETRPRUNE_SLURM_GPU_MODEL of the caller's shell would ask for --gpus=<model>:0.
+        resources.pop("gpu_model", None)
     items = []
     for rule, resources in table.items():
         for name, value in resources.items():
