@@ -18,7 +18,15 @@ report: "report/workflow.rst"
 
 
 sys.path.insert(0, workflow.basedir)
-from detrprune.config import ConfigError, data_split, load_config, train_result_settings
+from detrprune.config import (
+    ConfigError,
+    cpu_latency,
+    data_split,
+    gpu_latency,
+    latency_params,
+    load_config,
+    train_result_settings,
+)
 from detrprune.report import report_plots
 from detrprune.variants import FINETUNED_BASELINE, ITERATIVE_CONTROL, replicate_of
 

@@ -34,6 +34,13 @@ from detrprune.constants import (
     nm_pattern,
     weight_modules,
 )
+from detrprune.train.pretrained_files import (
+    CHECKPOINT_DIR,
+    INIT_KEYS,
+    is_url,
+    url_file_name,
+    url_problem,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -48,6 +55,23 @@ RUN_ONLY_TRAIN_KEYS = ("log_interval", "checkpoint_interval", "threads")
 def train_result_settings(train: Mapping[str, Any]) -> dict[str, Any]:
     """``train`` without :data:`RUN_ONLY_TRAIN_KEYS`: the values that decide a training result."""
     return {key: value for key, value in train.items() if key not in RUN_ONLY_TRAIN_KEYS}
+
+
+def cpu_latency(latency: Mapping[str, Any]) -> dict[str, Any]:
+    """``evaluate.latency`` as the CPU timings use it: ``cpu``'s warmup, runs and rounds (when
+    set) in place of the shared ones."""
+    return {**{k: v for k, v in latency.items() if k != "cpu"}, **(latency.get("cpu") or {})}
+
+
+def gpu_latency(latency: Mapping[str, Any]) -> dict[str, Any]:
+    """``evaluate.latency`` as the GPU timings use it: the shared schedule, without ``cpu``."""
+    return {k: v for k, v in latency.items() if k != "cpu"}
+
+
+def latency_params(latency: Mapping[str, Any]) -> dict[str, Any]:
+    """``evaluate.latency`` as rule params: without ``cpu`` while it is null, so that a config
+    that leaves it out keeps the params (and the results) it had before the key existed."""
+    return {k: v for k, v in latency.items() if not (k == "cpu" and v is None)}
 
 
 class ConfigError(ValueError):
@@ -166,9 +190,22 @@ def _check_model(model: Mapping[str, Any], source: str) -> None:
             "can give"
         )
     init = model["init"]
-    for key in ("backbone", "detector"):
-        if init[key] is not None and not Path(init[key]).is_file():
-            raise ConfigError(f"{source}: model.init.{key}: {init[key]}: no such file")
+    for key in INIT_KEYS:
+        value = init[key]
+        if value is None:
+            continue
+        if is_url(value):
+            problem = url_problem(value, (init["sha256"] or {}).get(key))
+            if problem:
+                raise ConfigError(f"{source}: model.init.{key}: {value}: {problem}")
+        elif not Path(value).is_file():
+            raise ConfigError(f"{source}: model.init.{key}: {value}: no such file")
+    names = [url_file_name(init[key]) for key in INIT_KEYS if init[key] and is_url(init[key])]
+    if len(names) != len(set(names)):
+        raise ConfigError(
+            f"{source}: model.init: backbone and detector URLs end in the same file name "
+            f"({names[0]}): both would be downloaded to {CHECKPOINT_DIR / names[0]}"
+        )
     if init["backbone"] is None and init["detector"] is None:
         # mmdet's ResNet freezes the stem from frozen_stages 0 on.
         if model["frozen_stages"] >= 0:

@@ -3,9 +3,17 @@
 # finetune/<method>/r<ratio> or iterative; its metrics are results/eval/<variant>/metrics.json.
 # A seed replicate of a fine-tuned variant is results/replicate/s<seed>/<variant>.
 
+import re
 from pathlib import Path
 
 from detrprune.constants import DEFAULT_ROUND_TO, ITERATIVE_FINETUNE_KEYS, nm_pattern
+from detrprune.train.pretrained_files import (
+    CHECKPOINT_DIR,
+    INIT_KEYS,
+    downloads,
+    init_params,
+    local_path,
+)
 
 # Every rule runs in this environment under --sdm conda (same pins as requirements.txt).
 CONDA_ENV = "../envs/detrprune.yaml"
@@ -46,11 +54,23 @@ KITTI_TRAINING = f"{KITTI_ROOT}/training"
 COCO_JSON = {"train": "data/coco/train.json", "val": "data/coco/val.json"}
 BASELINE_MODEL = "results/baseline/model.pth"
 BASELINE_VALIDATIONS = "results/baseline/validations.csv"
-# The pretrained starts of model.init: inputs of train_baseline, so a changed file retrains.
+# The pretrained starts of model.init: inputs of train_baseline, so a changed file retrains. A
+# URL's file is its local copy under checkpoints/, made by download_weights.
 INIT_FILES = [
-    path for path in config["model"]["init"].values() if isinstance(path, str)
+    str(local_path(config["model"]["init"][key]))
+    for key in INIT_KEYS
+    if config["model"]["init"][key]
 ]
+INIT_DOWNLOADS = downloads(config["model"]["init"])
+# The model as the training rules' params carry it: model.init by local file, without pins.
+MODEL = {**config["model"], "init": init_params(config["model"]["init"])}
 ITERATIVE_STEPS = "results/iterative/steps.csv"
+# evaluate.latency as the timing rules' params: time_models uses both schedules (a null cpu
+# one is left out, so a config without it keeps its params), the ONNX timing only the CPU's,
+# a 2:4 model's kernel timing only the GPU's.
+LATENCY = latency_params(config["evaluate"]["latency"])
+CPU_LATENCY = cpu_latency(config["evaluate"]["latency"])
+GPU_LATENCY = gpu_latency(config["evaluate"]["latency"])
 
 
 wildcard_constraints:

@@ -34,7 +34,7 @@ rule evaluate:
         },
         # Times a 2:4-pruned model's dense vs sparse GPU kernels; no other variant uses it.
         latency=lambda wildcards: (
-            config["evaluate"]["latency"] if uses_2to4(wildcards.variant) else None
+            GPU_LATENCY if uses_2to4(wildcards.variant) else None
         ),
         input_scale=config["model"]["input_scale"],
         data_root=lambda wildcards, input: kitti_root(input.images),
@@ -72,7 +72,7 @@ rule time_models:
         # The variant of each input model, in order.
         models=evaluated_variants(),
         threads=config["evaluate"]["threads"],
-        latency=config["evaluate"]["latency"],
+        latency=LATENCY,
         input_scale=config["model"]["input_scale"],
         data_root=lambda wildcards, input: kitti_root(input.images),
         # Draws the intervals' bootstrap resamples.
@@ -133,7 +133,9 @@ rule export_onnx:
     params:
         # Only what this rule uses: a change of evaluate.flops_images reruns no export.
         evaluate={
-            key: config["evaluate"][key] for key in ("threads", "latency", "onnx")
+            "threads": config["evaluate"]["threads"],
+            "latency": CPU_LATENCY,
+            "onnx": config["evaluate"]["onnx"],
         },
         input_scale=config["model"]["input_scale"],
         data_root=lambda wildcards, input: kitti_root(input.images),

@@ -48,7 +48,7 @@ rule finetune:
         # GPUs in use, and profiles/slurm sends them to the GPU partition.
         gpu=config["train"]["gpus"],
     params:
-        model=config["model"],
+        model=MODEL,
         train=TRAIN,
         finetune=FINETUNE_RECIPE,
         seed=config["seed"],
@@ -74,7 +74,7 @@ use rule finetune as finetune_baseline with:
     benchmark:
         "benchmarks/finetune_baseline.tsv"
     params:
-        model=config["model"],
+        model=MODEL,
         train=TRAIN,
         finetune=FINETUNE_RECIPE,
         seed=config["seed"],
@@ -94,7 +94,7 @@ use rule finetune as finetune_replicate with:
     benchmark:
         "benchmarks/finetune_replicate/s{seed}/{method}/r{ratio}.tsv"
     params:
-        model=config["model"],
+        model=MODEL,
         train=TRAIN,
         finetune=FINETUNE_RECIPE,
         seed=lambda wildcards: int(wildcards.seed),
@@ -115,7 +115,7 @@ use rule finetune_baseline as finetune_baseline_replicate with:
     benchmark:
         "benchmarks/finetune_baseline_replicate/s{seed}.tsv"
     params:
-        model=config["model"],
+        model=MODEL,
         train=TRAIN,
         finetune=FINETUNE_RECIPE,
         seed=lambda wildcards: int(wildcards.seed),
@@ -157,7 +157,7 @@ rule iterative:
     params:
         iterative=ITERATIVE_LOOP,
         spec=spec_of(ITERATIVE["method"]) if ITERATIVE["enabled"] else None,
-        model=config["model"],
+        model=MODEL,
         train=TRAIN,
         finetune=ITERATIVE_FINETUNE,
         seed=config["seed"],
@@ -192,7 +192,7 @@ rule iterative_control:
         gpu=config["train"]["gpus"],
     params:
         iterative={"finetune_iters": ITERATIVE["finetune_iters"]},
-        model=config["model"],
+        model=MODEL,
         train=TRAIN,
         finetune=ITERATIVE_FINETUNE,
         seed=config["seed"],

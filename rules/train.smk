@@ -1,6 +1,30 @@
 # Baseline Deformable DETR, trained by mmengine's Runner.
 
 
+if INIT_DOWNLOADS:
+
+    # The submitting host has the network that compute nodes often lack.
+    localrules:
+        download_weights,
+
+    # A pretrained start given by URL in model.init, fetched once and verified.
+    rule download_weights:
+        output:
+            f"{CHECKPOINT_DIR}/{{weights}}",
+        log:
+            "logs/download_weights/{weights}.log",
+        wildcard_constraints:
+            weights="|".join(re.escape(name) for name in INIT_DOWNLOADS),
+        conda:
+            CONDA_ENV
+        params:
+            # Not the pinned sha256: pinning it after the download changes no weights (the
+            # training checks the pin again when it reads the file).
+            url=lambda wildcards: INIT_DOWNLOADS[wildcards.weights],
+        script:
+            "../scripts/download_weights.py"
+
+
 rule train_baseline:
     input:
         train=COCO_JSON["train"],
@@ -26,7 +50,7 @@ rule train_baseline:
         # GPUs in use, and profiles/slurm sends them to the GPU partition.
         gpu=config["train"]["gpus"],
     params:
-        model=config["model"],
+        model=MODEL,
         train=TRAIN,
         seed=config["seed"],
         data_root=lambda wildcards, input: kitti_root(input.images),

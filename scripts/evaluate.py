@@ -2,9 +2,11 @@
 
 from detrprune.constants import CLASSES
 from detrprune.evaluate.metrics import evaluate_checkpoint
+from detrprune.gpus import claimed_gpus
 from detrprune.jobs import log_to, provenance, write_json
 
-with log_to(snakemake.log[0]):
+# The GPUs the rule declares (resources: gpu), each held by one job at a time.
+with log_to(snakemake.log[0]), claimed_gpus(snakemake.resources.gpu):
     settings = snakemake.params.evaluate
     record = evaluate_checkpoint(
         snakemake.input.model,

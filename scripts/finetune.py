@@ -1,11 +1,13 @@
 """Rule finetune: the fine-tuned twin of one pruned checkpoint (zeros of weight pruning kept)."""
 
+from detrprune.gpus import claimed_gpus
 from detrprune.jobs import log_to
 from detrprune.train.runner import finetune_checkpoint
 
 # params.train holds what decides the result; the config adds the run-only values
 # (log_interval, num_workers, ...), which are kept out of the params so they rerun nothing.
-with log_to(snakemake.log[0]):
+# The GPUs the rule declares (resources: gpu), each held by one job at a time.
+with log_to(snakemake.log[0]), claimed_gpus(snakemake.resources.gpu):
     finetune_checkpoint(
         snakemake.input.model,
         snakemake.params.model,

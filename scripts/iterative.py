@@ -1,12 +1,14 @@
 """Rule iterative: prune / fine-tune in steps towards a target ratio, stopping early on mAP."""
 
+from detrprune.gpus import claimed_gpus
 from detrprune.jobs import log_to
 from detrprune.prune.iterative import iterative_prune
 from detrprune.report.convergence import read_validations
 
 # params.train holds what decides the result; the config adds the run-only values
 # (log_interval, num_workers, ...), which are kept out of the params so they rerun nothing.
-with log_to(snakemake.log[0]):
+# The GPUs the rule declares (resources: gpu), each held by one job at a time.
+with log_to(snakemake.log[0]), claimed_gpus(snakemake.resources.gpu):
     baseline_map = float(read_validations(snakemake.input.baseline_validations)["mAP"].iloc[-1])
     iterative_prune(
         snakemake.input.baseline,

@@ -1,9 +1,11 @@
 """Rule iterative_control: the baseline fine-tuned as the iterative loop fine-tuned its result."""
 
+from detrprune.gpus import claimed_gpus
 from detrprune.jobs import log_to
 from detrprune.prune.iterative import iterative_control
 
-with log_to(snakemake.log[0]):
+# The GPUs the rule declares (resources: gpu), each held by one job at a time.
+with log_to(snakemake.log[0]), claimed_gpus(snakemake.resources.gpu):
     iterative_control(
         snakemake.input.baseline,
         snakemake.input.steps,

@@ -1,9 +1,12 @@
 """Rule time_models: every evaluated model timed in one process, interleaved -> latency.json."""
 
+from detrprune.config import cpu_latency
 from detrprune.evaluate.latency import Schedule, time_models
+from detrprune.gpus import claimed_gpus
 from detrprune.jobs import log_to, provenance, write_json
 
-with log_to(snakemake.log[0]):
+# The GPUs the rule declares (resources: gpu), each held by one job at a time.
+with log_to(snakemake.log[0]), claimed_gpus(snakemake.resources.gpu):
     settings = snakemake.params.latency
     record = time_models(
         dict(zip(snakemake.params.models, snakemake.input.models, strict=True)),
@@ -11,7 +14,8 @@ with log_to(snakemake.log[0]):
         data_root=snakemake.params.data_root,
         input_scale=tuple(snakemake.params.input_scale),
         threads=snakemake.params.threads,
-        schedule=Schedule.from_config(settings),
+        schedule=Schedule.from_config(cpu_latency(settings)),
+        gpu_schedule=Schedule.from_config(settings),
         images=settings["images"],
         seed=snakemake.params.seed,
     )

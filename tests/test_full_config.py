@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,7 @@ from detrprune.train.model import (
     load_recipe,
     model_config,
 )
+from detrprune.train.pretrained_files import local_path
 
 from .conftest import REPO, default_config, planned_jobs, run_snakemake
 
@@ -51,10 +53,11 @@ def save_model_zoo_detector(path: Path, seed: int = 0) -> dict[str, torch.Tensor
 
 
 def place_init_files(workdir: Path) -> list[Path]:
-    """Stand-ins for the pretrained files the full config names (a dry run does not read them;
-    the real files are the model zoo's, which cannot be downloaded here)."""
+    """Stand-ins for the pretrained files the full config names, where download_weights would
+    put them (a dry run does not read them; the real files are the model zoo's, which cannot
+    be downloaded here)."""
     init = full_config()["model"]["init"]
-    paths = [workdir / init[key] for key in ("backbone", "detector") if init[key]]
+    paths = [workdir / local_path(init[key]) for key in ("backbone", "detector") if init[key]]
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
@@ -109,11 +112,33 @@ def _dry_run(
     )
 
 
+def cost_table_jobs() -> dict[str, int]:
+    """{rule: jobs} of docs/real-study.md's cost table ("`a`, `b` | 1 + 1" gives both), and
+    its total under "total"."""
+    text = (REPO / "docs" / "real-study.md").read_text()
+    section = text.split("## What it costs", 1)[1].split("\n## ", 1)[0]
+    jobs = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not re.fullmatch(r"\d+( \+ \d+)*", cells[1]):
+            continue
+        rules = re.findall(r"`(\w+)`", cells[0]) or ["total"]
+        counts = [int(n) for n in cells[1].split(" + ")]
+        assert len(rules) == len(counts), line
+        jobs.update(zip(rules, counts, strict=True))
+    return jobs
+
+
 def test_full_study_dag_lists_every_job(tmp_path):
-    run = _dry_run(tmp_path)
+    """What a fresh clone's dry run plans, with no file in place: the downloads too; and what
+    the cost table in docs/real-study.md counts."""
+    run = _dry_run(tmp_path, init_files=False)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert planned_jobs(run) == {
+    planned = planned_jobs(run)
+    assert cost_table_jobs() == {**planned, "total": sum(planned.values())}
+    assert planned == {
         "download_kitti": 2,
+        "download_weights": 1,  # the model zoo's COCO detector (model.init.detector)
         "extract_kitti": 1,
         "kitti_to_coco": 1,
         "train_baseline": 1,
@@ -186,21 +211,28 @@ def test_a_changed_val_fraction_under_the_standard_split_is_refused(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
 
 
-def test_a_missing_pretrained_file_stops_the_run_at_start_up(tmp_path):
-    run = _dry_run(tmp_path, init_files=False)
+def test_a_missing_local_pretrained_file_stops_the_run_at_start_up(tmp_path):
+    override = tmp_path / "local.yaml"
+    override.write_text(yaml.safe_dump({"model": {"init": {"detector": "zoo/missing.pth"}}}))
+    run = _dry_run(tmp_path, str(override), init_files=False)
     assert run.returncode != 0
-    detector = full_config()["model"]["init"]["detector"]
-    assert f"Invalid configuration: config: model.init.detector: {detector}: no such file" in (
-        run.stderr
-    )
+    assert (
+        "Invalid configuration: config: model.init.detector: zoo/missing.pth: no such file"
+        in run.stderr
+    ), run.stderr[-2000:]
 
 
 def test_the_pretrained_files_are_inputs_of_the_baseline(tmp_path):
-    (detector,) = place_init_files(tmp_path)
-    run = _dry_run(tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    baseline_job = next(j for j in run.stdout.split("\nrule ") if j.startswith("train_baseline:"))
-    assert str(detector.relative_to(tmp_path)) in baseline_job.split("output:", 1)[0]
+    for placed in (False, True):
+        paths = place_init_files(tmp_path) if placed else []
+        run = _dry_run(tmp_path, init_files=False)
+        assert run.returncode == 0, run.stderr[-3000:]
+        jobs = run.stdout.split("\nrule ")
+        baseline_job = next(j for j in jobs if j.startswith("train_baseline:"))
+        detector = local_path(full_config()["model"]["init"]["detector"])
+        assert str(detector) in baseline_job.split("output:", 1)[0]
+        # Downloaded only when it is not there yet.
+        assert any(j.startswith("download_weights:") for j in jobs) != placed, paths
 
 
 def test_archives_dir_skips_the_download(tmp_path):

@@ -2,9 +2,10 @@
 
 Deformable DETR R50 (mmdet's two-stage refine recipe, 6+6 layers, 300 queries) on the six real
 KITTI frames in tests/data, packed into the official archives' layout, starting from a model-zoo
-layout detector file with the recipe's frozen stem and layer1: 1-2 iterations per training step,
-every filter and weight scope pruned and reloaded, a filter- and a weight-pruned model
-fine-tuned, two evaluations, a 2-step iterative loop and one ONNX export.
+layout detector file (downloaded by URL from a server on 127.0.0.1 and checked against the sha256
+prefix in its name, as the model zoo's is) with the recipe's frozen stem and layer1: 1-2
+iterations per training step, every filter and weight scope pruned and reloaded, a filter- and a
+weight-pruned model fine-tuned, two evaluations, a 2-step iterative loop and one ONNX export.
 
 On a CUDA machine (``make gpu-smoke``) the same study runs on the GPU and the ``gpu`` tests check
 what only a GPU can show: mmcv's CUDA deformable-attention kernel ran (its PyTorch path, where
@@ -15,6 +16,7 @@ unless ``DETRPRUNE_REQUIRE_GPU=1`` (set by ``make gpu-smoke``) turns the skip in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -29,6 +31,7 @@ from detrprune.prune.methods import layer_role, prunable_weights, weight_part
 from detrprune.train.checkpoint import load_detector, read_checkpoint
 
 from .conftest import REPO, run_snakemake
+from .http_server import serve
 from .test_evaluation import expected_gpu_deformable_attention
 from .test_full_config import save_model_zoo_detector
 from .test_kitti_source import kitti_archives
@@ -60,7 +63,7 @@ EVALUATED = ["baseline", "finetune/weight/r90"]
 EXPORTED = "finetune/filter_attention/r50"
 
 
-def micro_overrides(workdir: Path) -> dict:
+def micro_overrides(workdir: Path, detector_url: str) -> dict:
     """configs/kitti.yaml cut to minutes on 2 CPU cores: what a user would pass as a second
     ``--configfile`` for a smoke run. Sizes and the recipe stay; schedules and repeats shrink."""
     return {
@@ -68,7 +71,7 @@ def micro_overrides(workdir: Path) -> dict:
         # inference per frame, and the loop validates before and after each step.
         "dataset": {"val_fraction": 0.34},
         "kitti": {"archives_dir": str(workdir / "archives"), "split": "random"},
-        "model": {"init": {"detector": str(workdir / "checkpoints" / "zoo.pth")}},
+        "model": {"init": {"detector": detector_url}},
         "train": {
             "max_iters": 2,
             "warmup_iters": 1,
@@ -112,20 +115,25 @@ def study(tmp_path_factory) -> Path:
     (workdir / "archives").mkdir()
     for name, content in kitti_archives().items():
         (workdir / "archives" / name.lstrip("/")).write_bytes(content)
-    save_model_zoo_detector(workdir / "checkpoints" / "zoo.pth")
+    save_model_zoo_detector(workdir / "zoo.pth")
+    content = (workdir / "zoo.pth").read_bytes()
+    name = f"deformable-detr-zoo-{hashlib.sha256(content).hexdigest()[:8]}.pth"
     (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
-    (workdir / "micro.yaml").write_text(yaml.safe_dump(micro_overrides(workdir)))
-    run = run_snakemake(
-        workdir,
-        *targets(),
-        "--cores",
-        "2",
-        "--configfile",
-        str(REPO / "configs" / "kitti.yaml"),
-        str(workdir / "micro.yaml"),
-        timeout=2400,
-    )
+    with serve({f"/{name}": content}) as server:
+        overrides = micro_overrides(workdir, server.url(f"/{name}"))
+        (workdir / "micro.yaml").write_text(yaml.safe_dump(overrides))
+        run = run_snakemake(
+            workdir,
+            *targets(),
+            "--cores",
+            "2",
+            "--configfile",
+            str(REPO / "configs" / "kitti.yaml"),
+            str(workdir / "micro.yaml"),
+            timeout=2400,
+        )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    assert (workdir / "checkpoints" / name).read_bytes() == content
     return workdir
 
 
@@ -135,7 +143,7 @@ def metrics(study: Path, variant: str) -> dict:
 
 def test_baseline_starts_from_the_zoo_file_and_keeps_the_frozen_stages(study):
     trained, model_cfg, meta = read_checkpoint(study / "results" / "baseline" / "model.pth")
-    zoo = torch.load(study / "checkpoints" / "zoo.pth", weights_only=True)["state_dict"]
+    zoo = torch.load(study / "zoo.pth", weights_only=True)["state_dict"]
     assert model_cfg["backbone"]["depth"] == 50 and model_cfg["bbox_head"]["num_classes"] == 3
     assert meta["iterations"] == 2
     # frozen_stages 1: the stem and layer1 are the zoo file's; later stages trained.

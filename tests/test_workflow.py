@@ -267,6 +267,12 @@ RUN_ONLY = {"log_interval": 3, "checkpoint_interval": 3, "threads": 1}
         # Every model is timed again, in one job; no evaluation reruns. The ONNX exports time
         # onnxruntime against PyTorch with the same runs.
         ({"evaluate": {"latency": {"runs": 12}}}, {"time_models": 1, "export_onnx": 5}),
+        # A CPU schedule of its own: the CPU timings (all models, the ONNX exports) again, no
+        # evaluation (a 2:4 model's kernels are timed on the GPU, with the shared schedule).
+        (
+            {"evaluate": {"latency": {"cpu": {"warmup": 1, "runs": 6, "rounds": 3}}}},
+            {"time_models": 1, "export_onnx": 5},
+        ),
     ],
     ids=[
         "train-run-only-values",
@@ -275,6 +281,7 @@ RUN_ONLY = {"log_interval": 3, "checkpoint_interval": 3, "threads": 1}
         "finetune-iters",
         "method-option",
         "latency-runs",
+        "latency-cpu-schedule",
     ],
 )
 def test_a_value_reruns_only_the_rules_that_use_it(study, tmp_path, change, expected):
@@ -335,6 +342,29 @@ def _copy_finished_study(study: Path, copy: Path) -> None:
         symlinks=True,
         ignore=lambda folder, names: ["work"] if Path(folder) == study else [],
     )
+
+
+def test_the_cpu_schedule_times_every_model_on_the_cpu(study, tmp_path):
+    """evaluate.latency.cpu replaces warm-up, runs and rounds of the CPU timing (the full
+    study's R50 takes seconds per frame there); the GPU would keep the shared ones."""
+    import json
+
+    workdir = tmp_path / "study"
+    _copy_finished_study(study, workdir)
+    override = tmp_path / "cpu.yaml"
+    override.write_text(
+        yaml.safe_dump({"evaluate": {"latency": {"cpu": {"warmup": 1, "runs": 6, "rounds": 3}}}})
+    )
+    run = snakemake(workdir, "results/eval/latency.json", "--configfile", str(override))
+    assert run.returncode == 0, run.stderr[-3000:]
+    latency = json.loads((workdir / "results/eval/latency.json").read_text())
+    assert (latency["rounds"], latency["runs_per_round"], latency["warmup"]) == (3, 2, 1)
+    assert {entry["latency_runs"] for entry in latency["models"].values()} == {6}
+    assert latency["provenance"]["settings"]["latency"]["cpu"] == {
+        "warmup": 1,
+        "runs": 6,
+        "rounds": 3,
+    }
 
 
 def test_replicate_seeds_reach_the_summary_and_report(study, tmp_path):

@@ -1,9 +1,9 @@
-"""Resumable, verified HTTP downloads with the standard library (for the KITTI archives).
+"""Resumable, verified HTTP downloads with the standard library (KITTI archives, weights).
 
 :func:`download` streams a URL into ``<dest>.part`` and moves it onto ``dest`` only once the
-transfer is complete and, when a sha256 is given, verified; nothing incomplete or unverified
-ever sits at ``dest``. A ``.part`` file left by an earlier, interrupted run or by a failed
-attempt is resumed with an HTTP ``Range`` request.
+transfer is complete and, when a sha256 (or a prefix of one) is given, verified; nothing
+incomplete or unverified ever sits at ``dest``. A ``.part`` file left by an earlier,
+interrupted run or by a failed attempt is resumed with an HTTP ``Range`` request.
 
 Failures fall into three kinds:
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _HASH_CHUNK = 1 << 20
 _OFFLINE_MAX_BACKOFF = 0.5
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_SHA256_PREFIX_RE = re.compile(r"[0-9a-f]{8,64}")
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE_RE = re.compile(r"bytes\s+\*/(\d+)")
 _UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
@@ -206,6 +207,7 @@ def download(
     dest: Path | str,
     *,
     sha256: str | None = None,
+    sha256_prefix: str | None = None,
     retries: int = 3,
     timeout: float = 30.0,
     backoff: float = 1.0,
@@ -218,6 +220,8 @@ def download(
         url: the file to fetch (http or https).
         dest: where the complete file ends up; ``<dest>.part`` holds it while in transit.
         sha256: the expected hex digest; when ``None`` the digest is logged so it can be pinned.
+        sha256_prefix: when no ``sha256`` is given, the first hex digits the digest must start
+            with (at least 8), as model zoos put them in file names (``resnet50-0676ba61.pth``).
         retries: how many times a transient failure is retried (an offline machine: at most 1).
         timeout: socket timeout in seconds, for connecting and for each read.
         backoff: the n-th retry (from 0) waits ``backoff * 2**n`` seconds.
@@ -238,16 +242,23 @@ def download(
         expected = sha256.strip().lower()
         if not _SHA256_RE.fullmatch(expected):
             raise ValueError(f"not a hex sha256 digest: {sha256!r}")
+    elif sha256_prefix is not None:
+        expected = sha256_prefix.strip().lower()
+        if not _SHA256_PREFIX_RE.fullmatch(expected):
+            raise ValueError(f"not a prefix of 8-64 hex digits of a sha256: {sha256_prefix!r}")
+    # How the expected value is named in messages: a full digest, or the start of one.
+    what = "sha256" if sha256 is not None else "sha256 prefix"
+    shown = expected if sha256 is not None else f"a digest starting with {expected}"
     if dest.exists():
         if expected is None:
             log.info("%s: already present (no sha256 to check)", dest)
             return dest
         actual = sha256_file(dest)
-        if actual == expected:
-            log.info("%s: already present, sha256 ok", dest)
+        if actual.startswith(expected):
+            log.info("%s: already present, %s ok", dest, what)
             return dest
         raise DownloadError(
-            f"{url}: {dest} already exists with sha256 {actual}, expected {expected}; "
+            f"{url}: {dest} already exists with sha256 {actual}, expected {shown}; "
             "delete it to download again"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -283,10 +294,11 @@ def download(
 
     if expected is not None:
         actual = sha256_file(part)
-        if actual != expected:
+        # A full digest is its own prefix: one comparison serves both.
+        if not actual.startswith(expected):
             part.unlink(missing_ok=True)
-            raise DownloadError(f"{url}: sha256 mismatch: expected {expected}, got {actual}")
-        log.info("%s: sha256 ok (%s)", dest.name, actual)
+            raise DownloadError(f"{url}: sha256 mismatch: expected {shown}, got {actual}")
+        log.info("%s: %s ok (%s)", dest.name, what, actual)
     else:
         log.info("%s: sha256 %s (not verified: pin it in the config)", dest.name, sha256_file(part))
     os.replace(part, dest)

@@ -340,10 +340,12 @@ def time_models(
     images: int,
     baseline: str = "baseline",
     seed: int = 0,
+    gpu_schedule: Schedule | None = None,
 ) -> dict[str, Any]:
-    """The ``time_models`` job: load every model, time them interleaved on the CPU (and on the
-    GPU where CUDA is available), and return the record ``latency.json`` holds: the settings,
-    the devices, and per model its summary columns (:func:`latency_columns`) and round medians.
+    """The ``time_models`` job: load every model, time them interleaved on the CPU with
+    ``schedule`` (and on the GPU, where CUDA is available, with ``gpu_schedule``, by default the
+    same), and return the record ``latency.json`` holds: the settings, the devices, and per model
+    its summary columns (:func:`latency_columns`) and round medians.
     """
     import torch
     from tqdm import tqdm
@@ -391,8 +393,15 @@ def time_models(
         columns[name]["round_medians_ms"] = [statistics.median(c) for c in timing.rounds]
     if torch.cuda.is_available():
         gpu_device = f"cuda ({torch.cuda.get_device_name()})"
-        log.info("GPU latency: the same schedule on %s", gpu_device)
-        gpu = time_interleaved(models, batches, schedule, device="cuda")
+        gpu_schedule = gpu_schedule or schedule
+        log.info(
+            "GPU latency on %s: %d rounds x %d runs (%d warm-up)",
+            gpu_device,
+            gpu_schedule.rounds,
+            gpu_schedule.runs_per_round,
+            gpu_schedule.warmup,
+        )
+        gpu = time_interleaved(models, batches, gpu_schedule, device="cuda")
         for name, gpu_columns in latency_columns(gpu, baseline, prefix="gpu_", seed=seed).items():
             path = deformable_attention_path(models[name], batches[0])
             if path != "mmcv_cuda":
@@ -406,6 +415,9 @@ def time_models(
                 gpu_columns, gpu_latency_device=gpu_device, gpu_deformable_attention=path
             )
         record["gpu_latency_device"] = gpu_device
+        record["gpu_rounds"] = gpu_schedule.rounds
+        record["gpu_runs_per_round"] = gpu_schedule.runs_per_round
+        record["gpu_warmup"] = gpu_schedule.warmup
     for name, entry in columns.items():
         log.info(
             "%s: %.2f ms [%.2f, %.2f], speedup %.3fx [%.3f, %.3f]",

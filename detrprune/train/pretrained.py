@@ -3,8 +3,9 @@
 ``model.init.backbone`` is a local ResNet checkpoint in torchvision's layout (``conv1.weight``,
 ``layer1.0.conv1.weight``, ..., ``fc.*``) or mmpretrain's (the same names under ``backbone.``,
 a ``head.*`` classifier); ``model.init.detector`` a local mmdet Deformable DETR checkpoint such as
-the model zoo's two-stage refine R50 file (``{"meta": ..., "state_dict": ...}``). Nothing is
-downloaded.
+the model zoo's two-stage refine R50 file (``{"meta": ..., "state_dict": ...}``). A value given
+as a URL is read from the copy the workflow downloaded beforehand
+(:mod:`detrprune.train.pretrained_files`); nothing is downloaded here.
 
 They are loaded by a Runner hook before the first iteration of a run that starts afresh: after
 ``init_weights`` (mmdet's ``DeformableDETR.init_weights`` re-initialises the transformer, so a
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from detrprune.data.download import sha256_file
+from detrprune.train.pretrained_files import INIT_KEYS, local_path
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +151,13 @@ def load_pretrained(detector: torch.nn.Module, init: Mapping[str, Any]) -> None:
     detector: a detector file, when given, also sets the backbone)."""
     pinned = init.get("sha256") or {}
     if init.get("backbone"):
-        key, path = "model.init.backbone", Path(init["backbone"])
+        key, path = "model.init.backbone", local_path(init["backbone"])
         state = backbone_state(read_state_dict(path, key, pinned.get("backbone")))
         target = detector.backbone.state_dict()
         detector.backbone.load_state_dict(fit_state(state, target, key, path), strict=False)
         log.info("%s: %d tensors loaded from %s", key, len(state), path)
     if init.get("detector"):
-        key, path = "model.init.detector", Path(init["detector"])
+        key, path = "model.init.detector", local_path(init["detector"])
         state = read_state_dict(path, key, pinned.get("detector"))
         target = detector.state_dict()
         fitted = fit_state(state, target, key, path, fresh_prefixes=(CLASS_BRANCHES,))
@@ -178,5 +180,6 @@ class PretrainedStart:
 
 
 def init_files(init: Mapping[str, Any] | None) -> list[Path]:
-    """The files ``model.init`` names (inputs of the baseline's training)."""
-    return [Path(init[k]) for k in ("backbone", "detector") if init and init.get(k)]
+    """The files ``model.init`` names, downloaded ones at their local copy (inputs of the
+    baseline's training)."""
+    return [local_path(init[k]) for k in INIT_KEYS if init and init.get(k)]
