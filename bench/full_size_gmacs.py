@@ -21,10 +21,11 @@ import pandas as pd
 import torch
 import yaml
 
-from detrprune.constants import GMACS_PARTS
+from detrprune.constants import FILTER_SCOPES, GMACS_PARTS
 from detrprune.evaluate.metrics import fvcore_gmacs
 from detrprune.jobs import write_json
-from detrprune.prune.methods import FILTER_SCOPES, count_parameters, filter_prune
+from detrprune.prune.counting import count_parameters
+from detrprune.prune.filters import filter_prune
 from detrprune.train.model import build_detector, inference_batch, model_config
 
 REPO = Path(__file__).resolve().parent.parent

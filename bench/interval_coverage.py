@@ -1,9 +1,9 @@
 """Coverage of the bootstrap intervals of mAP, mAP50 and KITTI moderate mAP (issue #36).
 
-Simulates validation sets drawn from a synthetic population whose metrics are known exactly
-(:mod:`detrprune.evaluate.coverage`) and counts how often the percentile, basic and BCa
-intervals hold the population value, for a weak and a better detector and for the paired
-difference of the better one and a degraded copy::
+Simulates (:mod:`detrprune.evaluate.coverage`) validation sets drawn from a synthetic
+population whose metrics are known exactly (:mod:`detrprune.evaluate.synthetic`) and counts how
+often the percentile, basic and BCa intervals hold the population value, for a weak and a better
+detector and for the paired difference of the better one and a degraded copy::
 
     .venv/bin/python bench/interval_coverage.py                        # full size, ~15 min
     .venv/bin/python bench/interval_coverage.py --draws 20 --resamples 200 --population 1000
@@ -24,14 +24,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from detrprune.evaluate.coverage import (
-    DENSE_OBJECTS,
-    MAX_OBJECTS,
-    SAMPLE_SIZE,
-    coverage_study,
-    coverage_table,
-)
+from detrprune.evaluate.coverage import DENSE_OBJECTS, SAMPLE_SIZE, coverage_study, coverage_table
 from detrprune.evaluate.metrics import cpu_description
+from detrprune.evaluate.synthetic import MAX_OBJECTS
 from detrprune.jobs import git_commit, write_json
 
 
@@ -96,8 +91,8 @@ def markdown(study: dict, table: str) -> str:
         f"{s['resamples']} times; {100 * s['level']:.0f} % intervals. Coverage = share of draws "
         "whose interval holds the population value; point bias = mean full-set value of a draw "
         "minus the population value; boot shift = mean of the resamples minus the full-set "
-        "value. How the detectors behave and how the choice is made: "
-        "`detrprune/evaluate/coverage.py`.\n\n"
+        "value. How the detectors behave: `detrprune/evaluate/synthetic.py`; how the choice is "
+        "made: `detrprune/evaluate/coverage.py`.\n\n"
         f"`{p['command']}`, {p['date']}, {p['machine']}, {p['elapsed_s']:.0f} s, "
         f"commit {p['git_commit']}.\n\n"
         f"{table}\n"

@@ -42,7 +42,7 @@ from detrprune.evaluate.semi_structured import (
     time_semi_structured,
 )
 from detrprune.jobs import write_json
-from detrprune.prune.methods import weight_prune
+from detrprune.prune.weights import weight_prune
 from detrprune.train.model import build_detector, model_config, synthetic_batch
 
 REPO = Path(__file__).resolve().parent.parent

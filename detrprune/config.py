@@ -27,13 +27,9 @@ import yaml
 
 from detrprune.constants import (
     CLASSES,
-    FILTER_SCOPES,
-    POINT_STACKS,
-    TRANSFORMER_STACKS,
-    WEIGHT_SCOPES,
     nm_pattern,
-    weight_modules,
 )
+from detrprune.prune.spec import MethodSpec, MethodSpecError
 from detrprune.train.pretrained_files import (
     CHECKPOINT_DIR,
     INIT_KEYS,
@@ -222,65 +218,21 @@ def _check_model(model: Mapping[str, Any], source: str) -> None:
             )
 
 
-# Scopes each pruning kind understands (the schema lists their union).
-KIND_SCOPES = {"filter": FILTER_SCOPES, "weight": WEIGHT_SCOPES}
-
-
 def _check_pruning(pruning: Mapping[str, Any], seed: int, source: str) -> None:
     """Cross-field rules the schema cannot say in one readable line."""
-    for name, spec in pruning["methods"].items():
+    for name, method in pruning["methods"].items():
         where = f"{source}: pruning.methods.{name}"
-        scopes = KIND_SCOPES[spec["kind"]]
-        if spec["scope"] not in scopes:
-            raise ConfigError(
-                f"{where}.scope: {spec['scope']!r} is not a {spec['kind']} pruning scope "
-                f"(expected one of {', '.join(scopes)})"
-            )
-        if "modules" in spec and spec["kind"] != "weight":
-            raise ConfigError(f"{where}.modules: only weight pruning takes a module choice")
-        if "layers" in spec and spec["kind"] != "weight":
-            raise ConfigError(f"{where}.layers: only weight pruning takes a layer choice")
-        if "criterion" in spec and spec["kind"] != "filter":
-            raise ConfigError(f"{where}.criterion: only filter pruning takes a criterion")
-        if "round_to" in spec and spec["kind"] != "filter":
-            raise ConfigError(f"{where}.round_to: only filter pruning takes a round_to")
-        pattern = nm_pattern(spec["scope"]) if spec["kind"] == "weight" else None
-        if pattern is not None:
-            sparsity = 100 * (1 - pattern[0] / pattern[1])
-            if any(ratio != sparsity for ratio in spec["ratios"]):
+        try:
+            spec = MethodSpec.from_config(method)
+        except MethodSpecError as error:
+            raise ConfigError(f"{where}{error}") from None
+        if spec.nm is not None:
+            sparsity = 100 * (1 - spec.nm[0] / spec.nm[1])
+            if any(ratio != sparsity for ratio in method["ratios"]):
                 raise ConfigError(
-                    f"{where}.ratios: scope {spec['scope']} zeroes {sparsity:g} % of the weights "
-                    f"it prunes: its ratios must be [{sparsity:g}], got {spec['ratios']}"
+                    f"{where}.ratios: scope {spec.scope} zeroes {sparsity:g} % of the weights "
+                    f"it prunes: its ratios must be [{sparsity:g}], got {method['ratios']}"
                 )
-        if "layers" in spec and "other" not in spec["layers"]:
-            # FFNs and attention projections live in the transformer (sampling offsets too).
-            modules = list(weight_modules(spec["scope"], spec.get("modules")))
-            if not set(modules) & {*TRANSFORMER_STACKS, "sampling_offsets"}:
-                raise ConfigError(
-                    f"{where}.layers: {spec['layers']} are transformer layers, and modules "
-                    f"{modules} has none of them"
-                )
-        if "part_ratios" in spec:
-            if spec["kind"] != "filter":
-                raise ConfigError(f"{where}.part_ratios: only filter pruning takes part ratios")
-            extra = sorted(set(spec["part_ratios"]) - set(spec["scope"].split("+")))
-            if extra:
-                raise ConfigError(
-                    f"{where}.part_ratios: {', '.join(extra)} not in scope {spec['scope']!r}"
-                )
-        transformer_parts = {"ffn", "attention", "points"}
-        if "transformer" in spec and not transformer_parts & set(spec["scope"].split("+")):
-            raise ConfigError(
-                f"{where}.transformer: only a filter scope with +ffn, +attention or +points "
-                f"prunes the transformer (scope is {spec['scope']!r})"
-            )
-        points_stacks = set(spec.get("transformer", POINT_STACKS))
-        if "points" in spec["scope"].split("+") and not points_stacks <= set(POINT_STACKS):
-            raise ConfigError(
-                f"{where}.transformer: scope {spec['scope']} prunes the sampling points of "
-                f"{list(POINT_STACKS)} only (the decoder scales its box-relative offsets by the "
-                f"point count): leave transformer out or set it to {list(POINT_STACKS)}"
-            )
     replicate_seeds = pruning["finetune"].get("replicate_seeds", [])
     if seed in replicate_seeds:
         raise ConfigError(

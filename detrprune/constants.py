@@ -131,8 +131,6 @@ def nm_pattern(scope: str) -> tuple[int, int] | None:
 # ``round_to`` (1 keeps the exact ratio): CPU GEMM and GPU tensor-core kernels run widths that
 # are multiples of 8 best, and ragged widths can cost more time than the channels they remove.
 DEFAULT_ROUND_TO = 8
-# How filter pruning ranks channels: by L1 norm, or at random (the control for the criterion).
-FILTER_CRITERIA: tuple[str, ...] = ("l1", "random")
 
 # Columns of the iterative loop's results/iterative/steps.csv, in file order.
 ITERATIVE_STEP_COLUMNS: tuple[str, ...] = (

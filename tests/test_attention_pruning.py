@@ -23,7 +23,8 @@ from detrprune.prune.attention import (
     prune_sampling_points,
     without_heads,
 )
-from detrprune.prune.methods import _raw_outputs, filter_prune, prune_checkpoint
+from detrprune.prune.filters import filter_prune
+from detrprune.prune.methods import _raw_outputs, prune_checkpoint
 from detrprune.train.checkpoint import CheckpointError, load_detector, save_detector
 from detrprune.train.model import synthetic_batch
 
@@ -139,7 +140,7 @@ def test_attention_scope_prunes_heads_reloads_and_counts_less_compute(tmp_path, 
 def test_encoder_only_prunes_the_encoders_ffns_and_heads_and_reloads(tmp_path, micro):
     """``transformer: [encoder]`` prunes the encoder's FFNs and heads and leaves every decoder
     layer as it was; the checkpoint reloads into a fresh model; the scope says so."""
-    from detrprune.prune.methods import transformer_ffns
+    from detrprune.prune.filters import transformer_ffns
 
     baseline, _ = saved_micro_baseline(tmp_path, micro)
     out = tmp_path / "encoder.pth"

@@ -375,7 +375,7 @@ def test_unreadable_summary_is_a_one_line_error(tmp_path, content):
 def test_retime_interleaves_real_models(tiny_detector, tmp_path):
     """Re-time a tiny real baseline and a filter-pruned twin on real KITTI frames."""
     from detrprune.data.coco import kitti_to_coco
-    from detrprune.prune.methods import filter_prune
+    from detrprune.prune.filters import filter_prune
     from detrprune.train.checkpoint import save_detector
 
     detector, cfg = tiny_detector

@@ -1,4 +1,4 @@
-"""Bootstrap intervals over validation images (detrprune.evaluate.bootstrap).
+"""Bootstrap intervals over validation images (detrprune.evaluate.bootstrap and .intervals).
 
 The reference for a resample is the dataset it stands for: each drawn image copied as many
 times as drawn, with new image and annotation ids, evaluated from scratch by pycocotools
@@ -18,24 +18,26 @@ import numpy as np
 import pytest
 
 from detrprune.evaluate.bootstrap import (
-    DELTA_INTERVAL_METHOD,
-    INTERVAL_METHOD,
     METRICS,
     BootstrapError,
+    bootstrap_accuracy,
+    coco_evaluated,
+    coco_resampled,
+    kitti_resampled,
+    resample_indices,
+    resampled_accuracy,
+)
+from detrprune.evaluate.intervals import (
+    DELTA_INTERVAL_METHOD,
+    INTERVAL_METHOD,
     accuracy_intervals,
     basic_ci,
     bca_acceleration,
     bca_ci,
-    bootstrap_accuracy,
     bootstrap_interval,
-    coco_evaluated,
-    coco_resampled,
-    kitti_resampled,
     median_ci,
     paired_delta,
     percentile_ci,
-    resample_indices,
-    resampled_accuracy,
 )
 from detrprune.evaluate.kitti_ap import CLASSES, kitti_ap
 

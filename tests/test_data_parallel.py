@@ -15,12 +15,16 @@ import torch
 import yaml
 
 from detrprune.prune.methods import apply_pruning
+from detrprune.prune.spec import MethodSpec
 from detrprune.train.checkpoint import read_checkpoint, save_detector
 from detrprune.train.runner import finetune_checkpoint
 
 from .conftest import kill_at_first_checkpoint, micro_config, snakemake_command
 
 pytestmark = pytest.mark.slow
+
+
+LAYERWISE = MethodSpec.from_config({"kind": "weight", "scope": "layerwise"})
 
 
 def _config(gpus: int) -> dict:
@@ -87,7 +91,7 @@ def test_a_two_process_finetune_keeps_zeros_and_reports_its_validations(
 ):
     detector, cfg = tiny_detector
     width, height = micro["model"]["input_scale"]
-    apply_pruning(detector, {"kind": "weight", "scope": "layerwise"}, 0.5, (height, width))
+    apply_pruning(detector, LAYERWISE, 0.5, (height, width))
     pruned = tmp_path / "pruned.pth"
     save_detector(detector, pruned, cfg, {"variant": "prune/x/r50", "kind": "weight"})
     result = finetune_checkpoint(

@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from detrprune.constants import LATENCY_PARTS
-from detrprune.evaluate.bootstrap import INTERVAL_METHOD
+from detrprune.evaluate.intervals import INTERVAL_METHOD
 from detrprune.evaluate.latency import PartClock, Schedule, latency_columns, time_interleaved
 from detrprune.evaluate.metrics import fvcore_gmacs, size_metrics
-from detrprune.prune.methods import count_parameters, filter_prune, weight_prune
+from detrprune.prune.counting import count_parameters
+from detrprune.prune.filters import filter_prune
+from detrprune.prune.weights import weight_prune
 from detrprune.train.checkpoint import save_detector
 from detrprune.train.model import inference_batch
 

@@ -14,7 +14,7 @@ from detrprune.evaluate.onnx_export import (
     onnx_latency,
     onnx_parity,
 )
-from detrprune.prune.methods import filter_prune
+from detrprune.prune.filters import filter_prune
 from detrprune.train.model import inference_batch
 
 from .test_pruning import H, W

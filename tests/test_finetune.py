@@ -10,6 +10,7 @@ import torch
 from detrprune.constants import CLASSES
 from detrprune.evaluate.metrics import coco_accuracy
 from detrprune.prune.methods import apply_pruning, verify_reload
+from detrprune.prune.spec import MethodSpec
 from detrprune.train.checkpoint import load_detector, read_checkpoint, save_detector
 from detrprune.train.model import build_detector, model_config
 from detrprune.train.runner import ZERO_MASK_SUFFIX, attach_zero_masks, finetune_checkpoint
@@ -21,10 +22,13 @@ pytestmark = pytest.mark.slow
 FINETUNE = {"iters": 3, "lr": 1e-3, "warmup_iters": 1}
 
 
+LAYERWISE = MethodSpec.from_config({"kind": "weight", "scope": "layerwise"})
+
+
 def _pruned_checkpoint(tiny_detector, micro, tmp_path, spec, ratio):
     detector, cfg = tiny_detector
     width, height = micro["model"]["input_scale"]
-    apply_pruning(detector, spec, ratio, (height, width))
+    apply_pruning(detector, MethodSpec.from_config(spec), ratio, (height, width))
     path = tmp_path / "pruned.pth"
     meta = {"variant": "prune/x/r50", "method": "x", "ratio": 50, "kind": spec["kind"]}
     save_detector(detector, path, cfg, meta)
@@ -85,7 +89,7 @@ def test_weight_pruned_model_with_frozen_stages_finetunes_and_keeps_frozen_zeros
     detector.init_weights()
     detector.eval()
     width, height = micro["model"]["input_scale"]
-    apply_pruning(detector, {"kind": "weight", "scope": "layerwise"}, 0.5, (height, width))
+    apply_pruning(detector, LAYERWISE, 0.5, (height, width))
     pruned = tmp_path / "pruned.pth"
     save_detector(detector, pruned, cfg, {"variant": "prune/x/r50", "kind": "weight"})
     _finetune(pruned, micro, micro_data, tmp_path)
@@ -107,7 +111,7 @@ def test_zero_masks_follow_the_model_to_its_device(tiny_detector, micro):
     only a GPU shows the CUDA case itself, see `make gpu-smoke`)."""
     detector, _ = tiny_detector
     width, height = micro["model"]["input_scale"]
-    apply_pruning(detector, {"kind": "weight", "scope": "layerwise"}, 0.5, (height, width))
+    apply_pruning(detector, LAYERWISE, 0.5, (height, width))
     assert attach_zero_masks(detector) > 0
     detector.to("meta")
     masks = [b for n, b in detector.named_buffers() if n.endswith(ZERO_MASK_SUFFIX)]
@@ -164,7 +168,7 @@ def test_a_rerun_with_another_input_does_not_resume_the_old_work_dir(
     _finetune(pruned, micro, micro_data, tmp_path, dict(FINETUNE, iters=2))
     # Same path, other content (as when the baseline was retrained): the work dir is stale.
     model, cfg, meta = load_detector(pruned)
-    apply_pruning(model, spec, 0.6, (1, 1))
+    apply_pruning(model, MethodSpec.from_config(spec), 0.6, (1, 1))
     save_detector(model, pruned, cfg, meta)
     _finetune(pruned, micro, micro_data, tmp_path, dict(FINETUNE, iters=2))
     after, _, _ = read_checkpoint(tmp_path / "finetuned.pth")

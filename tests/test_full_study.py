@@ -27,7 +27,7 @@ import pytest
 import torch
 import yaml
 
-from detrprune.prune.methods import layer_role, prunable_weights, weight_part
+from detrprune.prune.weights import layer_role, prunable_weights, weight_part
 from detrprune.train.checkpoint import load_detector, read_checkpoint
 
 from .conftest import REPO, run_snakemake

@@ -17,22 +17,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detrprune.evaluate.bootstrap import (
-    DELTA_INTERVAL_METHOD,
-    INTERVAL_METHOD,
-    INTERVAL_METHODS,
-    METRICS,
-)
+from detrprune.evaluate.bootstrap import METRICS
 from detrprune.evaluate.coverage import (
     DENSE_OBJECTS,
     TARGETS,
     choose_method,
-    exact_accuracy,
-    make_population,
     population_values,
     simulate,
     summarize,
 )
+from detrprune.evaluate.intervals import (
+    DELTA_INTERVAL_METHOD,
+    INTERVAL_METHOD,
+    INTERVAL_METHODS,
+)
+from detrprune.evaluate.synthetic import exact_accuracy, make_population
 
 REPO = Path(__file__).resolve().parent.parent
 

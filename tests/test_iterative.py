@@ -7,8 +7,14 @@ import csv
 import pytest
 
 from detrprune.constants import ITERATIVE_STEP_COLUMNS
-from detrprune.prune.iterative import iterative_prune, select_step, step_plan
-from detrprune.prune.methods import cumulative_ratio, per_step_ratio
+from detrprune.prune.iterative import (
+    cumulative_ratio,
+    iterative_prune,
+    per_step_ratio,
+    select_step,
+    step_plan,
+)
+from detrprune.prune.spec import MethodSpec
 from detrprune.train.checkpoint import load_detector, save_detector
 
 
@@ -205,7 +211,8 @@ def test_the_last_step_lands_on_the_one_shot_shapes(
 
     import detrprune.evaluate.metrics as metrics
     import detrprune.train.runner as runner
-    from detrprune.prune.methods import apply_pruning, count_parameters, prune_checkpoint
+    from detrprune.prune.counting import count_parameters
+    from detrprune.prune.methods import apply_pruning, prune_checkpoint
 
     detector, cfg = tiny_detector
     baseline = tmp_path / "baseline.pth"
@@ -237,7 +244,7 @@ def test_the_last_step_lands_on_the_one_shot_shapes(
     # The old compounding steps end elsewhere on this model, so the check above has teeth.
     compounded = copy.deepcopy(detector)
     for row in rows:
-        apply_pruning(compounded, spec, row["step_ratio"], input_hw)
+        apply_pruning(compounded, MethodSpec.from_config(spec), row["step_ratio"], input_hw)
     assert {n: tuple(t.shape) for n, t in compounded.state_dict().items()} != expected
 
     # What was reached is recorded: fewer channels and parameters at every step, and the last

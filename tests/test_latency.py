@@ -157,7 +157,7 @@ def sample_val(tmp_path: Path) -> tuple[Path, Path]:
 def test_time_models_job_on_real_frames_feeds_the_summary(tiny_detector, sample_val, tmp_path):
     """The job on saved checkpoints and real KITTI frames, then aggregate: the summary's latency
     columns are the job's, whatever the metrics.json files say."""
-    from detrprune.prune.methods import filter_prune
+    from detrprune.prune.filters import filter_prune
 
     detector, cfg = tiny_detector
     save_detector(detector, tmp_path / "baseline.pth", cfg, {"variant": "baseline"})

@@ -15,15 +15,15 @@ from torch import nn
 
 from detrprune.config import ConfigError, validate_config
 from detrprune.constants import NM_DEFAULT_PARTS, nm_pattern
-from detrprune.prune.methods import (
-    describe_scope,
+from detrprune.prune.sparse_io import load_sparse, save_sparse
+from detrprune.prune.spec import MethodSpec
+from detrprune.prune.weights import (
     layer_role,
     nm_prune,
     prunable_weights,
     weight_part,
     weight_prune,
 )
-from detrprune.prune.sparse_io import load_sparse, save_sparse
 from detrprune.train.checkpoint import read_checkpoint
 
 from .conftest import default_config
@@ -117,7 +117,7 @@ def test_layers_ffn_limits_two_four_to_the_encoders_feed_forward_blocks(tiny_det
         if name not in ffn:
             assert torch.equal(param, before[name]), name
     spec = {"kind": "weight", "scope": "2:4", "modules": ["encoder"], "layers": ["ffn"]}
-    assert describe_scope(spec) == "2:4:encoder:ffn"
+    assert MethodSpec.from_config(spec).describe() == "2:4:encoder:ffn"
 
 
 def test_every_prunable_weight_has_the_layer_kind_its_name_says(tiny_detector):

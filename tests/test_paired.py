@@ -11,9 +11,9 @@ from detrprune.evaluate.bootstrap import (
     METRICS,
     bootstrap_accuracy,
     coco_resampled,
-    paired_delta,
     resample_indices,
 )
+from detrprune.evaluate.intervals import paired_delta
 from detrprune.evaluate.paired import (
     PairingError,
     compare_with_control,

@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detrprune.prune.methods import (
-    count_nonzero_parameters,
-    count_parameters,
-    filter_prune,
-    prunable_weights,
-    weight_prune,
-)
+from detrprune.prune.counting import count_nonzero_parameters, count_parameters
+from detrprune.prune.filters import filter_prune
+from detrprune.prune.weights import prunable_weights, weight_prune
 from detrprune.train.checkpoint import CheckpointError, load_detector, save_detector
 from detrprune.train.model import DETECTOR_TYPE
 
@@ -44,7 +40,7 @@ def _widths(backbone) -> dict[str, int]:
 
 
 def test_backbone_scope_prunes_inner_convs_and_keeps_the_residual_stream(tiny_detector):
-    from detrprune.prune.methods import residual_stream_convs
+    from detrprune.prune.filters import residual_stream_convs
 
     detector, _ = tiny_detector
     before = _widths(detector.backbone)
@@ -143,7 +139,7 @@ def test_ratio_outside_range_is_refused(tiny_detector):
 
 
 def test_sparsity_by_part_shows_global_pruning_emptying_sampling_offsets(tiny_detector):
-    from detrprune.prune.methods import sparsity_by_part
+    from detrprune.prune.weights import sparsity_by_part
 
     detector, _ = tiny_detector
     weight_prune(detector, 0.5, "global")
@@ -161,7 +157,7 @@ def test_sparsity_by_part_shows_global_pruning_emptying_sampling_offsets(tiny_de
 
 
 def test_backbone_ffn_scope_prunes_ffn_hidden_rows_by_l1(tiny_detector):
-    from detrprune.prune.methods import transformer_ffns
+    from detrprune.prune.filters import transformer_ffns
 
     detector, _ = tiny_detector
     ffns = dict(transformer_ffns(detector))
@@ -204,7 +200,7 @@ def test_backbone_ffn_scope_removes_more_than_backbone_alone(micro):
 
 
 def test_weight_pruning_module_choice_touches_only_those_parts(tiny_detector):
-    from detrprune.prune.methods import sparsity_by_part
+    from detrprune.prune.weights import sparsity_by_part
 
     detector, _ = tiny_detector
     # A fresh model has zeros already (mmcv zero-initialises attention_weights): compare.
@@ -317,7 +313,9 @@ def test_round_to_keeps_every_pruned_width_a_multiple_of_it_and_reloads(tmp_path
     """round_to 8 rounds each kept width down to a multiple of 8 (Torch-Pruning's option), in the
     backbone and the FFNs; the checkpoint reloads with identical outputs. At ratio 0.3 the
     unrounded widths are not multiples of 8, so the option is what makes them so."""
-    from detrprune.prune.methods import describe_scope, prune_checkpoint, transformer_ffns
+    from detrprune.prune.filters import transformer_ffns
+    from detrprune.prune.methods import prune_checkpoint
+    from detrprune.prune.spec import MethodSpec
 
     baseline, detector = saved_micro_baseline(tmp_path, micro)
     full = _widths(detector.backbone)
@@ -326,7 +324,7 @@ def test_round_to_keeps_every_pruned_width_a_multiple_of_it_and_reloads(tmp_path
         spec = {"kind": "filter", "scope": "backbone+ffn", "round_to": round_to}
         out = tmp_path / f"round{round_to}.pth"
         meta = prune_checkpoint(baseline, out, "m", spec, 30, (H, W))
-        assert meta["scope"] == describe_scope(spec)
+        assert meta["scope"] == MethodSpec.from_config(spec).describe()
         model, _, _ = load_detector(out)
         widths = {k: v for k, v in _widths(model.backbone).items() if v != full[k]}
         widths |= {name: ffn.feedforward_channels for name, ffn in transformer_ffns(model)}
@@ -337,12 +335,14 @@ def test_round_to_keeps_every_pruned_width_a_multiple_of_it_and_reloads(tmp_path
     assert any(width % 8 for width in unrounded.values())
     for name, width in rounded.items():
         assert width % 8 == 0 and unrounded[name] - 8 < width <= unrounded[name], name
+
     # The default (8) goes without saying; any other rounding is part of the scope's name.
-    assert describe_scope({"kind": "filter", "scope": "backbone"}) == "backbone"
-    assert describe_scope({"kind": "filter", "scope": "backbone", "round_to": 8}) == "backbone"
-    assert describe_scope({"kind": "filter", "scope": "backbone", "round_to": 1}) == (
-        "backbone:round1"
-    )
+    def describe(spec: dict) -> str:
+        return MethodSpec.from_config(spec).describe()
+
+    assert describe({"kind": "filter", "scope": "backbone"}) == "backbone"
+    assert describe({"kind": "filter", "scope": "backbone", "round_to": 8}) == "backbone"
+    assert describe({"kind": "filter", "scope": "backbone", "round_to": 1}) == "backbone:round1"
 
 
 @pytest.mark.parametrize("round_to", [8, 1])
@@ -376,10 +376,12 @@ def test_targets_prune_a_pruned_model_to_the_one_shot_shapes(tiny_detector, scop
     channels ranked on its own weights; it still runs."""
     import copy
 
-    from detrprune.prune.methods import apply_pruning, filter_shapes
+    from detrprune.prune.filters import filter_shapes
+    from detrprune.prune.methods import apply_pruning
+    from detrprune.prune.spec import MethodSpec
 
     detector, _ = tiny_detector
-    spec = {"kind": "filter", "scope": scope, "round_to": 8}
+    spec = MethodSpec.from_config({"kind": "filter", "scope": scope, "round_to": 8})
     one_shot = copy.deepcopy(detector)
     apply_pruning(one_shot, spec, 0.5, (H, W))
     targets = filter_shapes(one_shot)

@@ -35,7 +35,7 @@ from detrprune.evaluate.semi_structured import (
     shape_unsupported_reason,
     time_semi_structured,
 )
-from detrprune.prune.methods import nm_prune, weight_prune
+from detrprune.prune.weights import nm_prune, weight_prune
 from detrprune.train.model import synthetic_batch
 
 from .conftest import REPO

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from detrprune.prune.methods import weight_prune
 from detrprune.prune.sparse_io import (
     HEADER,
     SparseFormatError,
@@ -19,6 +18,7 @@ from detrprune.prune.sparse_io import (
     save_sparse,
     size_bound_bytes,
 )
+from detrprune.prune.weights import weight_prune
 
 _INT_VIEWS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 

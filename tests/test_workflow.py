@@ -134,7 +134,7 @@ def test_study_runs_to_the_report(study):
 
 
 def test_iterative_loop_steps_and_kept_model(study):
-    from detrprune.prune.methods import per_step_ratio
+    from detrprune.prune.iterative import per_step_ratio
     from detrprune.train.checkpoint import load_detector
 
     steps = pd.read_csv(study / "results" / "iterative" / "steps.csv")
@@ -169,7 +169,7 @@ def test_every_rule_wrote_a_log(study):
 
 
 def test_pruned_checkpoints_reload_weights_only(study):
-    from detrprune.prune.methods import count_parameters
+    from detrprune.prune.counting import count_parameters
     from detrprune.train.checkpoint import load_detector
 
     for variant in ("prune/filter/r50", "finetune/filter_ffn/r50", "finetune/weight/r30"):

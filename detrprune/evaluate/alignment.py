@@ -58,7 +58,8 @@ def compare_roundings(
         graph_frames,
         onnx_session,
     )
-    from detrprune.prune.methods import count_parameters, filter_prune
+    from detrprune.prune.counting import count_parameters
+    from detrprune.prune.filters import filter_prune
     from detrprune.train.checkpoint import load_detector
 
     if rounds < 1 or runs_per_round < 1 or warmup < 0:

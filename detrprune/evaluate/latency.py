@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detrprune.constants import LATENCY_PARTS
-from detrprune.evaluate.bootstrap import median_ci
+from detrprune.evaluate.intervals import median_ci
 
 if TYPE_CHECKING:
     from torch import nn

@@ -23,17 +23,14 @@ import torch
 from torch import nn
 
 from detrprune.constants import GMACS_PARTS
-from detrprune.evaluate.bootstrap import (
-    DEFAULT_RESAMPLES,
-    INTERVAL_METHOD,
-    accuracy_intervals,
-    resampled_accuracy,
-)
+from detrprune.evaluate.bootstrap import DEFAULT_RESAMPLES, resampled_accuracy
+from detrprune.evaluate.intervals import INTERVAL_METHOD, accuracy_intervals
 from detrprune.evaluate.kitti_ap import kitti_ap
 from detrprune.evaluate.paired import write_resamples
 from detrprune.evaluate.semi_structured import nm_sparse_linears, time_semi_structured
-from detrprune.prune.methods import count_nonzero_parameters, count_parameters, sparsity_by_part
+from detrprune.prune.counting import count_nonzero_parameters, count_parameters
 from detrprune.prune.sparse_io import load_sparse, save_sparse, size_bound_bytes
+from detrprune.prune.weights import sparsity_by_part
 from detrprune.train.model import coco_evaluator_config, register_mmdet, test_dataloader_config
 
 log = logging.getLogger(__name__)
@@ -325,7 +322,7 @@ def accuracy_record(
     """The variant's identity (from its checkpoint ``meta``), COCO and KITTI AP, and their
     bootstrap 95 % intervals over the validation images (``bootstrap_resamples`` resamples
     drawn with ``seed``, from the one inference pass), by the method the record names in
-    ``accuracy_interval_method`` (:data:`~detrprune.evaluate.bootstrap.INTERVAL_METHOD`, chosen
+    ``accuracy_interval_method`` (:data:`~detrprune.evaluate.intervals.INTERVAL_METHOD`, chosen
     by its measured coverage: bench/interval_coverage.md). ``out_resamples`` gets those
     per-resample metrics (:func:`~detrprune.evaluate.paired.write_resamples`), which pair the
     variant with its control when the summary is aggregated."""
@@ -364,8 +361,7 @@ def reached_fractions(
     """What pruning reached against the baseline, beside the ratio it was asked for:
     ``kept_channel_fraction`` (output channels kept, over the Conv/Linear layers whose width
     changed; 1 for weight pruning) and ``params_fraction`` (parameters over the baseline's)."""
-    from detrprune.prune.iterative import kept_width_fraction
-    from detrprune.prune.methods import filter_shapes
+    from detrprune.prune.filters import filter_shapes, kept_width_fraction
 
     widths = filter_shapes(model)["widths"]
     before = {

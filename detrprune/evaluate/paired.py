@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from detrprune.evaluate.bootstrap import METRICS, paired_delta
+from detrprune.evaluate.bootstrap import METRICS
+from detrprune.evaluate.intervals import paired_delta
 from detrprune.jobs import atomic_output
 
 log = logging.getLogger(__name__)

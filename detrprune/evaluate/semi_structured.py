@@ -33,7 +33,7 @@ from detrprune.constants import (
     SEMI_STRUCTURED_DETAIL_KEYS,
     SEMI_STRUCTURED_TEXT_COLUMNS,
 )
-from detrprune.prune.methods import layer_role
+from detrprune.prune.weights import layer_role
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ Only the encoder's points can go: the decoder's cross-attention divides the offs
 at by ``num_points`` when its reference points are boxes (two-stage and refine variants), so
 removing points there would move every kept point.
 
-A saved pruned model is rebuilt by :func:`shrink_attention_to_state_dict`: the head and point
+A saved pruned model is rebuilt by
+:func:`detrprune.train.checkpoint.shrink_attention_to_state_dict`: the head and point
 counts follow from the saved tensors' shapes, so no extra metadata is needed.
 """
 
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
@@ -51,6 +52,7 @@ import torch_pruning as tp
 from torch import nn
 
 from detrprune.constants import POINT_STACKS
+from detrprune.prune.criteria import Saliency, get_criterion
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +150,30 @@ def _deformable_head_slices(module: nn.Module, heads: list[int]) -> dict[str, li
     }
 
 
-def deformable_head_importance(module: nn.Module) -> torch.Tensor:
-    """L1 norm of each head's ``value_proj`` rows (bias included) and ``output_proj`` columns."""
+def _l1(weight: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:  # noqa: ARG001
+    return weight.abs()
+
+
+def _grad(*params: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
+    """The gradients of ``params`` joined as :func:`torch.cat` joins them (a bias as a column),
+    or ``None`` when one has none."""
+    grads = [p.grad for p in params]
+    if any(g is None for g in grads):
+        return None
+    return torch.cat([g if g.dim() == 2 else g[:, None] for g in grads], dim=dim)
+
+
+def deformable_head_importance(module: nn.Module, saliency: Saliency = _l1) -> torch.Tensor:
+    """Each head's ``saliency`` (default: L1 norm) summed over its ``value_proj`` rows (bias
+    included) and ``output_proj`` columns."""
     heads = module.num_heads
-    value = torch.cat([module.value_proj.weight, module.value_proj.bias[:, None]], dim=1)
-    per_head_value = value.detach().abs().reshape(heads, -1).sum(1)
-    output = module.output_proj.weight.detach().abs()  # (embed, heads * head_dim)
+    value_proj, output_proj = module.value_proj, module.output_proj
+    value = torch.cat([value_proj.weight, value_proj.bias[:, None]], dim=1)
+    value_score = saliency(value.detach(), _grad(value_proj.weight, value_proj.bias))
+    per_head_value = value_score.reshape(heads, -1).sum(1)
+    output_grad = output_proj.weight.grad
+    # (embed, heads * head_dim)
+    output = saliency(output_proj.weight.detach(), output_grad)
     per_head_output = output.reshape(output.shape[0], heads, -1).sum((0, 2))
     return per_head_value + per_head_output
 
@@ -172,13 +192,14 @@ def remove_deformable_heads(module: nn.Module, heads: list[int]) -> None:
     module.num_heads -= len(heads)
 
 
-def multihead_head_importance(attention: nn.Module) -> torch.Tensor:
-    """L1 norm of each head's query/key/value rows of ``in_proj`` (biases included) and its
-    ``out_proj`` columns."""
+def multihead_head_importance(attention: nn.Module, saliency: Saliency = _l1) -> torch.Tensor:
+    """Each head's ``saliency`` (default: L1 norm) summed over its query/key/value rows of
+    ``in_proj`` (biases included) and its ``out_proj`` columns."""
     heads = attention.num_heads
     projections = torch.cat([attention.in_proj_weight, attention.in_proj_bias[:, None]], dim=1)
-    per_head_in = projections.detach().abs().reshape(3, heads, -1).sum((0, 2))
-    output = attention.out_proj.weight.detach().abs()
+    in_grad = _grad(attention.in_proj_weight, attention.in_proj_bias)
+    per_head_in = saliency(projections.detach(), in_grad).reshape(3, heads, -1).sum((0, 2))
+    output = saliency(attention.out_proj.weight.detach(), attention.out_proj.weight.grad)
     per_head_out = output.reshape(output.shape[0], heads, -1).sum((0, 2))
     return per_head_in + per_head_out
 
@@ -214,8 +235,8 @@ def heads_to_remove(heads: int, ratio: float) -> int:
 
 def _least_important(importance: torch.Tensor, count: int, criterion: str) -> list[int]:
     """The ``count`` heads to remove: least ``importance`` first, or drawn from torch's global
-    generator for the "random" criterion."""
-    if criterion == "random":
+    generator for a criterion without a saliency (``random``)."""
+    if get_criterion(criterion).saliency is None:
         order = torch.randperm(importance.numel())
     else:
         # Stable: equal scores (e.g. several all-zero heads) go in head order.
@@ -231,27 +252,33 @@ def prune_attention_heads(
 ) -> dict[str, list[int]]:
     """Remove ``round(ratio * heads)`` heads of every attention layer of the transformer's
     ``stacks`` (encoder and/or decoder), the least important by
-    :func:`deformable_head_importance` / :func:`multihead_head_importance` (``criterion`` "l1")
-    or drawn at random ("random", from torch's global generator: the caller seeds it). Returns
-    each layer's head count before and after."""
+    :func:`deformable_head_importance` / :func:`multihead_head_importance` under the registered
+    ``criterion``'s saliency (:mod:`detrprune.prune.criteria`; "l1": the L1 norm), or drawn at
+    random for a criterion without one ("random", from torch's global generator: the caller
+    seeds it). Returns each layer's head count before and after."""
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"attention head pruning ratio must be in (0, 1), got {ratio}")
 
     def selected(name: str) -> bool:
         return name.split(".", 1)[0] in stacks
 
+    # A criterion without a saliency draws the heads: any importance will do for the count.
+    saliency = get_criterion(criterion).saliency or _l1
+
     counts: dict[str, list[int]] = {}
     for name, module in [(n, m) for n, m in deformable_attentions(detector) if selected(n)]:
         before = module.num_heads
         chosen = _least_important(
-            deformable_head_importance(module), heads_to_remove(before, ratio), criterion
+            deformable_head_importance(module, saliency), heads_to_remove(before, ratio), criterion
         )
         remove_deformable_heads(module, chosen)
         counts[name] = [before, module.num_heads]
     for name, owner, attention in [a for a in multihead_attentions(detector) if selected(a[0])]:
         before = attention.num_heads
         chosen = _least_important(
-            multihead_head_importance(attention), heads_to_remove(before, ratio), criterion
+            multihead_head_importance(attention, saliency),
+            heads_to_remove(before, ratio),
+            criterion,
         )
         if chosen:
             owner.attn = without_heads(attention, chosen)
@@ -305,9 +332,10 @@ def prune_sampling_points(
 ) -> dict[str, list[int]]:
     """Remove ``round(ratio * points)`` sampling points of every head and level of each
     deformable attention in the transformer's ``stacks`` (of :data:`POINT_STACKS`): those with
-    the smallest :func:`deformable_point_importance` (``criterion`` "l1", the name the filter
-    methods share) or drawn at random ("random", from torch's global generator: the caller seeds
-    it). Returns each layer's points per head and level before and after."""
+    the smallest :func:`deformable_point_importance` whatever the ``criterion`` (a point has no
+    weights of its own to score), or drawn at random for a criterion without a saliency
+    ("random", from torch's global generator: the caller seeds it). Returns each layer's points
+    per head and level before and after."""
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"sampling point pruning ratio must be in (0, 1), got {ratio}")
     if not set(stacks) <= set(POINT_STACKS):
@@ -337,55 +365,3 @@ def prune_sampling_points(
         )
     log.info("sampling points per head and level pruned: %s", counts)
     return counts
-
-
-def shrink_attention_to_state_dict(
-    model: nn.Module, state: Mapping[str, torch.Tensor], where: str
-) -> None:
-    """Give a freshly built model the head counts of the saved pruned one in ``state``.
-
-    Counts follow from the saved shapes: a deformable attention's heads from its
-    ``value_proj`` rows (``head_dim`` per head), its points per head and level from its
-    ``sampling_offsets`` rows (``2 * num_levels`` per point and head); a multi-head attention's
-    heads from its ``in_proj_weight`` rows (``3 * head_dim`` per head). The trailing heads and
-    points are removed, as only the shapes matter before the weights are loaded.
-    """
-    from detrprune.train.checkpoint import CheckpointError
-
-    for name, module in list(deformable_attentions(model)):
-        value = state.get(f"{name}.value_proj.weight")
-        offsets = state.get(f"{name}.sampling_offsets.weight")
-        if value is None or offsets is None:
-            continue
-        head_dim = module.value_proj.out_features // module.num_heads
-        heads, rest = divmod(value.shape[0], head_dim)
-        if rest or not 0 < heads <= module.num_heads:
-            raise CheckpointError(
-                f"{where}: {name}.value_proj has {value.shape[0]} rows, not a whole number "
-                f"of heads (<= {module.num_heads}) of {head_dim} rows"
-            )
-        per_point = 2 * module.num_levels * heads
-        points, rest = divmod(offsets.shape[0], per_point)
-        if rest or not 0 < points <= module.num_points:
-            raise CheckpointError(
-                f"{where}: {name}.sampling_offsets has {offsets.shape[0]} rows, not a whole "
-                f"number of points (<= {module.num_points}) for {heads} heads of "
-                f"{module.num_levels} levels"
-            )
-        remove_deformable_heads(module, list(range(heads, module.num_heads)))
-        trailing = list(range(points, module.num_points))
-        remove_deformable_points(
-            module, [[trailing] * module.num_levels for _ in range(module.num_heads)]
-        )
-    for name, owner, attention in list(multihead_attentions(model)):
-        saved = state.get(f"{name}.in_proj_weight")
-        if saved is None or saved.shape[0] == attention.in_proj_weight.shape[0]:
-            continue
-        heads, rest = divmod(saved.shape[0], 3 * attention.head_dim)
-        if rest or not 0 < heads < attention.num_heads:
-            raise CheckpointError(
-                f"{where}: {name}.in_proj_weight has {saved.shape[0]} rows, not a whole number "
-                f"of heads (< {attention.num_heads}) of {3 * attention.head_dim}"
-            )
-        owner.attn = without_heads(attention, list(range(heads, attention.num_heads)))
-        owner.num_heads = heads

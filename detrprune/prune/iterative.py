@@ -27,19 +27,31 @@ from typing import Any
 from detrprune.config import train_result_settings
 from detrprune.constants import ITERATIVE_FINETUNE_KEYS, ITERATIVE_STEP_COLUMNS
 from detrprune.jobs import atomic_output
-from detrprune.prune.methods import (
-    apply_pruning,
-    count_nonzero_parameters,
-    count_parameters,
-    cumulative_ratio,
-    describe_scope,
-    filter_shapes,
-    per_step_ratio,
-)
+from detrprune.prune.counting import count_nonzero_parameters, count_parameters
+from detrprune.prune.filters import filter_shapes, kept_channel_fraction
+from detrprune.prune.methods import apply_pruning
+from detrprune.prune.spec import MethodSpec
 from detrprune.train.checkpoint import load_detector, save_detector
 from detrprune.variants import ITERATIVE_CONTROL
 
 log = logging.getLogger(__name__)
+
+
+def per_step_ratio(target: float, steps: int) -> float:
+    """The ratio each of ``steps`` equal prune steps removes so that ``target`` is removed in all.
+
+    Each step removes a fraction of what is left: (1 - r)^steps = 1 - target.
+    """
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"iterative target ratio must be in (0, 1), got {target}")
+    if steps < 1:
+        raise ValueError(f"iterative steps must be >= 1, got {steps}")
+    return 1.0 - (1.0 - target) ** (1.0 / steps)
+
+
+def cumulative_ratio(step_ratio: float, steps_done: int) -> float:
+    """The fraction removed after ``steps_done`` steps of ``step_ratio`` each."""
+    return 1.0 - (1.0 - step_ratio) ** steps_done
 
 
 def step_plan(target_percent: int, steps: int) -> list[dict[str, float]]:
@@ -117,10 +129,11 @@ def iterative_prune(
     step_finetune = step_finetune_settings(iterative, finetune)
     max_drop = float(iterative["max_map_drop"])
     plan = step_plan(int(iterative["target_ratio"]), int(iterative["steps"]))
+    method = MethodSpec.from_config(spec)
     log.info(
         "iterative %s (%s): %d steps of %.4f towards %d %%, stop when mAP drops > %.3f",
-        spec["kind"],
-        describe_scope(spec),
+        method.kind,
+        method.describe(),
         len(plan),
         plan[0]["step_ratio"],
         int(iterative["target_ratio"]),
@@ -167,7 +180,7 @@ def iterative_prune(
             row = _run_step(
                 Path(baseline),
                 current,
-                spec,
+                method,
                 planned,
                 input_hw,
                 batches,
@@ -199,15 +212,24 @@ def iterative_prune(
     for i, row in enumerate(rows):
         row["selected"] = i == kept
     _save_selected(
-        work_dir / f"step{rows[kept]['step']}" / "finetuned.pth", rows[kept], spec, out_model
+        work_dir / f"step{rows[kept]['step']}" / "finetuned.pth", rows[kept], method, out_model
     )
     write_steps_csv(rows, out_steps)
     return rows
 
 
 def _run_step(
-    baseline, current, spec, planned, input_hw, batches, step_dir, gmacs_of, finetune, seed
-):
+    baseline: Path,
+    current: Path,
+    spec: MethodSpec,
+    planned: Mapping[str, float],
+    input_hw: tuple[int, int],
+    batches: Any,
+    step_dir: Path,
+    gmacs_of: Any,
+    finetune: Any,
+    seed: int,
+) -> dict[str, Any]:
     """Prune ``current`` by one step, count its MACs, fine-tune it; the step's table row.
 
     A filter method prunes ``current`` to the shapes of ``baseline`` pruned in one shot at the
@@ -226,11 +248,11 @@ def _run_step(
         ratio = planned["cumulative_ratio"]
         targets = (
             one_shot_shapes(baseline, spec, ratio, input_hw, seed)
-            if spec["kind"] == "filter"
+            if spec.kind == "filter"
             else None
         )
         stats = apply_pruning(detector, spec, ratio, input_hw, seed, targets)
-        step_meta = {**meta, "kind": spec["kind"], "scope": describe_scope(spec), "pruning": stats}
+        step_meta = {**meta, "kind": spec.kind, "scope": spec.describe(), "pruning": stats}
         save_detector(detector, pruned, model_cfg, step_meta)
     detector, _, _ = load_detector(pruned)
     macs = gmacs_of(detector, batches)["gmacs"]
@@ -256,12 +278,12 @@ def _run_step(
 
 def one_shot_shapes(
     baseline: Path,
-    spec: Mapping[str, Any],
+    spec: MethodSpec,
     ratio: float,
     input_hw: tuple[int, int],
     seed: int,
 ) -> dict[str, dict[str, int]]:
-    """The shapes (:func:`~detrprune.prune.methods.filter_shapes`) of ``baseline`` pruned in one
+    """The shapes (:func:`~detrprune.prune.filters.filter_shapes`) of ``baseline`` pruned in one
     shot by the filter method ``spec`` at ``ratio``: what a step of that cumulative ratio must
     reach (the same as ``prune_checkpoint`` at that ratio)."""
     detector, _, _ = load_detector(baseline)
@@ -278,20 +300,6 @@ def _reached(baseline: Path, pruned: Path) -> dict[str, float]:
         "kept_channel_fraction": kept_channel_fraction(original, detector),
         "params_fraction": count_parameters(detector) / count_parameters(original),
     }
-
-
-def kept_channel_fraction(original, pruned) -> float:
-    """Output channels (rows) kept over the original's, summed over the Conv/Linear layers
-    whose output width pruning changed (1.0 when none did, as for weight pruning)."""
-    return kept_width_fraction(filter_shapes(original)["widths"], filter_shapes(pruned)["widths"])
-
-
-def kept_width_fraction(before: Mapping[str, int], after: Mapping[str, int]) -> float:
-    """:func:`kept_channel_fraction` from the layers' output widths (by qualified name)."""
-    changed = [name for name, width in before.items() if after.get(name, width) != width]
-    if not changed:
-        return 1.0
-    return sum(after[name] for name in changed) / sum(before[name] for name in changed)
 
 
 def kept_step(steps_csv: Path) -> int:
@@ -347,15 +355,15 @@ def iterative_control(
 
 
 def _save_selected(
-    finetuned: Path, row: Mapping[str, Any], spec: Mapping[str, Any], out_model: Path
+    finetuned: Path, row: Mapping[str, Any], spec: MethodSpec, out_model: Path
 ) -> None:
     detector, model_cfg, meta = load_detector(finetuned)
     meta = {
         **meta,
         "variant": "iterative",
         "method": "iterative",
-        "kind": spec["kind"],
-        "scope": describe_scope(spec),
+        "kind": spec.kind,
+        "scope": spec.describe(),
         "ratio": round(100 * row["cumulative_ratio"]),
         "finetuned": True,
         "iterative_step": int(row["step"]),

@@ -1,758 +1,57 @@
-"""Pruning methods: L1-norm structured filter pruning and unstructured magnitude weight pruning.
+"""A named pruning method applied to a checkpoint: dispatch by kind, the scope as the summary
+spells it, the prune job, and the reload check every pruned checkpoint passes.
 
-Filter pruning removes channels physically with Torch-Pruning's DependencyGraph. It traces only
-``neck(backbone(x))``: tracing the whole detector misses the coupling inside deformable attention
-(its ``view()`` uses stored head/level/point counts), and the pruned model then fails. The neck's
-convs are ignored layers, so their outputs (the transformer's width) stay and their inputs follow
-the backbone's channels. Its scope is a ``+``-joined set of parts:
-
-* ``backbone`` (always): the ResNet's inner convs, those inside a residual block whose output
-  stays in the block (conv1 of a BasicBlock; conv1 and conv2 of a Bottleneck). The stem, the
-  blocks' last convs and the downsample convs, which write the residual stream, keep their
-  widths: this is what the study we reproduce pruned.
-* ``residual``: the residual stream's channels too (stem, block outputs, downsample convs, and
-  every conv that reads them), each coupled group pruned as one.
-* ``ffn``: the hidden width of every encoder/decoder FFN (the Linear pair embed -> ffn ->
-  embed), each FFN traced on its own; the rows of the first Linear are ranked by L1 norm and the
-  second Linear's inputs follow.
-* ``attention``: whole heads of every attention layer of the transformer (deformable attention
-  in the encoder and the decoder's cross-attention, and the decoder's self-attention), ranked by
-  the L1 norm of the weights that carry each head's content (:mod:`detrprune.prune.attention`).
-* ``points``: sampling points of every head and level of the encoder's deformable attention,
-  ranked by their attention logit's bias (after ``attention``'s heads when the scope has both).
-
-A method's ``transformer`` key limits ``ffn``, ``attention`` and ``points`` to some of the
-transformer's stacks (:data:`TRANSFORMER_STACKS`, default both; ``points``: the encoder):
-``[encoder]`` prunes where the time is. Its ``part_ratios`` give ``ffn``, ``attention`` or
-``points`` a ratio of their own, the same for all its targets, whose ratio then prunes the rest.
-
-The residual width of the transformer and the detection heads always keep their widths.
-
-Weight pruning zeroes weights with ``torch.nn.utils.prune`` and makes the masks permanent, so the
-state dict is a plain one again (no ``weight_orig``/``weight_mask``). ``modules`` limits it to some
-model parts (see :data:`SPARSITY_PARTS`), ``layers`` to some kinds of layer within them (FFN,
-attention projection or other, :data:`WEIGHT_LAYER_KINDS`).
+The methods themselves: :mod:`detrprune.prune.filters` (structured: channels, FFN widths,
+attention heads, sampling points) and :mod:`detrprune.prune.weights` (unstructured magnitude
+and N:M weight pruning).
 """
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
-from torch.nn.utils import prune
 
-from detrprune.constants import (
-    ATTENTION_LAYERS,
-    DEFAULT_ROUND_TO,
-    FILTER_CRITERIA,
-    FILTER_SCOPES,
-    PART_RATIO_PARTS,
-    SPARSITY_PARTS,
-    TRANSFORMER_STACKS,
-    WEIGHT_LAYER_KINDS,
-    WEIGHT_SCOPES,
-    default_transformer_stacks,
-    nm_pattern,
-    weight_modules,
-)
 from detrprune.jobs import percent_to_fraction
-from detrprune.prune.attention import (
-    HeadPrunedMultiheadAttention,
-    prune_attention_heads,
-    prune_sampling_points,
-)
-
-log = logging.getLogger(__name__)
-
-
-class _BackboneNeck(nn.Module):
-    """The part of the detector the dependency graph is traced through."""
-
-    def __init__(self, backbone: nn.Module, neck: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.neck = neck
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.neck(self.backbone(x)))
-
-
-class _NoEmptyGroupPruner(tp.pruner.BasePruner):
-    """Torch-Pruning's pruner, except that no group is ever emptied.
-
-    Torch-Pruning 1.6.1 rounds a kept width down to a multiple of ``round_to``, which can reach
-    0, and then leaves that group unpruned without a word (at r90 with round_to 8, layer1's
-    64-wide convs kept all 64 while layer2 went to 8). Here a group keeps at least ``round_to``
-    channels (all of a narrower one); :attr:`clamped` counts the groups held at that floor.
-    The pruner is always given a ``round_to`` (1 keeps widths as they are), so the floor also
-    holds at ratios that would remove every channel.
-    """
-
-    clamped = 0
-
-    def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
-        n_pruned = super()._round_to(n_pruned, current_channels, round_to)
-        floor = min(round_to, current_channels)
-        if current_channels - n_pruned < floor:
-            self.clamped += 1
-            n_pruned = current_channels - floor
-        return n_pruned
-
-
-def filter_prune(
-    detector: nn.Module,
-    ratio: float,
-    input_hw: tuple[int, int],
-    scope: str = "backbone",
-    criterion: str = "l1",
-    seed: int = 0,
-    round_to: int = 1,
-    transformer: Sequence[str] | None = None,
-    part_ratios: Mapping[str, float] | None = None,
-    targets: Mapping[str, Mapping[str, int]] | None = None,
-) -> dict[str, Any]:
-    """Remove ``ratio`` of the channels of every group in ``scope``, ranked by ``criterion``.
-
-    ``ratio`` is Torch-Pruning's channel ratio (0.3 removes 30 % of each group's channels, which
-    removes roughly half of the parameters of the layers involved). ``criterion`` "l1" ranks by
-    group L1 norm; "random" draws the channels (seeded by ``seed``): the control that says
-    whether the L1 ranking beats chance. ``round_to`` > 1 rounds every kept width down to a
-    multiple of it (Torch-Pruning's ``round_to``; CPU and GPU kernels favour multiples of 8);
-    attention heads and sampling points are whole already. ``transformer`` names the stacks (of
-    :data:`TRANSFORMER_STACKS`) whose FFNs, heads and sampling points ``ffn``, ``attention``
-    and ``points`` prune (default: :func:`~detrprune.constants.default_transformer_stacks`).
-    ``part_ratios`` gives some of those parts (:data:`PART_RATIO_PARTS`) their own ratio, e.g.
-    ``{"attention": 0.25, "points": 0.5}``: heads are the costly cut in accuracy, points the
-    cheap one, and one ratio for both cannot trade them. ``ratio`` prunes the rest.
-    ``targets`` (:func:`filter_shapes` of a model pruned from the same original one) prunes to
-    those shapes instead: every Conv/Linear of the scope to its target width, every attention
-    layer to its target heads and points, channels and heads still chosen by ``criterion`` on
-    the current weights, and no rounding (the target's widths are rounded already). The
-    iterative loop uses it to land each step on the one-shot shapes of its cumulative ratio;
-    ``ratio`` is then only reported.
-    Returns parameter counts before and after, the FFN widths when the scope has ``ffn``, the
-    head counts when it has ``attention`` and the points per head and level when it has
-    ``points``.
-    """
-    if scope not in FILTER_SCOPES:
-        raise ValueError(f"pruning.filter.scope: unknown scope {scope!r}, expected {FILTER_SCOPES}")
-    if criterion not in FILTER_CRITERIA:
-        raise ValueError(
-            f"pruning.filter.criterion: unknown criterion {criterion!r}, expected {FILTER_CRITERIA}"
-        )
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"filter pruning ratio must be in (0, 1), got {ratio}")
-    if round_to < 1:
-        raise ValueError(f"pruning.filter.round_to must be >= 1, got {round_to}")
-    parts = scope.split("+")
-    part_ratios = dict(part_ratios or {})
-    for part, part_ratio in part_ratios.items():
-        if part not in PART_RATIO_PARTS or part not in parts:
-            raise ValueError(
-                f"pruning.filter.part_ratios: {part!r} is not a part of scope {scope!r} that "
-                f"takes its own ratio ({', '.join(p for p in PART_RATIO_PARTS if p in parts)})"
-            )
-        if not 0.0 < part_ratio < 1.0:
-            raise ValueError(f"pruning.filter.part_ratios.{part}: {part_ratio} is not in (0, 1)")
-    if transformer is None:
-        transformer = default_transformer_stacks(scope)
-    if not transformer or not set(transformer) <= set(TRANSFORMER_STACKS):
-        raise ValueError(
-            f"pruning.filter.transformer: {list(transformer)} is not a non-empty choice of "
-            f"{TRANSFORMER_STACKS}"
-        )
-    traced = _BackboneNeck(detector.backbone, detector.neck)
-    before = count_parameters(detector)
-    # Torch-Pruning traces with autograd; frozen BN/stem parameters would be invisible to it.
-    grad_flags = {p: p.requires_grad for p in traced.parameters()}
-    for p in traced.parameters():
-        p.requires_grad_(True)
-    was_training = detector.training
-    traced.eval()
-    try:
-        kept = [m for m in detector.neck.modules() if isinstance(m, nn.Conv2d)]
-        if "residual" not in scope.split("+"):
-            kept += residual_stream_convs(detector.backbone)
-        widths = dict(targets["widths"]) if targets is not None else None
-        # RandomImportance draws from torch's global generator: seed a private copy of it.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if widths is None:
-                pruner = _NoEmptyGroupPruner(
-                    traced,
-                    example_inputs=torch.zeros(1, 3, *input_hw),
-                    importance=_importance(criterion, group_reduction="mean"),
-                    pruning_ratio=ratio,
-                    ignored_layers=kept,
-                    round_to=round_to,
-                )
-            else:
-                pruner = _NoEmptyGroupPruner(
-                    traced,
-                    example_inputs=torch.zeros(1, 3, *input_hw),
-                    importance=_importance(criterion, group_reduction="mean"),
-                    pruning_ratio=0.0,
-                    pruning_ratio_dict=_ratios_to_widths(
-                        detector, "backbone", widths, set(map(id, kept))
-                    ),
-                    ignored_layers=kept,
-                    round_to=1,
-                )
-            pruner.step()
-            clamped = pruner.clamped
-            ffn_hidden: dict[str, list[int]] = {}
-            if "ffn" in parts:
-                ffn_hidden, ffn_clamped = prune_ffn_hidden(
-                    detector,
-                    part_ratios.get("ffn", ratio),
-                    criterion,
-                    round_to,
-                    transformer,
-                    target_widths=widths,
-                )
-                clamped += ffn_clamped
-            attention_heads: dict[str, list[int]] = {}
-            if "attention" in parts:
-                attention_heads = _prune_units(
-                    detector,
-                    prune_attention_heads,
-                    part_ratios.get("attention", ratio),
-                    criterion,
-                    transformer,
-                    attention_head_counts,
-                    None if targets is None else targets["heads"],
-                )
-            sampling_points: dict[str, list[int]] = {}
-            if "points" in parts:
-                sampling_points = _prune_units(
-                    detector,
-                    prune_sampling_points,
-                    part_ratios.get("points", ratio),
-                    criterion,
-                    transformer,
-                    sampling_point_counts,
-                    None if targets is None else targets["points"],
-                )
-    finally:
-        for p, flag in grad_flags.items():
-            p.requires_grad_(flag)
-        detector.train(was_training)
-    after = count_parameters(detector)
-    if targets is not None:
-        missed = {
-            name: [width, targets["widths"][name]]
-            for name, width in filter_shapes(detector)["widths"].items()
-            if name in targets["widths"] and width != targets["widths"][name]
-        }
-        if missed:
-            raise RuntimeError(f"filter pruning to target shapes: widths [got, target] {missed}")
-    log.info("filter pruning %.0f%% (%s): params %d -> %d", 100 * ratio, scope, before, after)
-    if clamped:
-        log.warning(
-            "filter pruning %.0f%% (%s): %d channel groups kept at their floor of "
-            "min(round_to=%d, width) channels rather than emptied",
-            100 * ratio,
-            scope,
-            clamped,
-            round_to,
-        )
-    stats: dict[str, Any] = {
-        "params_before": before,
-        "params_after": after,
-        "ffn_hidden": ffn_hidden,
-        "groups_clamped": clamped,
-    }
-    if attention_heads:
-        stats["attention_heads"] = attention_heads
-    if sampling_points:
-        stats["sampling_points"] = sampling_points
-    return stats
-
-
-def residual_stream_convs(backbone: nn.Module) -> list[nn.Conv2d]:
-    """The convs of an mmdet ResNet that write its residual stream.
-
-    The stem (``conv1``, or every conv of a deep stem), each block's last conv (``conv3`` of a
-    Bottleneck, ``conv2`` of a BasicBlock) and each downsample conv. Keeping their output
-    widths leaves only the blocks' inner convs to prune.
-    """
-    stem = getattr(backbone, "stem", None) if getattr(backbone, "deep_stem", False) else None
-    convs = [m for m in stem.modules() if isinstance(m, nn.Conv2d)] if stem else [backbone.conv1]
-    for layer_name in backbone.res_layers:
-        for block in getattr(backbone, layer_name):
-            convs.append(block.conv3 if hasattr(block, "conv3") else block.conv2)
-            if block.downsample is not None:
-                convs += [m for m in block.downsample.modules() if isinstance(m, nn.Conv2d)]
-    return convs
-
-
-def filter_shapes(detector: nn.Module) -> dict[str, dict[str, int]]:
-    """What filter pruning changes in ``detector``: the output width of every Conv/Linear
-    (``widths``, by qualified name), the heads of every attention layer (``heads``) and the
-    sampling points per head and level of every deformable attention (``points``).
-
-    Pass it as :func:`filter_prune`'s ``targets`` to prune another copy of the same original
-    model to these shapes.
-    """
-    from detrprune.prune.attention import deformable_attentions
-
-    widths = {
-        name: module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
-        for name, module in detector.named_modules()
-        if isinstance(module, nn.Conv2d | nn.Linear)
-    }
-    points = {name: int(module.num_points) for name, module in deformable_attentions(detector)}
-    return {"widths": widths, "heads": attention_head_counts(detector), "points": points}
-
-
-def attention_head_counts(detector: nn.Module) -> dict[str, int]:
-    """Heads of every attention layer of the transformer, by qualified name."""
-    from detrprune.prune.attention import deformable_attentions, multihead_attentions
-
-    counts = {name: int(module.num_heads) for name, module in deformable_attentions(detector)}
-    counts.update(
-        {name: int(attention.num_heads) for name, _, attention in multihead_attentions(detector)}
-    )
-    return counts
-
-
-def sampling_point_counts(detector: nn.Module) -> dict[str, int]:
-    """Sampling points per head and level of every deformable attention, by qualified name."""
-    return filter_shapes(detector)["points"]
-
-
-def _ratios_to_widths(
-    detector: nn.Module, under: str, widths: Mapping[str, int], ignored: set[int]
-) -> dict[nn.Module, float]:
-    """Torch-Pruning's ``pruning_ratio_dict`` that takes every Conv/Linear of ``detector`` under
-    ``under`` (a qualified name; "" for all) and not in ``ignored`` (by ``id``) to its width in
-    ``widths`` (by qualified name; a module not there keeps its width).
-
-    Torch-Pruning keeps ``int(current * (1 - ratio))`` channels of a group, taking the ratio of
-    the module it uses as the group's root; coupled modules share a target width, so each gets
-    ``1 - (target + 0.5) / current`` (the 0.5 guards the float product) and the root's is right
-    whichever it is. Modules already at their width are left out (ratio 0, the default).
-    """
-    ratios: dict[nn.Module, float] = {}
-    for name, module in detector.named_modules():
-        inside = not under or name == under or name.startswith(f"{under}.")
-        if not inside or id(module) in ignored:
-            continue
-        if not isinstance(module, nn.Conv2d | nn.Linear):
-            continue
-        current = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
-        target = widths.get(name, current)
-        if not 1 <= target <= current:
-            raise ValueError(f"{name}: cannot prune {current} output channels to {target}")
-        if target < current:
-            ratios[module] = 1.0 - (target + 0.5) / current
-    return ratios
-
-
-def _prune_units(
-    detector: nn.Module,
-    prune_fn: Any,
-    ratio: float,
-    criterion: str,
-    stacks: Sequence[str],
-    counts_of: Any,
-    targets: Mapping[str, int] | None,
-) -> dict[str, list[int]]:
-    """Heads or sampling points (``prune_fn``: :func:`prune_attention_heads` or
-    :func:`prune_sampling_points`, one ratio for all the layers of ``stacks``) pruned at
-    ``ratio``, or, given ``targets`` (counts per layer), to those counts.
-
-    A ratio ``r`` removes ``round(r * n)`` of a layer's ``n`` units (``heads_to_remove``); the one
-    chosen lies in every layer's interval ``[(n - t - 0.5) / n, (n - t + 0.5) / n)`` so that each
-    layer loses exactly ``n - t``.
-    """
-    if targets is None:
-        return prune_fn(detector, ratio, criterion, stacks)
-    before = {
-        name: count
-        for name, count in counts_of(detector).items()
-        if name.split(".", 1)[0] in stacks
-    }
-    low, high = 0.0, 1.0
-    for name, count in before.items():
-        removed = count - int(targets[name])
-        if not 0 <= removed < count:
-            raise ValueError(f"{name}: cannot prune {count} heads/points to {targets[name]}")
-        low = max(low, (removed - 0.5) / count)
-        high = min(high, (removed + 0.5) / count)
-    if all(count == targets[name] for name, count in before.items()):
-        return {name: [count, count] for name, count in before.items()}
-    if not low < high:
-        raise ValueError(f"no one ratio prunes the heads/points {before} to {dict(targets)}")
-    result = prune_fn(detector, (low + high) / 2, criterion, stacks)
-    after = counts_of(detector)
-    missed = {name: [after[name], targets[name]] for name in before if after[name] != targets[name]}
-    if missed:
-        raise RuntimeError(f"heads/points [got, target]: {missed}")
-    return result
-
-
-def transformer_ffns(
-    detector: nn.Module, stacks: Sequence[str] = TRANSFORMER_STACKS
-) -> Iterator[tuple[str, nn.Module]]:
-    """(name, FFN) of every feed-forward block (mmcv's ``FFN``) of the encoder and/or decoder."""
-    from mmcv.cnn.bricks.transformer import FFN
-
-    for part in stacks:
-        owner = getattr(detector, part, None)
-        if owner is None:
-            continue
-        for name, module in owner.named_modules():
-            if isinstance(module, FFN):
-                yield f"{part}.{name}", module
-
-
-def _importance(criterion: str, group_reduction: str) -> tp.importance.Importance:
-    """Torch-Pruning's channel ranking for a filter ``criterion`` (see :func:`filter_prune`)."""
-    if criterion == "random":
-        return tp.importance.RandomImportance()
-    return tp.importance.GroupMagnitudeImportance(p=1, group_reduction=group_reduction)
-
-
-def prune_ffn_hidden(
-    detector: nn.Module,
-    ratio: float,
-    criterion: str = "l1",
-    round_to: int = 1,
-    stacks: Sequence[str] = TRANSFORMER_STACKS,
-    target_widths: Mapping[str, int] | None = None,
-) -> tuple[dict[str, list[int]], int]:
-    """Remove ``ratio`` of the hidden units of every FFN of ``stacks``, those whose first-Linear
-    rows have least L1 (kept widths rounded down to a multiple of ``round_to``, at least
-    ``round_to`` kept).
-
-    Each FFN's ``layers`` (Linear, act, dropout, Linear, dropout) is traced on its own; the last
-    Linear is ignored so its outputs (the residual stream's width) stay. ``target_widths`` (output
-    widths by the detector's qualified module names, see :func:`filter_shapes`) prunes each
-    hidden width to its first Linear's width there instead (``ratio`` and ``round_to`` unused).
-    Returns each FFN's hidden width before and after, and how many FFNs were held at the
-    ``round_to`` floor.
-    """
-    widths: dict[str, list[int]] = {}
-    clamped = 0
-    for name, ffn in transformer_ffns(detector, stacks):
-        linears = [m for m in ffn.layers.modules() if isinstance(m, nn.Linear)]
-        first, last = linears[0], linears[-1]
-        before = first.out_features
-        if target_widths is None:
-            sizing: dict[str, Any] = {"pruning_ratio": ratio, "round_to": round_to}
-        else:
-            sizing = {
-                "pruning_ratio": 0.0,
-                "pruning_ratio_dict": _ratios_to_widths(
-                    ffn.layers,
-                    "",
-                    {
-                        sub: target_widths[f"{name}.layers.{sub}"]
-                        for sub, _ in ffn.layers.named_modules()
-                        if f"{name}.layers.{sub}" in target_widths
-                    },
-                    {id(last)},
-                ),
-                "round_to": 1,
-            }
-        pruner = _NoEmptyGroupPruner(
-            ffn.layers,
-            example_inputs=torch.zeros(1, 2, first.in_features),
-            # "first": rank by the root layer alone, i.e. the L1 norm of the first Linear's rows.
-            importance=_importance(criterion, group_reduction="first"),
-            ignored_layers=[last],
-            **sizing,
-        )
-        pruner.step()
-        clamped += pruner.clamped
-        ffn.feedforward_channels = first.out_features
-        widths[name] = [before, first.out_features]
-    if not widths:
-        raise ValueError(f"scope +ffn: the detector has no FFN to prune in {list(stacks)}")
-    return widths, clamped
-
-
-def prunable_weights(detector: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
-    """(qualified name, module, parameter name) of every Conv/Linear weight matrix.
-
-    ``nn.MultiheadAttention`` keeps its input projection as a bare parameter; it is included.
-    """
-    for name, module in detector.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
-            yield f"{name}.weight", module, "weight"
-        elif (
-            isinstance(module, nn.MultiheadAttention | HeadPrunedMultiheadAttention)
-            and module.in_proj_weight is not None
-        ):
-            yield f"{name}.in_proj_weight", module, "in_proj_weight"
-
-
-def weight_part(name: str) -> str:
-    """The model part (one of :data:`SPARSITY_PARTS`) a prunable weight's qualified name is in.
-
-    Deformable attention's ``sampling_offsets`` are a part of their own (and left out of the
-    encoder/decoder): mmcv initialises them to zero and trains them at 0.1x lr, so global
-    magnitude pruning empties them first and the detector loses its sampling locations.
-    """
-    top = name.split(".", 1)[0]
-    if ".sampling_offsets." in f".{name}":
-        return "sampling_offsets"
-    if top == "bbox_head":
-        return "head"
-    return top if top in SPARSITY_PARTS else "other"
-
-
-def layer_role(name: str) -> str:
-    """The kind of layer (one of :data:`WEIGHT_LAYER_KINDS`) a module or prunable weight is, by
-    its qualified name: ``attention`` for an attention projection (:data:`ATTENTION_LAYERS`, or
-    ``nn.MultiheadAttention``'s ``in_proj_weight``), ``ffn`` for a layer inside a feed-forward
-    block of the transformer, ``other`` for the rest."""
-    parts = name.split(".")
-    if parts[-1] == "in_proj_weight":
-        return "attention"
-    if parts[-1] == "weight":
-        parts = parts[:-1]
-    if parts and parts[-1] in ATTENTION_LAYERS:
-        return "attention"
-    if "ffn" in parts or "ffns" in parts:
-        return "ffn"
-    return "other"
-
-
-def nm_prune(root: nn.Module, weights: Sequence[str], n: int, m: int) -> None:
-    """Keep the ``n`` largest-magnitude of every ``m`` consecutive input weights of each named
-    weight (qualified names under ``root``, e.g. ``"encoder.layers.0.ffn.layers.1.weight"``) and
-    zero the rest, in place, as +0.0.
-
-    torch's own N:M sparsifier does it (``torch.ao.pruning.WeightNormSparsifier`` with 1 x M
-    blocks and M - N zeros in each): the groups run along the input dimension, as sparse tensor
-    cores read them. Which of equal magnitudes stays is ``torch.topk``'s choice.
-    """
-    from torch.ao.pruning import WeightNormSparsifier
-
-    if not 0 < n < m:
-        raise ValueError(f"N:M needs 0 < N < M, got {n}:{m}")
-    for name in weights:
-        columns = root.get_parameter(name).shape[1]
-        if columns % m:
-            raise ValueError(f"{name}: {columns} inputs are not a whole number of groups of {m}")
-    sparsifier = WeightNormSparsifier(
-        sparsity_level=1.0, sparse_block_shape=(1, m), zeros_per_block=m - n
-    )
-    sparsifier.prepare(root, [{"tensor_fqn": name} for name in weights])
-    sparsifier.step()
-    sparsifier.squash_mask()
-    with torch.no_grad():
-        for name in weights:
-            root.get_parameter(name).add_(0.0)  # -0.0 -> +0.0: "zero" is all bits zero
-
-
-def weight_prune(
-    detector: nn.Module,
-    ratio: float,
-    scope: str = "layerwise",
-    modules: Sequence[str] | None = None,
-    layers: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Zero the smallest-magnitude ``ratio`` of the prunable weights, then make it permanent.
-
-    ``layerwise`` removes the same fraction in every layer; ``global`` uses one threshold over all
-    of them (which can empty whole layers whose weights are small by design, such as deformable
-    attention's sampling offsets). An N:M scope (``"2:4"``) keeps the N largest of every M
-    consecutive input weights of each selected ``nn.Linear`` (:func:`nm_prune`); its ``ratio``
-    must be its sparsity, 1 - N/M, and Linears whose input width is not a multiple of M stay
-    dense (counted and logged). ``modules`` (parts of :data:`SPARSITY_PARTS`, default all;
-    :data:`NM_DEFAULT_PARTS` for N:M) limits which weights are pruned, and ``layers`` (kinds of
-    :data:`WEIGHT_LAYER_KINDS`, default all; :func:`layer_role`) which of theirs, e.g.
-    ``["ffn"]`` for the feed-forward blocks alone. Weights that are already zero count as
-    pruned, so pruning an already-pruned model to a higher ratio extends its masks. Returns the
-    achieved sparsity over the selected weights.
-    """
-    pattern = nm_pattern(scope)
-    if scope not in WEIGHT_SCOPES and pattern is None:
-        raise ValueError(f"pruning.weight.scope: unknown scope {scope!r}, expected {WEIGHT_SCOPES}")
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"weight pruning ratio must be in (0, 1), got {ratio}")
-    if pattern is not None and not math.isclose(ratio, 1 - pattern[0] / pattern[1]):
-        expected = 100 * (1 - pattern[0] / pattern[1])
-        raise ValueError(
-            f"weight pruning {scope}: the ratio is its sparsity, {expected:g}, got {100 * ratio:g}"
-        )
-    parts = weight_modules(scope, modules)
-    unknown = sorted(set(parts) - set(SPARSITY_PARTS))
-    if unknown:
-        raise ValueError(
-            f"weight pruning modules: unknown part(s) {unknown}, expected {SPARSITY_PARTS}"
-        )
-    kinds = tuple(layers) if layers else WEIGHT_LAYER_KINDS
-    unknown = sorted(set(kinds) - set(WEIGHT_LAYER_KINDS))
-    if unknown:
-        raise ValueError(
-            f"weight pruning layers: unknown kind(s) {unknown}, expected {WEIGHT_LAYER_KINDS}"
-        )
-    selected = [
-        (name, module, param)
-        for name, module, param in prunable_weights(detector)
-        if weight_part(name) in parts and layer_role(name) in kinds
-    ]
-    skipped: list[str] = []
-    if pattern is not None:
-        # Sparse tensor cores take Linear weights only, in groups along the input dimension.
-        selected = [entry for entry in selected if isinstance(entry[1], nn.Linear)]
-        skipped = [name for name, module, _ in selected if module.in_features % pattern[1]]
-        selected = [entry for entry in selected if entry[0] not in skipped]
-    targets = [(module, param) for _, module, param in selected]
-    if not targets:
-        raise ValueError(
-            f"weight pruning modules {list(parts)}, layers {list(kinds)}: no prunable weight "
-            "in them"
-        )
-    if pattern is not None:
-        nm_prune(detector, [name for name, _, _ in selected], *pattern)
-    elif scope == "global":
-        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=ratio)
-    else:
-        for module, param in targets:
-            prune.l1_unstructured(module, param, amount=ratio)
-    with torch.no_grad():
-        for module, param in targets:
-            if pattern is None:
-                prune.remove(module, param)
-            # The mask multiplies, so pruned negative weights become -0.0; make every pruned
-            # weight +0.0 so that "zero" means all bits zero (what sparse storage relies on).
-            getattr(module, param).add_(0.0)
-    total = sum(getattr(m, p).numel() for m, p in targets)
-    zeros = sum(int((getattr(m, p) == 0).sum()) for m, p in targets)
-    sparsity = zeros / total
-    log.info(
-        "weight pruning %.0f%% (%s, %s, %s): %d weight matrices, sparsity %.4f",
-        100 * ratio,
-        scope,
-        parts,
-        kinds,
-        len(targets),
-        sparsity,
-    )
-    if skipped:
-        log.info(
-            "weight pruning %s: %d Linear(s) left dense (input width): %s",
-            scope,
-            len(skipped),
-            skipped,
-        )
-    stats: dict[str, Any] = {
-        "prunable_weights": total,
-        "zeroed_weights": zeros,
-        "sparsity": sparsity,
-        "modules": list(parts),
-        "layers": list(kinds),
-    }
-    if pattern is not None:
-        stats["nm"] = list(pattern)
-        stats["nm_layers"] = len(targets)
-        stats["nm_left_dense"] = skipped
-    return stats
-
-
-def sparsity_by_part(detector: nn.Module) -> dict[str, float]:
-    """Fraction of zero weights among the prunable weights of each model part."""
-    zeros = dict.fromkeys(SPARSITY_PARTS, 0)
-    totals = dict.fromkeys(SPARSITY_PARTS, 0)
-    for name, module, param in prunable_weights(detector):
-        part = weight_part(name)
-        weight = getattr(module, param)
-        zeros[part] += int((weight == 0).sum())
-        totals[part] += weight.numel()
-    return {f"sparsity_{p}": zeros[p] / totals[p] for p in SPARSITY_PARTS if totals[p]}
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (all elements, zero or not)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_nonzero_parameters(model: nn.Module) -> int:
-    """Number of parameter elements that are not exactly zero."""
-    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+from detrprune.prune.filters import filter_prune
+from detrprune.prune.spec import MethodSpec
+from detrprune.prune.weights import weight_prune
 
 
 def apply_pruning(
     detector: nn.Module,
-    spec: Mapping[str, Any],
+    spec: MethodSpec,
     ratio: float,
     input_hw: tuple[int, int],
     seed: int = 0,
     targets: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """Prune ``detector`` in place as the method ``spec`` (config ``pruning.methods.<name>``) says.
+    """Prune ``detector`` in place as the method ``spec`` says.
 
     ``ratio`` is a fraction; for weight pruning it is the sparsity to reach over the selected
     weights (zeros already there count), for filter pruning the fraction of the current channels
     to remove (the parts in the method's ``part_ratios`` take their own, in percent). A filter
-    method given ``targets`` (:func:`filter_shapes`) prunes to those shapes instead.
+    method given ``targets`` (:func:`~detrprune.prune.filters.filter_shapes`) prunes to those
+    shapes instead.
     """
-    kind = spec["kind"]
-    if kind == "filter":
-        criterion = spec.get("criterion", "l1")
-        round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
-        transformer = spec.get("transformer")  # None: the scope's default stacks
-        percents = spec.get("part_ratios", {})
-        part_ratios = {part: percent_to_fraction(percent) for part, percent in percents.items()}
+    if spec.kind == "filter":
+        part_ratios = {part: percent_to_fraction(p) for part, p in spec.part_ratios.items()}
         return filter_prune(
             detector,
             ratio,
             input_hw,
-            spec["scope"],
-            criterion,
+            spec.scope,
+            spec.criterion,
             seed,
-            round_to,
-            transformer,
+            spec.round_to,
+            spec.transformer,
             part_ratios,
             targets,
         )
-    if kind == "weight":
-        return weight_prune(detector, ratio, spec["scope"], spec.get("modules"), spec.get("layers"))
-    raise ValueError(f"unknown pruning kind {kind!r}, expected 'filter' or 'weight'")
-
-
-def describe_scope(spec: Mapping[str, Any]) -> str:
-    """The scope as the summary shows it, e.g. ``backbone+ffn``, ``layerwise:backbone``,
-    ``backbone:random`` (filters drawn at random, not by L1 norm), ``backbone:round1`` (widths
-    rounded otherwise than to :data:`DEFAULT_ROUND_TO`), ``backbone+ffn+attention:encoder``
-    (FFNs and heads pruned in the encoder only) or
-    ``backbone+attention+points:encoder:attention25+points50`` (parts at their own ratios, in
-    percent); for weight methods the ``modules`` and
-    ``layers`` chosen, e.g. ``layerwise:backbone`` or ``2:4:encoder:ffn``."""
-    if spec["kind"] == "filter":
-        criterion = spec.get("criterion", "l1")
-        round_to = int(spec.get("round_to", DEFAULT_ROUND_TO))
-        stacks = tuple(spec.get("transformer", default_transformer_stacks(spec["scope"])))
-        part_ratios = spec.get("part_ratios", {})
-        return (
-            str(spec["scope"])
-            + (f":{'+'.join(stacks)}" if set(stacks) != set(TRANSFORMER_STACKS) else "")
-            + (
-                ":" + "+".join(f"{part}{part_ratios[part]}" for part in sorted(part_ratios))
-                if part_ratios
-                else ""
-            )
-            + (f":{criterion}" if criterion != "l1" else "")
-            + (f":round{round_to}" if round_to != DEFAULT_ROUND_TO else "")
-        )
-    modules = spec.get("modules")
-    layers = spec.get("layers")
-    return (
-        str(spec["scope"])
-        + (f":{'+'.join(modules)}" if modules and tuple(modules) != SPARSITY_PARTS else "")
-        + (f":{'+'.join(layers)}" if layers and set(layers) != set(WEIGHT_LAYER_KINDS) else "")
-    )
+    return weight_prune(detector, ratio, spec.scope, spec.modules, spec.layers)
 
 
 def prune_checkpoint(
@@ -764,7 +63,8 @@ def prune_checkpoint(
     input_hw: tuple[int, int],
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Prune the baseline checkpoint with the named ``method`` at ``ratio_percent`` and save it.
+    """Prune the baseline checkpoint with the named ``method`` (its ``spec``, the config's
+    mapping less the ratios, parsed here once) at ``ratio_percent`` and save it.
 
     ``seed`` draws the channels of a random-criterion method (the study's seed).
 
@@ -773,15 +73,16 @@ def prune_checkpoint(
     """
     from detrprune.train.checkpoint import load_detector, save_detector
 
+    parsed = MethodSpec.from_config(spec)
     ratio = percent_to_fraction(ratio_percent)
     detector, model_cfg, meta = load_detector(baseline)
-    stats = apply_pruning(detector, spec, ratio, input_hw, seed)
+    stats = apply_pruning(detector, parsed, ratio, input_hw, seed)
     meta = {
         **meta,
         "variant": f"prune/{method}/r{ratio_percent}",
         "method": method,
-        "kind": spec["kind"],
-        "scope": describe_scope(spec),
+        "kind": parsed.kind,
+        "scope": parsed.describe(),
         "ratio": int(ratio_percent),
         "finetuned": False,
         "pruning": stats,
@@ -826,20 +127,3 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
     elif isinstance(value, Mapping):
         for key in sorted(value):
             yield from _tensors(value[key])
-
-
-def per_step_ratio(target: float, steps: int) -> float:
-    """The ratio each of ``steps`` equal prune steps removes so that ``target`` is removed in all.
-
-    Each step removes a fraction of what is left: (1 - r)^steps = 1 - target.
-    """
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"iterative target ratio must be in (0, 1), got {target}")
-    if steps < 1:
-        raise ValueError(f"iterative steps must be >= 1, got {steps}")
-    return 1.0 - (1.0 - target) ** (1.0 / steps)
-
-
-def cumulative_ratio(step_ratio: float, steps_done: int) -> float:
-    """The fraction removed after ``steps_done`` steps of ``step_ratio`` each."""
-    return 1.0 - (1.0 - step_ratio) ** steps_done

@@ -27,7 +27,13 @@ import torch_pruning as tp
 from torch import nn
 
 from detrprune.jobs import atomic_output
-from detrprune.prune.attention import shrink_attention_to_state_dict
+from detrprune.prune.attention import (
+    deformable_attentions,
+    multihead_attentions,
+    remove_deformable_heads,
+    remove_deformable_points,
+    without_heads,
+)
 from detrprune.train.model import build_detector, register_mmdet
 
 FORMAT = "detrprune-checkpoint-v1"
@@ -35,6 +41,56 @@ FORMAT = "detrprune-checkpoint-v1"
 
 class CheckpointError(ValueError):
     """A checkpoint file that is not ours, or does not fit the model it describes."""
+
+
+def shrink_attention_to_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], where: str
+) -> None:
+    """Give a freshly built model the head counts of the saved pruned one in ``state``.
+
+    Counts follow from the saved shapes: a deformable attention's heads from its
+    ``value_proj`` rows (``head_dim`` per head), its points per head and level from its
+    ``sampling_offsets`` rows (``2 * num_levels`` per point and head); a multi-head attention's
+    heads from its ``in_proj_weight`` rows (``3 * head_dim`` per head). The trailing heads and
+    points are removed, as only the shapes matter before the weights are loaded.
+    """
+    for name, module in list(deformable_attentions(model)):
+        value = state.get(f"{name}.value_proj.weight")
+        offsets = state.get(f"{name}.sampling_offsets.weight")
+        if value is None or offsets is None:
+            continue
+        head_dim = module.value_proj.out_features // module.num_heads
+        heads, rest = divmod(value.shape[0], head_dim)
+        if rest or not 0 < heads <= module.num_heads:
+            raise CheckpointError(
+                f"{where}: {name}.value_proj has {value.shape[0]} rows, not a whole number "
+                f"of heads (<= {module.num_heads}) of {head_dim} rows"
+            )
+        per_point = 2 * module.num_levels * heads
+        points, rest = divmod(offsets.shape[0], per_point)
+        if rest or not 0 < points <= module.num_points:
+            raise CheckpointError(
+                f"{where}: {name}.sampling_offsets has {offsets.shape[0]} rows, not a whole "
+                f"number of points (<= {module.num_points}) for {heads} heads of "
+                f"{module.num_levels} levels"
+            )
+        remove_deformable_heads(module, list(range(heads, module.num_heads)))
+        trailing = list(range(points, module.num_points))
+        remove_deformable_points(
+            module, [[trailing] * module.num_levels for _ in range(module.num_heads)]
+        )
+    for name, owner, attention in list(multihead_attentions(model)):
+        saved = state.get(f"{name}.in_proj_weight")
+        if saved is None or saved.shape[0] == attention.in_proj_weight.shape[0]:
+            continue
+        heads, rest = divmod(saved.shape[0], 3 * attention.head_dim)
+        if rest or not 0 < heads < attention.num_heads:
+            raise CheckpointError(
+                f"{where}: {name}.in_proj_weight has {saved.shape[0]} rows, not a whole number "
+                f"of heads (< {attention.num_heads}) of {3 * attention.head_dim}"
+            )
+        owner.attn = without_heads(attention, list(range(heads, attention.num_heads)))
+        owner.num_heads = heads
 
 
 def save_detector(

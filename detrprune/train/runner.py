@@ -89,7 +89,7 @@ def attach_zero_masks(detector: torch.nn.Module) -> int:
     ``nn.MultiheadAttention`` reads ``out_proj.weight`` without calling ``out_proj``, so that
     mask would never be re-applied. :func:`check_zeros_kept` verifies the result.
     """
-    from detrprune.prune.methods import prunable_weights
+    from detrprune.prune.weights import prunable_weights
 
     held = frozen = 0
     for _, module, param in prunable_weights(detector):
@@ -110,7 +110,7 @@ def attach_zero_masks(detector: torch.nn.Module) -> int:
 
 def check_zeros_kept(detector: torch.nn.Module) -> None:
     """Raise if a weight held by :func:`attach_zero_masks` is no longer exactly +0.0."""
-    from detrprune.prune.methods import prunable_weights
+    from detrprune.prune.weights import prunable_weights
 
     for name, module, param in prunable_weights(detector):
         keep = getattr(module, param + ZERO_MASK_SUFFIX, None)
