@@ -131,6 +131,9 @@ def nm_pattern(scope: str) -> tuple[int, int] | None:
 # ``round_to`` (1 keeps the exact ratio): CPU GEMM and GPU tensor-core kernels run widths that
 # are multiples of 8 best, and ragged widths can cost more time than the channels they remove.
 DEFAULT_ROUND_TO = 8
+# How many training images a criterion that ranks by the loss's gradients (taylor) sums them over
+# unless a method sets its own ``gradient_images``.
+DEFAULT_GRADIENT_IMAGES = 16
 
 # Columns of the iterative loop's results/iterative/steps.csv, in file order.
 ITERATIVE_STEP_COLUMNS: tuple[str, ...] = (

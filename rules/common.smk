@@ -6,7 +6,13 @@
 import re
 from pathlib import Path
 
-from detrprune.constants import DEFAULT_ROUND_TO, ITERATIVE_FINETUNE_KEYS, nm_pattern
+from detrprune.constants import (
+    DEFAULT_GRADIENT_IMAGES,
+    DEFAULT_ROUND_TO,
+    ITERATIVE_FINETUNE_KEYS,
+    nm_pattern,
+)
+from detrprune.prune.criteria import criteria
 from detrprune.train.pretrained_files import (
     CHECKPOINT_DIR,
     INIT_KEYS,
@@ -97,7 +103,27 @@ def spec_of(method):
     if spec["kind"] == "filter":
         # The rounding in effect, default included: a change of the default reruns the targets.
         spec["round_to"] = spec.get("round_to", DEFAULT_ROUND_TO)
+        if needs_gradients(method):
+            # Likewise the training images a gradient criterion sums over.
+            spec["gradient_images"] = spec.get(
+                "gradient_images", DEFAULT_GRADIENT_IMAGES
+            )
     return spec
+
+
+def needs_gradients(method):
+    """Whether a named method's criterion ranks by the training loss's gradients (taylor)."""
+    spec = config["pruning"]["methods"][method]
+    return (
+        spec["kind"] == "filter" and criteria()[spec.get("criterion", "l1")].gradients
+    )
+
+
+def gradient_data(wildcards):
+    """The training split a gradient criterion's prune job reads (nothing for the others)."""
+    if needs_gradients(wildcards.method):
+        return {"train": COCO_JSON["train"], "images": KITTI_TRAINING}
+    return {}
 
 
 def uses_2to4(variant):

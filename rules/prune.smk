@@ -5,7 +5,9 @@
 
 rule prune:
     input:
-        BASELINE_MODEL,
+        # Training images, for a criterion that ranks by the loss's gradients (taylor).
+        unpack(gradient_data),
+        model=BASELINE_MODEL,
     output:
         "results/prune/{method}/r{ratio}/model.pth",
     log:

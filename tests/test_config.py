@@ -74,7 +74,7 @@ def test_bad_ratio_names_the_key(bad):
         (
             lambda p: p["methods"]["filter"].update(criterion="l2"),
             "config: pruning.methods.filter.criterion: 'l2' is not a registered criterion (one of "
-            "l1, random",
+            "l1, random, taylor",
         ),
         (
             lambda p: p["methods"]["weight"].update(round_to=8),

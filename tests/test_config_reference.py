@@ -10,7 +10,7 @@ import yaml
 
 from detrprune.config import load_schema
 from detrprune.config_reference import PAGE, render
-from detrprune.constants import DEFAULT_ROUND_TO
+from detrprune.constants import DEFAULT_GRADIENT_IMAGES, DEFAULT_ROUND_TO
 
 from .conftest import REPO
 
@@ -107,6 +107,7 @@ def test_the_schema_defaults_are_config_yamls_values():
 def test_the_documented_defaults_of_optional_keys_are_the_codes():
     method = SCHEMA["properties"]["pruning"]["properties"]["methods"]["additionalProperties"]
     assert method["properties"]["round_to"]["default"] == DEFAULT_ROUND_TO
+    assert method["properties"]["gradient_images"]["default"] == DEFAULT_GRADIENT_IMAGES
     assert method["properties"]["criterion"]["default"] == "l1"
     pruning = SCHEMA["properties"]["pruning"]["properties"]
     assert pruning["replace_methods"]["default"] is False

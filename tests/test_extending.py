@@ -57,7 +57,7 @@ def test_the_doc_criterion_registers_from_outside_the_repository(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
     )
     names, importance = run.stdout.split("\n")[:2]
-    assert names == "['l1', 'l2', 'random']"
+    assert names == "['l1', 'l2', 'random', 'taylor']"
     assert importance == "GroupMagnitudeImportance"
 
 
@@ -70,6 +70,14 @@ def test_a_new_criterion_runs_through_the_workflow_to_the_summary(tmp_path):
     config["pruning"]["methods"] = {
         "filter": {"kind": "filter", "scope": "backbone", "ratios": [50]},
         "filter_l2": {"kind": "filter", "scope": "backbone", "criterion": "l2", "ratios": [50]},
+        # The shipped data-driven criterion beside them: its prune job reads the training split.
+        "filter_taylor": {
+            "kind": "filter",
+            "scope": "backbone",
+            "criterion": "taylor",
+            "gradient_images": 4,
+            "ratios": [50],
+        },
     }
     config["pruning"]["iterative"]["enabled"] = False
     config["evaluate"]["onnx"]["enabled"] = False
@@ -85,6 +93,9 @@ def test_a_new_criterion_runs_through_the_workflow_to_the_summary(tmp_path):
     tuned = summary.loc["finetune/filter_l2/r50"]
     assert tuned["control"] == summary.loc["finetune/filter/r50", "control"]
     assert tuned["delta_mAP_ci95_low"] <= tuned["delta_mAP"] <= tuned["delta_mAP_ci95_high"]
+    assert summary.loc["finetune/filter_taylor/r50", "scope"] == "backbone:taylor:images4"
+    log = (workdir / "logs" / "prune" / "filter_taylor" / "r50.log").read_text()
+    assert "gradients: 4 of the" in log and "train.json" in log
     # Another ranking, other channels: the two pruned models differ in their weights.
     l1 = torch.load(workdir / "results/prune/filter/r50/model.pth", weights_only=True)
     l2 = torch.load(workdir / "results/prune/filter_l2/r50/model.pth", weights_only=True)

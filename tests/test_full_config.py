@@ -142,19 +142,19 @@ def test_full_study_dag_lists_every_job(tmp_path):
         "extract_kitti": 1,
         "kitti_to_coco": 1,
         "train_baseline": 1,
-        # filter 5 + filter_random 2 + filter_ffn 5 + filter_all 1 + filter_attention 1
-        # + filter_points 1 + weight 9 + weight_global 1 + weight_backbone 1 + weight_2to4 1
-        # + weight_2to4_transformer 1 ratios
-        "prune": 28,
-        "finetune": 28,
+        # filter 5 + filter_random 2 + filter_taylor 5 + filter_ffn 5 + filter_all 1
+        # + filter_attention 1 + filter_points 1 + weight 9 + weight_global 1
+        # + weight_backbone 1 + weight_2to4 1 + weight_2to4_transformer 1 ratios
+        "prune": 33,
+        "finetune": 33,
         "iterative": 1,
         # The controls of equal training: the baseline fine-tuned as the fine-tunes and as
         # the iterative loop were.
         "finetune_baseline": 1,
         "iterative_control": 1,
-        "evaluate": 60,  # baseline + 2 controls + 28 zero-shot + 28 fine-tuned + iterative
-        "time_models": 1,  # the same 60 models, timed in one process
-        "export_onnx": 12,  # the final model of each of the 11 methods + iterative
+        "evaluate": 70,  # baseline + 2 controls + 33 zero-shot + 33 fine-tuned + iterative
+        "time_models": 1,  # the same 70 models, timed in one process
+        "export_onnx": 13,  # the final model of each of the 12 methods + iterative
         "aggregate": 1,
         "report": 1,
     }
@@ -182,10 +182,10 @@ def test_a_demo_only_method_does_not_reach_the_full_study(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(default))
     methods = resolve_config(tmp_path / "config.yaml", [FULL])["pruning"]["methods"]
     assert "demo_only" not in methods and "round_to" not in methods["filter"]
-    # Through Snakemake: the same 28 targets as on the shipped config.yaml.
+    # Through Snakemake: the same 33 targets as on the shipped config.yaml.
     run = _dry_run(tmp_path, default=default)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert planned_jobs(run)["prune"] == 28
+    assert planned_jobs(run)["prune"] == 33
     assert "prune/demo_only/" not in run.stdout + run.stderr
 
 

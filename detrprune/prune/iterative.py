@@ -29,6 +29,7 @@ from detrprune.constants import ITERATIVE_FINETUNE_KEYS, ITERATIVE_STEP_COLUMNS
 from detrprune.jobs import atomic_output
 from detrprune.prune.counting import count_nonzero_parameters, count_parameters
 from detrprune.prune.filters import filter_shapes, kept_channel_fraction
+from detrprune.prune.gradients import training_images
 from detrprune.prune.methods import apply_pruning
 from detrprune.prune.spec import MethodSpec
 from detrprune.train.checkpoint import load_detector, save_detector
@@ -130,6 +131,12 @@ def iterative_prune(
     max_drop = float(iterative["max_map_drop"])
     plan = step_plan(int(iterative["target_ratio"]), int(iterative["steps"]))
     method = MethodSpec.from_config(spec)
+    # A criterion that ranks by gradients: the same training images for every step.
+    gradient_batches = (
+        training_images(train_json, data_root, input_scale, method.gradient_images, seed)
+        if method.needs_gradients
+        else None
+    )
     log.info(
         "iterative %s (%s): %d steps of %.4f towards %d %%, stop when mAP drops > %.3f",
         method.kind,
@@ -188,6 +195,7 @@ def iterative_prune(
                 fvcore_gmacs,
                 finetune_step,
                 seed + step,
+                gradient_batches,
             )
             row["flops_images"] = flops_images
             row["map_drop"] = baseline_map - row["mAP_after_finetune"]
@@ -229,6 +237,7 @@ def _run_step(
     gmacs_of: Any,
     finetune: Any,
     seed: int,
+    gradient_batches: Any = None,
 ) -> dict[str, Any]:
     """Prune ``current`` by one step, count its MACs, fine-tune it; the step's table row.
 
@@ -247,11 +256,11 @@ def _run_step(
         detector, model_cfg, meta = load_detector(current)
         ratio = planned["cumulative_ratio"]
         targets = (
-            one_shot_shapes(baseline, spec, ratio, input_hw, seed)
+            one_shot_shapes(baseline, spec, ratio, input_hw, seed, gradient_batches)
             if spec.kind == "filter"
             else None
         )
-        stats = apply_pruning(detector, spec, ratio, input_hw, seed, targets)
+        stats = apply_pruning(detector, spec, ratio, input_hw, seed, targets, gradient_batches)
         step_meta = {**meta, "kind": spec.kind, "scope": spec.describe(), "pruning": stats}
         save_detector(detector, pruned, model_cfg, step_meta)
     detector, _, _ = load_detector(pruned)
@@ -282,12 +291,13 @@ def one_shot_shapes(
     ratio: float,
     input_hw: tuple[int, int],
     seed: int,
+    gradient_batches: Any = None,
 ) -> dict[str, dict[str, int]]:
     """The shapes (:func:`~detrprune.prune.filters.filter_shapes`) of ``baseline`` pruned in one
     shot by the filter method ``spec`` at ``ratio``: what a step of that cumulative ratio must
     reach (the same as ``prune_checkpoint`` at that ratio)."""
     detector, _, _ = load_detector(baseline)
-    apply_pruning(detector, spec, ratio, input_hw, seed)
+    apply_pruning(detector, spec, ratio, input_hw, seed, gradient_batches=gradient_batches)
     return filter_shapes(detector)
 
 

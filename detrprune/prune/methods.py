@@ -8,7 +8,7 @@ and N:M weight pruning).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from torch import nn
 
 from detrprune.jobs import percent_to_fraction
 from detrprune.prune.filters import filter_prune
+from detrprune.prune.gradients import accumulated_gradients, training_images
 from detrprune.prune.spec import MethodSpec
 from detrprune.prune.weights import weight_prune
 
@@ -28,6 +29,7 @@ def apply_pruning(
     input_hw: tuple[int, int],
     seed: int = 0,
     targets: Mapping[str, Mapping[str, int]] | None = None,
+    gradient_batches: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Prune ``detector`` in place as the method ``spec`` says.
 
@@ -35,8 +37,26 @@ def apply_pruning(
     weights (zeros already there count), for filter pruning the fraction of the current channels
     to remove (the parts in the method's ``part_ratios`` take their own, in percent). A filter
     method given ``targets`` (:func:`~detrprune.prune.filters.filter_shapes`) prunes to those
-    shapes instead.
+    shapes instead. A criterion that ranks by gradients needs ``gradient_batches``
+    (:func:`~detrprune.prune.gradients.training_images`): the training loss's gradients over
+    them are accumulated first.
     """
+    if not spec.needs_gradients:
+        return _prune(detector, spec, ratio, input_hw, seed, targets)
+    if not gradient_batches:
+        raise ValueError(f"criterion {spec.criterion} ranks by gradients: give training images")
+    with accumulated_gradients(detector, gradient_batches):
+        return _prune(detector, spec, ratio, input_hw, seed, targets)
+
+
+def _prune(
+    detector: nn.Module,
+    spec: MethodSpec,
+    ratio: float,
+    input_hw: tuple[int, int],
+    seed: int,
+    targets: Mapping[str, Mapping[str, int]] | None,
+) -> dict[str, Any]:
     if spec.kind == "filter":
         part_ratios = {part: percent_to_fraction(p) for part, p in spec.part_ratios.items()}
         return filter_prune(
@@ -62,11 +82,14 @@ def prune_checkpoint(
     ratio_percent: int,
     input_hw: tuple[int, int],
     seed: int = 0,
+    train_json: Path | None = None,
+    data_root: Path | None = None,
 ) -> dict[str, Any]:
     """Prune the baseline checkpoint with the named ``method`` (its ``spec``, the config's
     mapping less the ratios, parsed here once) at ``ratio_percent`` and save it.
 
-    ``seed`` draws the channels of a random-criterion method (the study's seed).
+    ``seed`` draws the channels of a random-criterion method (the study's seed) and the
+    training images (``train_json`` under ``data_root``) of one that ranks by gradients.
 
     The saved file is reloaded into a freshly built model and must give the pruned model's
     outputs, so a checkpoint that cannot be rebuilt fails here rather than in evaluation.
@@ -76,7 +99,13 @@ def prune_checkpoint(
     parsed = MethodSpec.from_config(spec)
     ratio = percent_to_fraction(ratio_percent)
     detector, model_cfg, meta = load_detector(baseline)
-    stats = apply_pruning(detector, parsed, ratio, input_hw, seed)
+    batches = None
+    if parsed.needs_gradients:
+        if train_json is None or data_root is None:
+            raise ValueError(f"method {method}: criterion {parsed.criterion} needs training images")
+        scale = (input_hw[1], input_hw[0])
+        batches = training_images(train_json, data_root, scale, parsed.gradient_images, seed)
+    stats = apply_pruning(detector, parsed, ratio, input_hw, seed, gradient_batches=batches)
     meta = {
         **meta,
         "variant": f"prune/{method}/r{ratio_percent}",

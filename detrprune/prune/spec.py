@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detrprune.constants import (
+    DEFAULT_GRADIENT_IMAGES,
     DEFAULT_ROUND_TO,
     FILTER_SCOPES,
     POINT_STACKS,
@@ -26,7 +27,7 @@ from detrprune.constants import (
     nm_pattern,
     weight_modules,
 )
-from detrprune.prune.criteria import criteria
+from detrprune.prune.criteria import criteria, get_criterion
 
 KINDS = ("filter", "weight")
 # The scopes each pruning kind understands (the schema lists their union).
@@ -54,7 +55,9 @@ class MethodSpec:
     is a ``+``-joined set of parts, ranked by ``criterion`` (a name in
     :mod:`detrprune.prune.criteria`), kept widths rounded to ``round_to``, the transformer's
     parts pruned in ``transformer`` (None: :func:`default_transformer_stacks`) and
-    ``part_ratios`` giving some parts a ratio of their own (percent). ``kind`` "weight" zeroes
+    ``part_ratios`` giving some parts a ratio of their own (percent); a criterion that ranks by
+    the training loss's gradients sums them over ``gradient_images`` training images. ``kind``
+    "weight" zeroes
     weights (:mod:`.weights`): ``scope`` layerwise, global or N:M, in the parts ``modules`` and
     the layer kinds ``layers`` (None: the defaults)."""
 
@@ -66,6 +69,7 @@ class MethodSpec:
     part_ratios: Mapping[str, int] = field(default_factory=dict)
     modules: tuple[str, ...] | None = None
     layers: tuple[str, ...] | None = None
+    gradient_images: int | None = None
 
     @classmethod
     def from_config(cls, method: Mapping[str, Any]) -> MethodSpec:
@@ -96,6 +100,12 @@ class MethodSpec:
                     f".layers: {method['layers']} are transformer layers, and modules "
                     f"{modules} has none of them"
                 )
+        gradients = kind == "filter" and get_criterion(method.get("criterion", "l1")).gradients
+        if "gradient_images" in method and not gradients:
+            raise MethodSpecError(
+                ".gradient_images: only a criterion that ranks by gradients (taylor) takes "
+                "training images"
+            )
         parts = set(scope.split("+"))
         if "part_ratios" in method:
             if kind != "filter":
@@ -121,6 +131,10 @@ class MethodSpec:
             for key in ("criterion", "round_to", "transformer", "modules", "layers")
             if key in method
         }
+        if gradients:
+            optional["gradient_images"] = int(
+                method.get("gradient_images", DEFAULT_GRADIENT_IMAGES)
+            )
         return cls(
             kind=kind,
             scope=scope,
@@ -139,6 +153,11 @@ class MethodSpec:
         return self.transformer or default_transformer_stacks(self.scope)
 
     @property
+    def needs_gradients(self) -> bool:
+        """Whether the method's criterion ranks by the training loss's gradients."""
+        return self.kind == "filter" and get_criterion(self.criterion).gradients
+
+    @property
     def nm(self) -> tuple[int, int] | None:
         """``(N, M)`` of an N:M weight scope, else None."""
         return nm_pattern(self.scope) if self.kind == "weight" else None
@@ -147,6 +166,7 @@ class MethodSpec:
         """The scope as the summary shows it: the scope plus every option that differs from
         its default, e.g. ``backbone+ffn``, ``backbone:random`` (drawn at random, not by L1),
         ``backbone:round1`` (widths rounded otherwise than to :data:`DEFAULT_ROUND_TO`),
+        ``backbone:taylor:images32`` (gradients over another number of training images),
         ``backbone+ffn+attention:encoder`` (FFNs and heads in the encoder only),
         ``backbone+attention+points:encoder:attention25+points50`` (parts at their own ratios,
         in percent); for weight methods the ``modules`` and ``layers`` chosen, e.g.
@@ -163,6 +183,11 @@ class MethodSpec:
                     else ""
                 )
                 + (f":{self.criterion}" if self.criterion != "l1" else "")
+                + (
+                    f":images{self.gradient_images}"
+                    if self.gradient_images not in (None, DEFAULT_GRADIENT_IMAGES)
+                    else ""
+                )
                 + (f":round{self.round_to}" if self.round_to != DEFAULT_ROUND_TO else "")
             )
         modules, layers = self.modules, self.layers

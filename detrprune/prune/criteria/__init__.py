@@ -38,12 +38,16 @@ class Criterion:
     """A registered criterion: ``channel_importance(group_reduction)`` builds the Torch-Pruning
     importance that ranks coupled channel groups ("mean" over a group's layers, or "first":
     the group's root layer alone); ``saliency`` scores weights element-wise to rank attention
-    heads (``None``: heads drawn at random from torch's generator, which the pruner seeds)."""
+    heads (``None``: heads drawn at random from torch's generator, which the pruner seeds);
+    ``gradients``: it ranks by the training loss's gradients, which the prune job accumulates
+    in the weights' ``.grad`` first, from images of the training split
+    (:mod:`detrprune.prune.gradients`)."""
 
     name: str
     description: str
     channel_importance: Callable[[str], Any]
     saliency: Saliency | None
+    gradients: bool = False
 
 
 _REGISTRY: dict[str, Criterion] = {}
@@ -55,14 +59,15 @@ def register_criterion(
     *,
     description: str,
     saliency: Saliency | None,
+    gradients: bool = False,
 ) -> Callable[[Callable[[str], Any]], Callable[[str], Any]]:
     """Register the decorated ``channel_importance`` factory as criterion ``name`` (the value of
-    a filter method's ``criterion`` key)."""
+    a filter method's ``criterion`` key); see :class:`Criterion` for the other arguments."""
 
     def register(channel_importance: Callable[[str], Any]) -> Callable[[str], Any]:
         if name in _REGISTRY:
             raise ValueError(f"pruning criterion {name!r} is registered twice")
-        _REGISTRY[name] = Criterion(name, description, channel_importance, saliency)
+        _REGISTRY[name] = Criterion(name, description, channel_importance, saliency, gradients)
         return channel_importance
 
     return register
