@@ -56,10 +56,9 @@ class MethodSpec:
     :mod:`detrprune.prune.criteria`), kept widths rounded to ``round_to``, the transformer's
     parts pruned in ``transformer`` (None: :func:`default_transformer_stacks`) and
     ``part_ratios`` giving some parts a ratio of their own (percent); a criterion that ranks by
-    the training loss's gradients sums them over ``gradient_images`` training images. ``kind``
-    "weight" zeroes
-    weights (:mod:`.weights`): ``scope`` layerwise, global or N:M, in the parts ``modules`` and
-    the layer kinds ``layers`` (None: the defaults)."""
+    the training loss's gradients sums them over ``gradient_images`` training images.
+    ``kind`` "weight" zeroes weights (:mod:`.weights`): ``scope`` layerwise, global or N:M, in
+    the parts ``modules`` and the layer kinds ``layers`` (None: the defaults)."""
 
     kind: str
     scope: str
