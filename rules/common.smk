@@ -15,10 +15,9 @@ from detrprune.constants import (
 from detrprune.prune.criteria import criteria
 from detrprune.train.pretrained_files import (
     CHECKPOINT_DIR,
-    INIT_KEYS,
     downloads,
+    init_files,
     init_params,
-    local_path,
 )
 
 # Every rule runs in this environment under --sdm conda (same pins as requirements.txt).
@@ -62,11 +61,7 @@ BASELINE_MODEL = "results/baseline/model.pth"
 BASELINE_VALIDATIONS = "results/baseline/validations.csv"
 # The pretrained starts of model.init: inputs of train_baseline, so a changed file retrains. A
 # URL's file is its local copy under checkpoints/, made by download_weights.
-INIT_FILES = [
-    str(local_path(config["model"]["init"][key]))
-    for key in INIT_KEYS
-    if config["model"]["init"][key]
-]
+INIT_FILES = [str(path) for path in init_files(config["model"]["init"])]
 INIT_DOWNLOADS = downloads(config["model"]["init"])
 # The model as the training rules' params carry it: model.init by local file, without pins.
 MODEL = {**config["model"], "init": init_params(config["model"]["init"])}

@@ -53,6 +53,7 @@ from torch import nn
 
 from detrprune.constants import POINT_STACKS
 from detrprune.prune.criteria import Saliency, get_criterion
+from detrprune.prune.criteria.magnitude import l1_saliency
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,6 @@ def _deformable_head_slices(module: nn.Module, heads: list[int]) -> dict[str, li
     }
 
 
-def _l1(weight: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:  # noqa: ARG001
-    return weight.abs()
-
-
 def _grad(*params: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
     """The gradients of ``params`` joined as :func:`torch.cat` joins them (a bias as a column),
     or ``None`` when one has none."""
@@ -163,7 +160,7 @@ def _grad(*params: torch.Tensor, dim: int = 1) -> torch.Tensor | None:
     return torch.cat([g if g.dim() == 2 else g[:, None] for g in grads], dim=dim)
 
 
-def deformable_head_importance(module: nn.Module, saliency: Saliency = _l1) -> torch.Tensor:
+def deformable_head_importance(module: nn.Module, saliency: Saliency = l1_saliency) -> torch.Tensor:
     """Each head's ``saliency`` (default: L1 norm) summed over its ``value_proj`` rows (bias
     included) and ``output_proj`` columns."""
     heads = module.num_heads
@@ -192,7 +189,9 @@ def remove_deformable_heads(module: nn.Module, heads: list[int]) -> None:
     module.num_heads -= len(heads)
 
 
-def multihead_head_importance(attention: nn.Module, saliency: Saliency = _l1) -> torch.Tensor:
+def multihead_head_importance(
+    attention: nn.Module, saliency: Saliency = l1_saliency
+) -> torch.Tensor:
     """Each head's ``saliency`` (default: L1 norm) summed over its query/key/value rows of
     ``in_proj`` (biases included) and its ``out_proj`` columns."""
     heads = attention.num_heads
@@ -263,7 +262,7 @@ def prune_attention_heads(
         return name.split(".", 1)[0] in stacks
 
     # A criterion without a saliency draws the heads: any importance will do for the count.
-    saliency = get_criterion(criterion).saliency or _l1
+    saliency = get_criterion(criterion).saliency or l1_saliency
 
     counts: dict[str, list[int]] = {}
     for name, module in [(n, m) for n, m in deformable_attentions(detector) if selected(n)]:

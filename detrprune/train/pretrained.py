@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from detrprune.data.download import sha256_file
-from detrprune.train.pretrained_files import INIT_KEYS, local_path
+from detrprune.train.pretrained_files import local_path
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,3 @@ class PretrainedStart:
         if runner.iter == 0:
             model = runner.model.module if hasattr(runner.model, "module") else runner.model
             load_pretrained(model, self.init)
-
-
-def init_files(init: Mapping[str, Any] | None) -> list[Path]:
-    """The files ``model.init`` names, downloaded ones at their local copy (inputs of the
-    baseline's training)."""
-    return [local_path(init[k]) for k in INIT_KEYS if init and init.get(k)]

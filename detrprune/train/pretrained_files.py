@@ -74,6 +74,12 @@ def url_problem(url: str, pinned: str | None) -> str | None:
     return None
 
 
+def init_files(init: Mapping[str, Any] | None) -> list[Path]:
+    """The files ``model.init`` names, downloaded ones at their local copy (inputs of the
+    baseline's training)."""
+    return [local_path(init[k]) for k in INIT_KEYS if init and init.get(k)]
+
+
 def downloads(init: Mapping[str, Any]) -> dict[str, str]:
     """``{local file name: URL}`` of the files ``model.init`` names by URL."""
     return {

@@ -27,7 +27,8 @@ from detrprune.train.checkpoint import save_detector
 from detrprune.train.distributed import configure_runner, in_worker, is_main_process, launch
 from detrprune.train.hooks import RngStateKeeper, ValRecorder, register_hook, write_validations
 from detrprune.train.model import build_training_config, register_mmdet
-from detrprune.train.pretrained import PretrainedStart, init_files
+from detrprune.train.pretrained import PretrainedStart
+from detrprune.train.pretrained_files import init_files
 from detrprune.train.resume import (
     WORK_DIR_SCHEME,
     CheckpointDigests,

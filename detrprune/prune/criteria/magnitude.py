@@ -7,14 +7,15 @@ from typing import Any
 from detrprune.prune.criteria import register_criterion
 
 
-def _abs(weight, grad):  # noqa: ANN001, ARG001 (a Saliency; the gradient is not used)
+def l1_saliency(weight, grad):  # noqa: ANN001, ARG001 (a Saliency; no gradient needed)
+    """Each weight's magnitude: summed over a head's weights, its L1 norm."""
     return weight.abs()
 
 
 @register_criterion(
     "l1",
     description="smallest L1 norm of the weights first (Li et al., ICLR 2017)",
-    saliency=_abs,
+    saliency=l1_saliency,
 )
 def l1_importance(group_reduction: str) -> Any:
     import torch_pruning as tp
