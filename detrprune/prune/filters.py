@@ -27,12 +27,16 @@ transformer's stacks (:data:`TRANSFORMER_STACKS`, default both; ``points``: the 
 ``points`` a ratio of their own, the same for all its targets, whose ratio then prunes the rest.
 
 The residual width of the transformer and the detection heads always keep their widths.
+
+Each part is registered (:func:`~detrprune.prune.parts.register_part`) on the function below that
+prunes it; :func:`filter_prune` applies a scope's parts in the order they are registered.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -41,13 +45,19 @@ from torch import nn
 
 from detrprune.constants import (
     FILTER_SCOPES,
-    PART_RATIO_PARTS,
     TRANSFORMER_STACKS,
     default_transformer_stacks,
 )
 from detrprune.prune.attention import prune_attention_heads, prune_sampling_points
 from detrprune.prune.counting import count_parameters
 from detrprune.prune.criteria import get_criterion
+from detrprune.prune.parts import (
+    PartResult,
+    PartStep,
+    register_flag_part,
+    register_part,
+    scope_parts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +118,7 @@ def filter_prune(
     attention heads and sampling points are whole already. ``transformer`` names the stacks (of
     :data:`TRANSFORMER_STACKS`) whose FFNs, heads and sampling points ``ffn``, ``attention``
     and ``points`` prune (default: :func:`~detrprune.constants.default_transformer_stacks`).
-    ``part_ratios`` gives some of those parts (:data:`PART_RATIO_PARTS`) their own ratio, e.g.
+    ``part_ratios`` gives some of those parts (registered with ``own_ratio``) their own ratio, e.g.
     ``{"attention": 0.25, "points": 0.5}``: heads are the costly cut in accuracy, points the
     cheap one, and one ratio for both cannot trade them. ``ratio`` prunes the rest.
     ``targets`` (:func:`filter_shapes` of a model pruned from the same original one) prunes to
@@ -128,13 +138,15 @@ def filter_prune(
         raise ValueError(f"filter pruning ratio must be in (0, 1), got {ratio}")
     if round_to < 1:
         raise ValueError(f"pruning.filter.round_to must be >= 1, got {round_to}")
-    parts = scope.split("+")
+    registered = scope_parts()
+    parts = tuple(scope.split("+"))
+    own_ratio = [name for name in parts if registered[name].own_ratio]
     part_ratios = dict(part_ratios or {})
     for part, part_ratio in part_ratios.items():
-        if part not in PART_RATIO_PARTS or part not in parts:
+        if part not in own_ratio:
             raise ValueError(
                 f"pruning.filter.part_ratios: {part!r} is not a part of scope {scope!r} that "
-                f"takes its own ratio ({', '.join(p for p in PART_RATIO_PARTS if p in parts)})"
+                f"takes its own ratio ({', '.join(own_ratio)})"
             )
         if not 0.0 < part_ratio < 1.0:
             raise ValueError(f"pruning.filter.part_ratios.{part}: {part_ratio} is not in (0, 1)")
@@ -145,81 +157,20 @@ def filter_prune(
             f"pruning.filter.transformer: {list(transformer)} is not a non-empty choice of "
             f"{TRANSFORMER_STACKS}"
         )
-    traced = _BackboneNeck(detector.backbone, detector.neck)
+    step = PartStep(ratio, criterion, round_to, tuple(transformer), parts, tuple(input_hw), targets)
     before = count_parameters(detector)
-    # Torch-Pruning traces with autograd; frozen BN/stem parameters would be invisible to it.
-    grad_flags = {p: p.requires_grad for p in traced.parameters()}
-    for p in traced.parameters():
-        p.requires_grad_(True)
     was_training = detector.training
-    traced.eval()
+    results: dict[str, PartResult] = {}
     try:
-        kept = [m for m in detector.neck.modules() if isinstance(m, nn.Conv2d)]
-        if "residual" not in scope.split("+"):
-            kept += residual_stream_convs(detector.backbone)
-        widths = dict(targets["widths"]) if targets is not None else None
         # RandomImportance draws from torch's global generator: seed a private copy of it.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            if widths is None:
-                pruner = _NoEmptyGroupPruner(
-                    traced,
-                    example_inputs=torch.zeros(1, 3, *input_hw),
-                    importance=_importance(criterion, group_reduction="mean"),
-                    pruning_ratio=ratio,
-                    ignored_layers=kept,
-                    round_to=round_to,
-                )
-            else:
-                pruner = _NoEmptyGroupPruner(
-                    traced,
-                    example_inputs=torch.zeros(1, 3, *input_hw),
-                    importance=_importance(criterion, group_reduction="mean"),
-                    pruning_ratio=0.0,
-                    pruning_ratio_dict=_ratios_to_widths(
-                        detector, "backbone", widths, set(map(id, kept))
-                    ),
-                    ignored_layers=kept,
-                    round_to=1,
-                )
-            pruner.step()
-            clamped = pruner.clamped
-            ffn_hidden: dict[str, list[int]] = {}
-            if "ffn" in parts:
-                ffn_hidden, ffn_clamped = prune_ffn_hidden(
-                    detector,
-                    part_ratios.get("ffn", ratio),
-                    criterion,
-                    round_to,
-                    transformer,
-                    target_widths=widths,
-                )
-                clamped += ffn_clamped
-            attention_heads: dict[str, list[int]] = {}
-            if "attention" in parts:
-                attention_heads = _prune_units(
-                    detector,
-                    prune_attention_heads,
-                    part_ratios.get("attention", ratio),
-                    criterion,
-                    transformer,
-                    attention_head_counts,
-                    None if targets is None else targets["heads"],
-                )
-            sampling_points: dict[str, list[int]] = {}
-            if "points" in parts:
-                sampling_points = _prune_units(
-                    detector,
-                    prune_sampling_points,
-                    part_ratios.get("points", ratio),
-                    criterion,
-                    transformer,
-                    sampling_point_counts,
-                    None if targets is None else targets["points"],
-                )
+            for name, part in registered.items():
+                if name in parts and part.prune is not None:
+                    results[name] = part.prune(
+                        detector, replace(step, ratio=part_ratios.get(name, ratio))
+                    )
     finally:
-        for p, flag in grad_flags.items():
-            p.requires_grad_(flag)
         detector.train(was_training)
     after = count_parameters(detector)
     if targets is not None:
@@ -231,6 +182,7 @@ def filter_prune(
         if missed:
             raise RuntimeError(f"filter pruning to target shapes: widths [got, target] {missed}")
     log.info("filter pruning %.0f%% (%s): params %d -> %d", 100 * ratio, scope, before, after)
+    clamped = sum(result.clamped for result in results.values())
     if clamped:
         log.warning(
             "filter pruning %.0f%% (%s): %d channel groups kept at their floor of "
@@ -243,14 +195,121 @@ def filter_prune(
     stats: dict[str, Any] = {
         "params_before": before,
         "params_after": after,
-        "ffn_hidden": ffn_hidden,
+        "ffn_hidden": {},
         "groups_clamped": clamped,
     }
-    if attention_heads:
-        stats["attention_heads"] = attention_heads
-    if sampling_points:
-        stats["sampling_points"] = sampling_points
+    for name, result in results.items():
+        key = registered[name].stats_key
+        if key and result.units:
+            stats[key] = result.units
     return stats
+
+
+@register_part(
+    "backbone",
+    description="the ResNet's inner convs (conv1 of a BasicBlock; conv1 and conv2 of a "
+    "Bottleneck), in one Torch-Pruning dependency graph traced through backbone and neck",
+)
+def prune_backbone_channels(detector: nn.Module, step: PartStep) -> PartResult:
+    """The ``backbone`` part (and ``residual`` when the scope has it): the neck's convs keep
+    their outputs, the residual stream's convs too unless ``residual`` is in the scope."""
+    traced = _BackboneNeck(detector.backbone, detector.neck)
+    # Torch-Pruning traces with autograd; frozen BN/stem parameters would be invisible to it.
+    grad_flags = {p: p.requires_grad for p in traced.parameters()}
+    for p in traced.parameters():
+        p.requires_grad_(True)
+    traced.eval()
+    try:
+        kept = [m for m in detector.neck.modules() if isinstance(m, nn.Conv2d)]
+        if "residual" not in step.parts:
+            kept += residual_stream_convs(detector.backbone)
+        if step.targets is None:
+            sizing: dict[str, Any] = {"pruning_ratio": step.ratio, "round_to": step.round_to}
+        else:
+            sizing = {
+                "pruning_ratio": 0.0,
+                "pruning_ratio_dict": _ratios_to_widths(
+                    detector, "backbone", step.targets["widths"], set(map(id, kept))
+                ),
+                "round_to": 1,
+            }
+        pruner = _NoEmptyGroupPruner(
+            traced,
+            example_inputs=torch.zeros(1, 3, *step.input_hw),
+            importance=_importance(step.criterion, group_reduction="mean"),
+            ignored_layers=kept,
+            **sizing,
+        )
+        pruner.step()
+    finally:
+        for p, flag in grad_flags.items():
+            p.requires_grad_(flag)
+    return PartResult({}, pruner.clamped)
+
+
+register_flag_part(
+    "residual",
+    description="the residual stream's channels too (stem, block outputs, downsample convs and "
+    "every conv that reads them), each coupled group pruned as one",
+)
+
+
+@register_part(
+    "ffn",
+    description="the hidden width of every FFN of the method's transformer stacks",
+    own_ratio=True,
+    stats_key="ffn_hidden",
+)
+def _prune_ffns(detector: nn.Module, step: PartStep) -> PartResult:
+    widths, clamped = prune_ffn_hidden(
+        detector,
+        step.ratio,
+        step.criterion,
+        step.round_to,
+        step.stacks,
+        target_widths=None if step.targets is None else step.targets["widths"],
+    )
+    return PartResult(widths, clamped)
+
+
+@register_part(
+    "attention",
+    description="whole heads of every attention layer of the method's transformer stacks",
+    own_ratio=True,
+    stats_key="attention_heads",
+)
+def _prune_heads(detector: nn.Module, step: PartStep) -> PartResult:
+    return PartResult(
+        _prune_units(
+            detector,
+            prune_attention_heads,
+            step.ratio,
+            step.criterion,
+            step.stacks,
+            attention_head_counts,
+            None if step.targets is None else step.targets["heads"],
+        )
+    )
+
+
+@register_part(
+    "points",
+    description="sampling points of every head and level of the encoder's deformable attention",
+    own_ratio=True,
+    stats_key="sampling_points",
+)
+def _prune_points(detector: nn.Module, step: PartStep) -> PartResult:
+    return PartResult(
+        _prune_units(
+            detector,
+            prune_sampling_points,
+            step.ratio,
+            step.criterion,
+            step.stacks,
+            sampling_point_counts,
+            None if step.targets is None else step.targets["points"],
+        )
+    )
 
 
 def residual_stream_convs(backbone: nn.Module) -> list[nn.Conv2d]:
