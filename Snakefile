@@ -25,6 +25,7 @@ from detrprune.config import (
     gpu_latency,
     latency_params,
     load_config,
+    scratch_settings,
     train_result_settings,
 )
 from detrprune.report import report_plots

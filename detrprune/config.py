@@ -218,6 +218,15 @@ def _check_model(model: Mapping[str, Any], source: str) -> None:
             )
 
 
+def scratch_settings(pruning: Mapping[str, Any]) -> tuple[dict[str, list[int]], list[str]]:
+    """``pruning.scratch`` as (targets: method -> ratios, budgets), its defaults filled in."""
+    scratch = pruning.get("scratch") or {}
+    targets = {
+        name: [int(r) for r in ratios] for name, ratios in scratch.get("targets", {}).items()
+    }
+    return targets, list(scratch.get("budgets", ["e"]))
+
+
 def _check_pruning(pruning: Mapping[str, Any], seed: int, source: str) -> None:
     """Cross-field rules the schema cannot say in one readable line."""
     for name, method in pruning["methods"].items():
@@ -238,6 +247,30 @@ def _check_pruning(pruning: Mapping[str, Any], seed: int, source: str) -> None:
         raise ConfigError(
             f"{source}: pruning.finetune.replicate_seeds: {seed} is the study's own seed, whose "
             "fine-tuning every target already has: list other seeds"
+        )
+    targets, _ = scratch_settings(pruning)
+    for name, ratios in targets.items():
+        where = f"{source}: pruning.scratch.targets.{name}"
+        method = pruning["methods"].get(name)
+        if method is None:
+            raise ConfigError(
+                f"{where}: not a method under pruning.methods ({', '.join(pruning['methods'])})"
+            )
+        if method["kind"] != "filter":
+            raise ConfigError(
+                f"{where}: a {method['kind']} method keeps the baseline's shapes: only a filter "
+                "method's pruned architecture can be trained from scratch"
+            )
+        missing = [ratio for ratio in ratios if ratio not in method["ratios"]]
+        if missing:
+            raise ConfigError(
+                f"{where}: {missing} not among the method's ratios {method['ratios']}"
+            )
+    if targets and not pruning["finetune"]["enabled"]:
+        raise ConfigError(
+            f"{source}: pruning.scratch.targets: a scratch twin is compared with the fine-tuned "
+            "target and trains for the baseline's plus the fine-tune's iterations: set "
+            "pruning.finetune.enabled"
         )
     iterative = pruning["iterative"]
     if iterative["enabled"] and iterative["method"] not in pruning["methods"]:

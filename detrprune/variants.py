@@ -8,6 +8,11 @@ fine-tuned on the same schedule (``finetune/baseline``); the iterative loop's re
 baseline fine-tuned as the loop fine-tuned up to the step it kept (``control/iterative``). The
 two controls are themselves compared with the baseline: how much the extra training alone gives.
 
+A filter target's scratch twin (``scratch/<method>/r<ratio>``, :mod:`detrprune.train.scratch`)
+is its pruned architecture trained from a fresh initialisation as long as the baseline and the
+fine-tune together: its control is the fine-tuned baseline, which saw as many images; the
+fine-tuned target is compared with it too. ``scratch_b/...`` trains for the same compute.
+
 A fine-tuned model and its control can be fine-tuned again with other training seeds
 (``pruning.finetune.replicate_seeds``): ``replicate/s<seed>/<variant>``, evaluated like the others
 and paired with the control's replicate of the same seed (:mod:`detrprune.report.seeds`).
@@ -22,6 +27,8 @@ FINETUNED_BASELINE = "finetune/baseline"
 ITERATIVE = "iterative"
 ITERATIVE_CONTROL = "control/iterative"
 REPLICATE = "replicate"
+# The variant folder of each scratch budget: results/<folder>/<method>/r<ratio>.
+SCRATCH_FOLDERS: dict[str, str] = {"e": "scratch", "b": "scratch_b"}
 _REPLICATE_PATTERN = re.compile(rf"{REPLICATE}/s(0|[1-9][0-9]*)/(finetune/.+)")
 
 
@@ -33,7 +40,14 @@ def control_of(variant: str) -> str | None:
         return ITERATIVE_CONTROL
     if variant.startswith("finetune/") and variant != FINETUNED_BASELINE:
         return FINETUNED_BASELINE
+    if variant.split("/", 1)[0] in SCRATCH_FOLDERS.values():
+        return FINETUNED_BASELINE
     return BASELINE
+
+
+def scratch_variant(budget: str, method: str, ratio: int) -> str:
+    """The variant name of a scratch twin: ``scratch/<method>/r<ratio>`` for budget ``e``."""
+    return f"{SCRATCH_FOLDERS[budget]}/{method}/r{ratio}"
 
 
 def is_control(variant: str) -> bool:

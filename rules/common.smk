@@ -1,6 +1,7 @@
 # Target lists and path conventions. Ratios are integer percents in paths (r30), never floats.
 # A variant is a model's folder under results/: baseline, prune/<method>/r<ratio>,
-# finetune/<method>/r<ratio> or iterative; its metrics are results/eval/<variant>/metrics.json.
+# finetune/<method>/r<ratio>, scratch/<method>/r<ratio> (scratch_b/...) or iterative; its metrics
+# are results/eval/<variant>/metrics.json.
 # A seed replicate of a fine-tuned variant is results/replicate/s<seed>/<variant>.
 
 import re
@@ -19,6 +20,7 @@ from detrprune.train.pretrained_files import (
     init_files,
     init_params,
 )
+from detrprune.variants import SCRATCH_FOLDERS, scratch_variant
 
 # Every rule runs in this environment under --sdm conda (same pins as requirements.txt).
 CONDA_ENV = "../envs/detrprune.yaml"
@@ -42,6 +44,8 @@ ITERATIVE = config["pruning"]["iterative"]
 # (or of whether it runs) reruns neither.
 ITERATIVE_LOOP = {key: value for key, value in ITERATIVE.items() if key != "enabled"}
 ITERATIVE_FINETUNE = {key: FINETUNE[key] for key in ITERATIVE_FINETUNE_KEYS}
+# The filter targets whose pruned architecture is also trained from scratch, and the budgets.
+SCRATCH_TARGETS, SCRATCH_BUDGETS = scratch_settings(config["pruning"])
 
 # The official archive names; `kitti.archives_dir` points at a folder that already holds them.
 ARCHIVE_NAMES = {
@@ -77,7 +81,7 @@ GPU_LATENCY = gpu_latency(config["evaluate"]["latency"])
 wildcard_constraints:
     method=r"[a-z][a-z0-9_]*",
     ratio=r"[1-9][0-9]?",
-    variant=r"baseline|iterative|finetune/baseline|control/iterative|(prune|finetune)/[a-z][a-z0-9_]*/r[1-9][0-9]?",
+    variant=r"baseline|iterative|finetune/baseline|control/iterative|(prune|finetune|scratch|scratch_b)/[a-z][a-z0-9_]*/r[1-9][0-9]?",
     seed=r"0|[1-9][0-9]*",
 
 
@@ -147,6 +151,27 @@ def pruned_variants():
     return variants + (["iterative"] if ITERATIVE["enabled"] else [])
 
 
+def scratch_variants():
+    """The scratch twins the config asks for: scratch/<method>/r<ratio> per budget."""
+    return [
+        scratch_variant(budget, method, ratio)
+        for budget in SCRATCH_BUDGETS
+        for method, ratios in SCRATCH_TARGETS.items()
+        for ratio in ratios
+    ]
+
+
+def scratch_inputs(wildcards):
+    """What a scratch twin's iterations depend on beyond its shapes: for budget b, the GMACs
+    of the baseline and of the pruned model (their evaluations)."""
+    if wildcards.scratch != SCRATCH_FOLDERS["b"]:
+        return {}
+    return {
+        "baseline_metrics": "results/eval/baseline/metrics.json",
+        "pruned_metrics": f"results/eval/prune/{wildcards.method}/r{wildcards.ratio}/metrics.json",
+    }
+
+
 def control_variants():
     """The baseline's fine-tuned twins the fine-tuned models are compared with."""
     return [FINETUNED_BASELINE] * FINETUNE["enabled"] + [ITERATIVE_CONTROL] * ITERATIVE[
@@ -156,7 +181,7 @@ def control_variants():
 
 def evaluated_variants():
     """Every model evaluated and timed: the baseline, the controls and the pruned models."""
-    return ["baseline", *control_variants(), *pruned_variants()]
+    return ["baseline", *control_variants(), *pruned_variants(), *scratch_variants()]
 
 
 def all_metrics():

@@ -45,6 +45,7 @@ from detrprune.report.summary import (
     ONNX_COLUMNS,
     OPTIONAL_COLUMNS,
     RECORD_COLUMNS,
+    SCRATCH_COLUMNS,
     SEMI_STRUCTURED_STR_COLUMNS,
     SUMMARY_COLUMNS,
     aggregate,
@@ -196,6 +197,9 @@ def _full_run(root: Path) -> tuple[pd.DataFrame, list[str]]:
         "finetune/baseline": ("baseline", "baseline", 0, True, 0.45, 100.0),
         "prune/filter/r50": ("filter", "filter", 50, False, 0.20, 60.0),
         "finetune/filter/r50": ("filter", "filter", 50, True, 0.41, 60.0),
+        # Scratch twins of that target, both budgets (pruning.scratch).
+        "scratch/filter/r50": ("scratch/filter", "filter", 50, False, 0.30, 60.0),
+        "scratch_b/filter/r50": ("scratch_b/filter", "filter", 50, False, 0.45, 60.0),
     }
     latency = _latency_entries({name: spec[5] for name, spec in variants.items()})
     merged = {key for entry in latency.values() for key in entry}
@@ -203,7 +207,10 @@ def _full_run(root: Path) -> tuple[pd.DataFrame, list[str]]:
     in_metrics = [
         c
         for c in (*RECORD_COLUMNS, *OPTIONAL_COLUMNS)
-        if c not in merged and c not in SEED_COLUMNS and c not in ONNX_COLUMNS
+        if c not in merged
+        and c not in SEED_COLUMNS
+        and c not in ONNX_COLUMNS
+        and c not in SCRATCH_COLUMNS
     ]
     assert set(LATENCY_COLUMNS) <= merged
     metrics, resamples = [], []

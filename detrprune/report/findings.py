@@ -13,7 +13,7 @@ import textwrap
 
 import pandas as pd
 
-from detrprune.variants import is_control
+from detrprune.variants import SCRATCH_FOLDERS, is_control
 
 
 def _verdict(delta: float, low: float, high: float) -> str:
@@ -199,6 +199,48 @@ def _kind_sentence(rows: pd.DataFrame, base: pd.Series | None) -> list[str]:
     ]
 
 
+def is_scratch(method: object) -> bool:
+    """Whether a summary ``method`` is a scratch twin's (``scratch/<method>``, ...)."""
+    return str(method).split("/", 1)[0] in SCRATCH_FOLDERS.values()
+
+
+_SCRATCH_WORDS = {
+    "significant gain": "pruning beat training the small model",
+    "significant drop": "training the small model did better",
+    "no significant difference": "no significant difference",
+    "not compared": "not compared",
+}
+# What each scratch budget holds equal (detrprune.train.scratch).
+_BUDGET_WORDS = {"e": "as many training images", "b": "the same training compute"}
+
+
+def scratch_lines(summary: pd.DataFrame) -> list[str]:
+    """Prune, or train the small model? One line per fine-tuned target and scratch twin: the
+    target's mAP minus the twin's with its paired interval, in words only as strong as the
+    interval allows (none when no row has a twin)."""
+    lines = []
+    for key, folder in SCRATCH_FOLDERS.items():
+        budget = _BUDGET_WORDS[key]
+        column = f"delta_vs_{folder}_mAP"
+        if column not in summary:
+            continue
+        maps = summary.set_index("variant")["mAP"]
+        for _, row in summary[summary[column].notna()].iterrows():
+            twin = f"{folder}/{row['variant'].removeprefix('finetune/')}"
+            delta, low, high = (row[f"{column}{end}"] for end in ("", "_ci95_low", "_ci95_high"))
+            twin_map = maps.get(twin, float("nan"))
+            verdict = _SCRATCH_WORDS[_verdict(delta, low, high)]
+            lines += [
+                f"  {row['variant']} {row['mAP']:.3f} vs {twin} {twin_map:.3f} ({budget}):",
+                f"    {delta:+.3f} [{low:+.3f}, {high:+.3f}]: {verdict}",
+            ]
+    if not lines:
+        return []
+    return [
+        "Prune, or train the small model? (pruned + fine-tuned vs the same shapes from scratch)"
+    ] + lines
+
+
 def collapsed(summary: pd.DataFrame) -> pd.DataFrame:
     """The models that kept less than half of their control's mAP (a significant drop, where
     there is an interval)."""
@@ -258,6 +300,8 @@ def answer(
     fits the first page.
     """
     methods = summary[summary["method"] != "baseline"]
+    twins = methods["method"].map(is_scratch)
+    methods = methods[~twins]
     lines = [
         "This run",
         *_reference_lines(summary, base),
@@ -292,6 +336,7 @@ def answer(
     if not loop.empty:
         lines.append("Iterative prune / fine-tune loop (against control/iterative)")
         lines += _method_line(ITERATIVE_METHOD, loop, base)
+    lines += scratch_lines(summary)
     gone = collapsed(methods)
     if not gone.empty:
         names = [f"{row['variant']} ({row['mAP']:.3f})" for _, row in gone.iterrows()]

@@ -25,7 +25,7 @@ from detrprune.constants import (
 from detrprune.evaluate.paired import PairingError, Resamples, compare_with_control, read_resamples
 from detrprune.jobs import atomic_output
 from detrprune.report.seeds import SEED_COLUMNS, ReplicateError, add_seed_replicates
-from detrprune.variants import control_of, is_control, split_replicate
+from detrprune.variants import SCRATCH_FOLDERS, control_of, is_control, split_replicate
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,16 @@ OPTIONAL_COLUMNS += [*SEMI_STRUCTURED_NUMBER_COLUMNS, *SEMI_STRUCTURED_STR_COLUM
 _OPTIONAL_STR_COLUMNS = ("gpu_latency_device", *SEMI_STRUCTURED_STR_COLUMNS)
 # Computed from the seed replicates (report.seeds), never read from a metrics.json.
 OPTIONAL_COLUMNS += SEED_COLUMNS
+# A fine-tuned target against its scratch twins (pruning.scratch; detrprune.train.scratch): its
+# mAP minus the twin's, on the same resamples, and whether pruning beat training the pruned
+# architecture from scratch (the interval above 0), per budget (scratch: e, scratch_b: b).
+SCRATCH_COLUMNS: tuple[str, ...] = tuple(
+    f"delta_vs_{folder}_{suffix}"
+    for folder in SCRATCH_FOLDERS.values()
+    for suffix in ("mAP", "mAP_ci95_low", "mAP_ci95_high")
+) + tuple(f"beats_{folder}" for folder in SCRATCH_FOLDERS.values())
+_BEATS_COLUMNS = tuple(c for c in SCRATCH_COLUMNS if c.startswith("beats_"))
+OPTIONAL_COLUMNS += SCRATCH_COLUMNS
 _NULLABLE_COLUMNS = (*SEMI_STRUCTURED_NUMBER_COLUMNS, *SEMI_STRUCTURED_STR_COLUMNS)
 
 _STR_COLUMNS = ("variant", "method", "kind", "scope", "latency_device")
@@ -197,6 +207,8 @@ def _validate_record(record: object, path: Path) -> dict[str, Any]:
                 number = math.nan
             row[key] = number
     for key in OPTIONAL_COLUMNS:
+        if key in SCRATCH_COLUMNS:
+            continue  # computed from the twins' resamples, never read
         if key in _NULLABLE_COLUMNS and key in record and record[key] is None:
             row[key] = None if key in _OPTIONAL_STR_COLUMNS else math.nan
         elif key in record and key in _OPTIONAL_STR_COLUMNS:
@@ -313,7 +325,7 @@ def aggregate(
             )
     _merge_onnx(rows, onnx_paths)
     _add_comparisons(rows)
-    _add_paired(rows, resample_paths)
+    _add_scratch(rows, _add_paired(rows, resample_paths))
     try:
         add_seed_replicates(rows, _read_replicates(replicate_paths))
     except ReplicateError as exc:
@@ -329,8 +341,13 @@ def aggregate(
             "map_kept": "float64",
             **{c: "float64" for c in PAIRED_COLUMNS if c != "significant"},
             "significant": "boolean",
-            **{c: "float64" for c in optional if c not in _OPTIONAL_STR_COLUMNS},
+            **{
+                c: "float64"
+                for c in optional
+                if c not in _OPTIONAL_STR_COLUMNS and c not in _BEATS_COLUMNS
+            },
             **({"seeds": "Int64"} if "seeds" in optional else {}),
+            **{c: "boolean" for c in _BEATS_COLUMNS if c in optional},
         }
     )
 
@@ -350,8 +367,9 @@ def _add_comparisons(rows: list[dict[str, Any]]) -> None:
         row["map_kept"] = row["mAP"] / control_map if control_map > 0 else math.nan
 
 
-def _add_paired(rows: list[dict[str, Any]], resample_paths: Sequence[Path]) -> None:
-    """Pair each row with its control on their shared resamples (missing ones stay NaN / NA)."""
+def _add_paired(rows: list[dict[str, Any]], resample_paths: Sequence[Path]) -> dict[str, Resamples]:
+    """Pair each row with its control on their shared resamples (missing ones stay NaN / NA);
+    returns the resamples by variant."""
     by_variant = {row["variant"]: row for row in rows}
     resamples: dict[str, Resamples] = {}
     for raw_path in resample_paths:
@@ -379,6 +397,35 @@ def _add_paired(rows: list[dict[str, Any]], resample_paths: Sequence[Path]) -> N
             except PairingError as exc:
                 raise ReportError(str(exc)) from exc
             row.update({key: paired[key] for key in PAIRED_COLUMNS})
+    return resamples
+
+
+def _add_scratch(rows: list[dict[str, Any]], resamples: Mapping[str, Resamples]) -> None:
+    """Give each fine-tuned target with a scratch twin :data:`SCRATCH_COLUMNS`: its mAP minus
+    the twin's with their paired interval, and whether that interval lies above 0."""
+    by_variant = {row["variant"]: row for row in rows}
+    for row in rows:
+        variant = row["variant"]
+        if not variant.startswith("finetune/") or is_control(variant):
+            continue
+        target = variant.removeprefix("finetune/")
+        for folder in SCRATCH_FOLDERS.values():
+            twin = f"{folder}/{target}"
+            if twin not in by_variant:
+                continue
+            if variant not in resamples or twin not in resamples:
+                raise ReportError(f"{variant} and its scratch twin {twin}: resamples missing")
+            try:
+                paired = compare_with_control(
+                    resamples[variant], resamples[twin], row["mAP"], by_variant[twin]["mAP"]
+                )
+            except PairingError as exc:
+                raise ReportError(str(exc)) from exc
+            prefix = f"delta_vs_{folder}_mAP"
+            row[prefix] = paired["delta_mAP"]
+            row[f"{prefix}_ci95_low"] = paired["delta_mAP_ci95_low"]
+            row[f"{prefix}_ci95_high"] = paired["delta_mAP_ci95_high"]
+            row[f"beats_{folder}"] = bool(paired["delta_mAP_ci95_low"] > 0)
 
 
 def _read_replicates(paths: Sequence[Path]) -> dict[str, dict[int, float]]:

@@ -138,8 +138,9 @@ def read_checkpoint(path: Path) -> tuple[StateDict, dict[str, Any], dict[str, An
 # A registered name is a plain identifier: anything else (a dotted path, "mod:func") would be
 # imported by mmengine's Registry.get.
 _TYPE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Registered for fine-tuning only (detrprune.train.runner); a saved model config never names it.
-_NEVER_IN_A_FILE = frozenset({"DetrpruneCheckpointModel"})
+# Registered for fine-tuning and scratch training only (detrprune.train.runner, .scratch); a
+# saved model config never names them.
+_NEVER_IN_A_FILE = frozenset({"DetrpruneCheckpointModel", "DetrpruneScratchTwin"})
 
 
 def registered_model_types() -> frozenset[str]:

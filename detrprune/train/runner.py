@@ -199,7 +199,7 @@ def _call_arguments(frame_locals: Mapping[str, Any]) -> dict[str, Any]:
     workers (the function's own locals, taken at its start)."""
     names = (
         "pruned model train finetune train_json val_json data_root work_dir out_model "
-        "out_config seed validate variant out_validations"
+        "out_config seed validate variant out_validations iterations"
     ).split()
     return {name: frame_locals[name] for name in names if name in frame_locals}
 
@@ -316,3 +316,70 @@ def finetune_checkpoint(
     log.info("fine-tuned model written to %s", out_model)
     keep_final_checkpoint(Path(work_dir))
     return {"meta": meta, "validations": validations}
+
+
+def train_scratch(
+    pruned: Path,
+    model: Mapping[str, Any],
+    train: Mapping[str, Any],
+    iterations: int,
+    *,
+    train_json: Path,
+    val_json: Path,
+    data_root: Path,
+    work_dir: Path,
+    out_model: Path,
+    seed: int,
+    variant: str,
+) -> dict[str, Any]:
+    """Train the scratch twin of a filter-pruned checkpoint (:mod:`detrprune.train.scratch`): its
+    shapes, freshly initialised, trained with the baseline's recipe for ``iterations`` (the
+    schedule stretched to them) and saved as ``variant``."""
+    from detrprune.train.checkpoint import read_checkpoint
+    from detrprune.train.scratch import (
+        SCRATCH_MODEL_TYPE,
+        register_scratch_twin,
+        stretched_schedule,
+    )
+
+    arguments = _call_arguments(locals())
+    register_mmdet()
+    torch.set_num_threads(int(train["threads"]))
+    _, pruned_model_cfg, pruned_meta = read_checkpoint(Path(pruned))
+    settings = stretched_schedule(train, iterations)
+    cfg = build_training_config(
+        model,
+        settings,
+        train_json=train_json,
+        val_json=val_json,
+        data_root=data_root,
+        work_dir=work_dir,
+        seed=seed,
+    )
+    cfg.model = dict(type=SCRATCH_MODEL_TYPE, checkpoint=str(pruned))
+    register_scratch_twin()
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    processes = int(train.get("gpus", 1))
+    if processes > 1 and not in_worker():
+        prepare_work_dir(Path(work_dir), training_stamp(cfg, processes))
+        return launch("detrprune.train.runner:train_scratch", processes, arguments)
+    detector, _ = _run(cfg, Path(work_dir), processes)
+    detector.eval()
+    meta = {key: pruned_meta[key] for key in ("kind", "scope", "ratio", "pruning")}
+    meta.update(
+        # Its own series in the summary (scratch/<method>), beside the method's pruned models.
+        method=variant.rsplit("/", 1)[0],
+        pruned_from=pruned_meta["variant"],
+        variant=variant,
+        seed=seed,
+        finetuned=False,
+        scratch={"iterations": int(iterations), "warmup_iters": settings["warmup_iters"]},
+        iterations=int(iterations),
+        train_device=_device_of(detector),
+    )
+    if not is_main_process():
+        return {"meta": meta}
+    save_detector(detector, out_model, pruned_model_cfg, meta)
+    log.info("scratch twin written to %s", out_model)
+    keep_final_checkpoint(Path(work_dir))
+    return {"meta": meta}

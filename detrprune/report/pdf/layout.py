@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 REPORT_TITLE = "Pruning Deformable DETR on KITTI"
@@ -25,7 +26,7 @@ _PAGE_LANDSCAPE = (11.69, 8.27)
 
 def _fmt(value: object, digits: int = 4) -> str:
     """Format a table / text value: ``digits`` significant digits, SI suffix for big integers."""
-    if value is None:
+    if value is None or value is pd.NA:
         return "n/a"
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"

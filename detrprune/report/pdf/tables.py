@@ -17,6 +17,7 @@ from detrprune.constants import CLASSES, GMACS_PARTS
 from detrprune.evaluate.analysis import derived_numbers
 from detrprune.report.pdf.layout import _PAGE_LANDSCAPE, _fmt
 from detrprune.report.summary import baseline_row
+from detrprune.variants import SCRATCH_FOLDERS
 
 _TABLE_ROWS_PER_PAGE = 25
 
@@ -173,6 +174,43 @@ _STEP_NOTE = (
     "fine-tuned mAP; the loop stops after the first step over budget; kept = the model evaluated "
     "as 'iterative'."
 )
+
+
+# Prune, or train the small model? Each fine-tuned target beside its scratch twins.
+_SCRATCH_HEADERS: dict[str, str] = {
+    "variant": "variant",
+    "mAP": "mAP",
+    "scratch_mAP": "scratch mAP",
+    "delta_vs_scratch_mAP": "d vs scratch",
+    "delta_vs_scratch_mAP_ci95_low": "95% low",
+    "delta_vs_scratch_mAP_ci95_high": "95% high",
+    "beats_scratch": "beats",
+    "scratch_b_mAP": "scratch_b mAP",
+    "delta_vs_scratch_b_mAP": "d vs scratch_b",
+    "delta_vs_scratch_b_mAP_ci95_low": "95% low",
+    "delta_vs_scratch_b_mAP_ci95_high": "95% high",
+    "beats_scratch_b": "beats",
+}
+_SCRATCH_NOTE = (
+    "scratch = the target's pruned shapes, freshly initialised and trained with the baseline's "
+    "recipe for the baseline's + the fine-tune's iterations (as many images);\nscratch_b = the "
+    "same for the same training compute (those iterations x baseline GMACs / pruned GMACs). "
+    "d = the target's mAP - the twin's, paired 95 % interval;\nbeats = the interval lies above "
+    "0 (n/a: no such twin)."
+)
+
+
+def scratch_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The fine-tuned targets with a scratch twin, with each twin's mAP beside their own."""
+    columns = [c for c in summary if c.startswith("delta_vs_scratch")]
+    if not columns:
+        return summary.iloc[0:0]
+    rows = summary[summary[columns].notna().any(axis=1)].copy()
+    maps = summary.set_index("variant")["mAP"]
+    for folder in SCRATCH_FOLDERS.values():
+        twins = folder + "/" + rows["variant"].str.removeprefix("finetune/")
+        rows[f"{folder}_mAP"] = twins.map(maps)
+    return rows
 
 
 def recovery_table(summary: pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,8 @@ from detrprune.report.pdf.tables import (
     _ELASTICITY_NOTE,
     _RECOVERY_HEADERS,
     _RECOVERY_NOTE,
+    _SCRATCH_HEADERS,
+    _SCRATCH_NOTE,
     _SEED_HEADERS,
     _SEED_NOTE,
     _SEMI_STRUCTURED_HEADERS,
@@ -40,6 +42,7 @@ from detrprune.report.pdf.tables import (
     _table_pages,
     elasticity_table,
     recovery_table,
+    scratch_table,
     seed_table,
     semi_structured_table,
 )
@@ -61,7 +64,8 @@ def write_report(
 
     Pages: the answer (:func:`_answer_page`: this run's answer in words beside the
     accuracy-vs-speed figure with its Pareto front), the recovery table (each model against its
-    control of equal training, with intervals), the summary table and the detail table (KITTI
+    control of equal training, with intervals), each fine-tuned target against its scratch twins
+    (:func:`scratch_table`; only when there are some), the summary table and the detail table (KITTI
     AP, GMACs by part, sparse sizes; split every 25 rows), the latency elasticity of each filter
     variant (:func:`elasticity_table`; only when there is one), the 2:4 variants' GPU timing
     (:func:`semi_structured_table`; only when there is one), the training-seed replicates
@@ -102,6 +106,11 @@ def write_report(
             tables = _table_pages(
                 recovery_table(summary), _RECOVERY_HEADERS, "Recovery table", _RECOVERY_NOTE
             )
+            twins = scratch_table(summary)
+            if not twins.empty:
+                tables += _table_pages(
+                    twins, _SCRATCH_HEADERS, "Prune, or train the small model?", _SCRATCH_NOTE
+                )
             tables += _table_pages(summary, _TABLE_HEADERS, "Summary table", _SUMMARY_NOTE)
             tables += _table_pages(summary, _DETAIL_HEADERS, "Detail table", _DETAIL_NOTE)
             elastic = elasticity_table(summary)
