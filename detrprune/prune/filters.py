@@ -52,6 +52,7 @@ from detrprune.prune.attention import prune_attention_heads, prune_sampling_poin
 from detrprune.prune.counting import count_parameters
 from detrprune.prune.criteria import get_criterion
 from detrprune.prune.parts import (
+    PartPruner,
     PartResult,
     PartStep,
     register_flag_part,
@@ -272,46 +273,6 @@ def _prune_ffns(detector: nn.Module, step: PartStep) -> PartResult:
     return PartResult(widths, clamped)
 
 
-@register_part(
-    "attention",
-    description="whole heads of every attention layer of the method's transformer stacks",
-    own_ratio=True,
-    stats_key="attention_heads",
-)
-def _prune_heads(detector: nn.Module, step: PartStep) -> PartResult:
-    return PartResult(
-        _prune_units(
-            detector,
-            prune_attention_heads,
-            step.ratio,
-            step.criterion,
-            step.stacks,
-            attention_head_counts,
-            None if step.targets is None else step.targets["heads"],
-        )
-    )
-
-
-@register_part(
-    "points",
-    description="sampling points of every head and level of the encoder's deformable attention",
-    own_ratio=True,
-    stats_key="sampling_points",
-)
-def _prune_points(detector: nn.Module, step: PartStep) -> PartResult:
-    return PartResult(
-        _prune_units(
-            detector,
-            prune_sampling_points,
-            step.ratio,
-            step.criterion,
-            step.stacks,
-            sampling_point_counts,
-            None if step.targets is None else step.targets["points"],
-        )
-    )
-
-
 def residual_stream_convs(backbone: nn.Module) -> list[nn.Conv2d]:
     """The convs of an mmdet ResNet that write its residual stream.
 
@@ -527,3 +488,33 @@ def prune_ffn_hidden(
     if not widths:
         raise ValueError(f"scope +ffn: the detector has no FFN to prune in {list(stacks)}")
     return widths, clamped
+
+
+def _unit_pruner(prune_fn: Any, counts_of: Any, target_key: str) -> PartPruner:
+    """The part pruner of heads or sampling points (:func:`_prune_units` with ``prune_fn``)."""
+
+    def prune(detector: nn.Module, step: PartStep) -> PartResult:
+        targets = None if step.targets is None else step.targets[target_key]
+        return PartResult(
+            _prune_units(
+                detector, prune_fn, step.ratio, step.criterion, step.stacks, counts_of, targets
+            )
+        )
+
+    return prune
+
+
+# Registered after the backbone's and the FFNs' parts, in the order they are applied: a layer's
+# points are counted on the heads it keeps.
+register_part(
+    "attention",
+    description="whole heads of every attention layer of the method's transformer stacks",
+    own_ratio=True,
+    stats_key="attention_heads",
+)(_unit_pruner(prune_attention_heads, attention_head_counts, "heads"))
+register_part(
+    "points",
+    description="sampling points of every head and level of the encoder's deformable attention",
+    own_ratio=True,
+    stats_key="sampling_points",
+)(_unit_pruner(prune_sampling_points, sampling_point_counts, "points"))
